@@ -1,0 +1,123 @@
+//! The admin listener: health, Prometheus metrics, the passport ring, plugin management.
+//!
+//! Kept on its own port so that it can be firewalled off from the public and keeps answering
+//! while the public listeners shed load.
+
+use crate::gateway::Ctx;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let svc = service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(route(&ctx, req).await) }
+        });
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let conn = b.serve_connection(TokioIo::new(stream), svc);
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = fut.await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    r
+}
+
+async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => {
+            if ctx.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
+            } else {
+                text(StatusCode::OK, "ok\n", "text/plain")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut out = String::with_capacity(64 * 1024);
+            ctx.metrics.render(&mut out);
+            ctx.upstreams.render(&mut out);
+            render_shedding(ctx, &mut out);
+            if let Some(p) = &ctx.plugins {
+                p.render_metrics(&mut out);
+            }
+            text(StatusCode::OK, out, "text/plain; version=0.0.4")
+        }
+        (&Method::GET, "/admin/passports") => {
+            let limit = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(usize::MAX);
+            let mut all = ctx.metrics.ring.snapshot();
+            all.truncate(limit);
+            match serde_json::to_vec(&all) {
+                Ok(v) => text(StatusCode::OK, v, "application/json"),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "text/plain"),
+            }
+        }
+        (_, p) if p == "/admin/plugins" || p.starts_with("/admin/plugins/") => {
+            match &ctx.plugins {
+                Some(rt) => rt.admin(req).await,
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "plugins are not enabled ([plugins] is absent)\n",
+                    "text/plain",
+                ),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+    }
+}
+
+fn render_shedding(ctx: &Ctx, out: &mut String) {
+    use crate::config::Priority;
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP portcullis_in_flight Requests in flight, gateway-wide (scope=global) or per cluster.\n# TYPE portcullis_in_flight gauge");
+    let _ = writeln!(out, "portcullis_in_flight{{scope=\"global\"}} {}", ctx.shedder.in_flight());
+    for c in &ctx.upstreams.clusters {
+        let _ = writeln!(out, "portcullis_in_flight{{scope=\"{}\"}} {}", c.name, c.limit.in_flight());
+    }
+    let _ = writeln!(out, "# HELP portcullis_shed_total Requests shed, by scope and priority.\n# TYPE portcullis_shed_total counter");
+    for (scope, s) in std::iter::once(("global", &ctx.shedder))
+        .chain(ctx.upstreams.clusters.iter().map(|c| (&*c.name, &c.limit)))
+    {
+        for p in [Priority::Critical, Priority::Normal, Priority::Sheddable] {
+            let _ = writeln!(out, "portcullis_shed_total{{scope=\"{scope}\",priority=\"{}\"}} {}", p.as_str(), s.shed_total(p));
+        }
+    }
+}

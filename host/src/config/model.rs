@@ -1,0 +1,529 @@
+//! The config tree. Every struct denies unknown keys; every field has a documented default
+//! (see `docs/config.md`, which lists each key).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<Cluster>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Absent: no plugins are loaded and the plugin admin API answers 404.
+    pub plugins: Option<Plugins>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub listen: String,
+    /// Passports kept for slow or failed requests.
+    pub passport_ring: usize,
+    /// A request slower than this keeps its passport in the ring.
+    pub slow_request_ms: u64,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:9901".into(),
+            passport_ring: 1024,
+            slow_request_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub listen: String,
+    pub tls: Option<Tls>,
+    /// Open connections beyond this are closed right after accept.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Serve HTTP/3 over QUIC on the same port (TLS listeners only).
+    #[serde(default)]
+    pub http3: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Default certificate chain (PEM), used when no `sni` entry matches.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Extra certificates chosen by SNI.
+    #[serde(default)]
+    pub sni: Vec<SniCert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// Server names this certificate answers for; `*.example.com` matches one label.
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    #[default]
+    RoundRobin,
+    LeastInFlight,
+    LeastInFlightEwma,
+    P2cPeakEwma,
+}
+
+/// `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointSpec {
+    Addr(String),
+    Weighted {
+        addr: String,
+        #[serde(default = "defaults::weight")]
+        weight: u32,
+    },
+}
+
+impl EndpointSpec {
+    pub fn addr(&self) -> &str {
+        match self {
+            EndpointSpec::Addr(a) => a,
+            EndpointSpec::Weighted { addr, .. } => addr,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            EndpointSpec::Addr(_) => 1,
+            EndpointSpec::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    #[serde(default)]
+    pub pool: Pool,
+    /// Overrides of the global `[timeouts]` that concern upstreams.
+    #[serde(default)]
+    pub timeouts: ClusterTimeouts,
+    /// Requests in flight to this cluster at once; beyond it requests are shed.
+    #[serde(default = "defaults::cluster_max_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default)]
+    pub outlier: Outlier,
+    /// Active HTTP health checks; absent means passive outlier detection only.
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+}
+
+/// Passive outlier detection: consecutive failures eject an endpoint with exponential backoff.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outlier {
+    /// Consecutive failures (connect errors, resets, and 5xx if `eject_on_5xx`) that eject.
+    pub consecutive_failures: u32,
+    /// Count upstream 5xx responses as failures.
+    pub eject_on_5xx: bool,
+    /// First ejection lasts this long; each further ejection doubles it.
+    pub base_ejection_ms: u64,
+    pub max_ejection_ms: u64,
+    /// At most this share of a cluster is ejected at once; the last endpoint never is.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            eject_on_5xx: false,
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    #[serde(default = "defaults::hc_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "defaults::hc_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::hc_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "defaults::hc_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+/// Retries to a cluster may not exceed `percent` of its active requests, but at least
+/// `min_concurrency` retries may always be in flight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20,
+            min_concurrency: 3,
+        }
+    }
+}
+
+/// Per-route retry policy. Retries happen only where replay is safe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Total attempts including the first; 1 disables retries.
+    pub attempts: u32,
+    /// Upstream statuses that trigger a retry (connect failures and resets always do).
+    pub on_status: Vec<u16>,
+    /// Treat non-idempotent methods on this route as safe to replay.
+    pub idempotent: bool,
+    /// Bodies up to this size are buffered so the request can be replayed.
+    pub max_buffered_body_bytes: usize,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 2,
+            on_status: vec![503],
+            idempotent: false,
+            max_buffered_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    /// Idle keep-alive connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// Open connections (idle + busy) per endpoint; beyond it a request waits up to the
+    /// connect timeout for a free one, then fails `connect-timeout`.
+    pub max_connections_per_endpoint: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout_ms: u64,
+    /// A connection is retired after this many requests.
+    pub max_requests_per_connection: u64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            max_idle_per_endpoint: 64,
+            max_connections_per_endpoint: 1024,
+            idle_timeout_ms: 60_000,
+            max_requests_per_connection: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTimeouts {
+    pub connect_ms: Option<u64>,
+    pub upstream_headers_ms: Option<u64>,
+    pub upstream_body_idle_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Sheddable,
+    #[default]
+    Normal,
+    Critical,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Sheddable => "sheddable",
+            Priority::Normal => "normal",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: RouteMatch,
+    /// Proxy to this cluster…
+    pub cluster: Option<String>,
+    /// …or hand the request to this endpoint plugin.
+    pub endpoint: Option<String>,
+    /// Shedding class of requests on this route.
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub timeouts: RouteTimeouts,
+    /// Overrides `[limits] max_body_bytes` for this route.
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    pub path_prefix: Option<String>,
+    /// Exact host (port ignored), or `*.example.com` for one label.
+    pub host: Option<String>,
+    pub method: Option<String>,
+    /// Header name → exact value; all must match.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    pub client_body_idle_ms: Option<u64>,
+    pub connect_ms: Option<u64>,
+    pub upstream_headers_ms: Option<u64>,
+    pub upstream_body_idle_ms: Option<u64>,
+    pub request_deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Client must send the whole request head within this (408 otherwise).
+    pub client_header_ms: u64,
+    /// Longest silence while reading a request body (408).
+    pub client_body_idle_ms: u64,
+    /// Idle keep-alive connection from a client is closed after this.
+    pub client_idle_ms: u64,
+    /// TCP connect to an upstream (504 connect-timeout).
+    pub connect_ms: u64,
+    /// From request sent to upstream response head (504 upstream-timeout).
+    pub upstream_headers_ms: u64,
+    /// Longest silence while streaming an upstream response body.
+    pub upstream_body_idle_ms: u64,
+    /// Whole request, from head received to last body byte (504 deadline-exceeded).
+    pub request_deadline_ms: u64,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub drain_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_header_ms: 10_000,
+            client_body_idle_ms: 30_000,
+            client_idle_ms: 60_000,
+            connect_ms: 1_000,
+            upstream_headers_ms: 15_000,
+            upstream_body_idle_ms: 30_000,
+            request_deadline_ms: 60_000,
+            drain_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Request head size (431 beyond).
+    pub max_header_bytes: usize,
+    /// Request header count (431 beyond).
+    pub max_headers: usize,
+    /// Request body size (413 beyond).
+    pub max_body_bytes: u64,
+    /// Requests in flight across the gateway; beyond it requests are shed by priority.
+    pub max_in_flight: usize,
+    /// HTTP/2 concurrent streams per client connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_in_flight: 10_000,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugins {
+    /// Directory of `<name>.wasm` + `<name>.toml` pairs, watched for changes.
+    pub dir: PathBuf,
+    /// Bearer token for `PUT`/`DELETE /admin/plugins/{name}`. Absent: uploads are refused.
+    pub admin_token: Option<String>,
+    #[serde(default = "defaults::max_upload_bytes")]
+    pub max_upload_bytes: usize,
+    #[serde(default = "defaults::reload_debounce_ms")]
+    pub reload_debounce_ms: u64,
+    /// Ceilings a manifest may ask for.
+    #[serde(default = "defaults::max_cpu_ms")]
+    pub max_cpu_ms: u64,
+    #[serde(default = "defaults::max_memory_mb")]
+    pub max_memory_mb: u64,
+    #[serde(default = "defaults::max_timeout_ms")]
+    pub max_timeout_ms: u64,
+    #[serde(default = "defaults::max_plugin_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Concurrent plugin instances across the gateway (pooling allocator slots).
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+    /// Consecutive traps before a plugin is quarantined.
+    #[serde(default = "defaults::quarantine_after")]
+    pub quarantine_after: u32,
+    #[serde(default = "defaults::quarantine_base_ms")]
+    pub quarantine_base_ms: u64,
+    #[serde(default = "defaults::quarantine_max_ms")]
+    pub quarantine_max_ms: u64,
+}
+
+pub(crate) mod defaults {
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn cluster_max_concurrency() -> usize {
+        1_024
+    }
+    pub fn max_upload_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn reload_debounce_ms() -> u64 {
+        200
+    }
+    pub fn max_cpu_ms() -> u64 {
+        50
+    }
+    pub fn max_memory_mb() -> u64 {
+        64
+    }
+    pub fn max_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn max_plugin_body_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn max_instances() -> u32 {
+        1_000
+    }
+    pub fn quarantine_after() -> u32 {
+        5
+    }
+    pub fn quarantine_base_ms() -> u64 {
+        1_000
+    }
+    pub fn quarantine_max_ms() -> u64 {
+        60_000
+    }
+    pub fn hc_interval_ms() -> u64 {
+        5_000
+    }
+    pub fn hc_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn hc_threshold() -> u32 {
+        2
+    }
+}
+
+/// Effective timeouts for one request: route overrides, then cluster overrides, then global.
+#[derive(Debug, Clone, Copy)]
+pub struct EffectiveTimeouts {
+    pub client_body_idle: Duration,
+    pub connect: Duration,
+    pub upstream_headers: Duration,
+    pub upstream_body_idle: Duration,
+    pub request_deadline: Duration,
+}
+
+impl EffectiveTimeouts {
+    pub fn resolve(
+        global: &Timeouts,
+        cluster: Option<&ClusterTimeouts>,
+        route: &RouteTimeouts,
+    ) -> Self {
+        let c = cluster.cloned().unwrap_or_default();
+        let ms = Duration::from_millis;
+        EffectiveTimeouts {
+            client_body_idle: ms(route
+                .client_body_idle_ms
+                .unwrap_or(global.client_body_idle_ms)),
+            connect: ms(route
+                .connect_ms
+                .or(c.connect_ms)
+                .unwrap_or(global.connect_ms)),
+            upstream_headers: ms(route
+                .upstream_headers_ms
+                .or(c.upstream_headers_ms)
+                .unwrap_or(global.upstream_headers_ms)),
+            upstream_body_idle: ms(route
+                .upstream_body_idle_ms
+                .or(c.upstream_body_idle_ms)
+                .unwrap_or(global.upstream_body_idle_ms)),
+            request_deadline: ms(route
+                .request_deadline_ms
+                .unwrap_or(global.request_deadline_ms)),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for l in &mut self.listeners {
+            if let Some(tls) = &mut l.tls {
+                fix(&mut tls.cert);
+                fix(&mut tls.key);
+                for s in &mut tls.sni {
+                    fix(&mut s.cert);
+                    fix(&mut s.key);
+                }
+            }
+        }
+        if let Some(p) = &mut self.plugins {
+            fix(&mut p.dir);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Semantic checks that serde cannot express. Collects every problem; never stops at the first.
+
+use super::{Config, Problem};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
+    let mut p = |key: String, reason: String| out.push(Problem::new(key, reason));
+
+    if cfg.admin.listen.parse::<SocketAddr>().is_err() {
+        p(
+            "admin.listen".into(),
+            format!("`{}` is not an ip:port socket address", cfg.admin.listen),
+        );
+    }
+    if cfg.admin.passport_ring == 0 || cfg.admin.passport_ring > 1_000_000 {
+        p(
+            "admin.passport_ring".into(),
+            "must be between 1 and 1000000".into(),
+        );
+    }
+
+    if cfg.listeners.is_empty() {
+        p(
+            "listener".into(),
+            "at least one [[listener]] is required".into(),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let k = |f: &str| format!("listener[{i}].{f}");
+        if l.name.is_empty() || !names.insert(l.name.clone()) {
+            p(k("name"), format!("`{}` is empty or used twice", l.name));
+        }
+        match l.listen.parse::<SocketAddr>() {
+            Ok(a) => {
+                if !addrs.insert(a) {
+                    p(k("listen"), format!("`{a}` is used by another listener"));
+                }
+            }
+            Err(_) => p(
+                k("listen"),
+                format!("`{}` is not an ip:port socket address", l.listen),
+            ),
+        }
+        if l.max_connections == 0 {
+            p(k("max_connections"), "must be at least 1".into());
+        }
+        if let Some(tls) = &l.tls {
+            for (f, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !path.is_file() {
+                    p(k(f), format!("file `{}` does not exist", path.display()));
+                }
+            }
+            for (j, s) in tls.sni.iter().enumerate() {
+                if s.names.is_empty() {
+                    p(k(&format!("tls.sni[{j}].names")), "must not be empty".into());
+                }
+                for (f, path) in [("cert", &s.cert), ("key", &s.key)] {
+                    if !path.is_file() {
+                        p(
+                            k(&format!("tls.sni[{j}].{f}")),
+                            format!("file `{}` does not exist", path.display()),
+                        );
+                    }
+                }
+            }
+        } else if l.http3 {
+            p(k("http3"), "HTTP/3 needs `tls` on the listener".into());
+        }
+    }
+
+    let mut clusters = HashSet::new();
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        let k = |f: &str| format!("cluster[{i}].{f}");
+        if c.name.is_empty() || !clusters.insert(c.name.as_str()) {
+            p(k("name"), format!("`{}` is empty or used twice", c.name));
+        }
+        if c.endpoints.is_empty() {
+            p(k("endpoints"), "at least one endpoint is required".into());
+        }
+        for (j, e) in c.endpoints.iter().enumerate() {
+            if !valid_host_port(e.addr()) {
+                p(
+                    k(&format!("endpoints[{j}]")),
+                    format!("`{}` is not host:port", e.addr()),
+                );
+            }
+            if e.weight() == 0 || e.weight() > 1000 {
+                p(
+                    k(&format!("endpoints[{j}].weight")),
+                    "must be between 1 and 1000".into(),
+                );
+            }
+        }
+        if c.pool.max_connections_per_endpoint == 0 {
+            p(
+                k("pool.max_connections_per_endpoint"),
+                "must be at least 1".into(),
+            );
+        }
+        if c.pool.max_requests_per_connection == 0 {
+            p(
+                k("pool.max_requests_per_connection"),
+                "must be at least 1".into(),
+            );
+        }
+        if c.max_concurrency == 0 {
+            p(k("max_concurrency"), "must be at least 1".into());
+        }
+        for (f, v) in [
+            ("timeouts.connect_ms", c.timeouts.connect_ms),
+            ("timeouts.upstream_headers_ms", c.timeouts.upstream_headers_ms),
+            (
+                "timeouts.upstream_body_idle_ms",
+                c.timeouts.upstream_body_idle_ms,
+            ),
+        ] {
+            if v == Some(0) {
+                p(k(f), "a timeout must be greater than 0".into());
+            }
+        }
+    }
+
+    let mut routes = HashSet::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let k = |f: &str| format!("route[{i}].{f}");
+        if r.name.is_empty() || !routes.insert(r.name.as_str()) {
+            p(k("name"), format!("`{}` is empty or used twice", r.name));
+        }
+        match (&r.cluster, &r.endpoint) {
+            (Some(c), None) => {
+                if !clusters.contains(c.as_str()) {
+                    p(k("cluster"), format!("no [[cluster]] is named `{c}`"));
+                }
+            }
+            (None, Some(_)) => {
+                if cfg.plugins.is_none() {
+                    p(
+                        k("endpoint"),
+                        "endpoint routes need a [plugins] section".into(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => p(
+                k("cluster"),
+                "set either `cluster` or `endpoint`, not both".into(),
+            ),
+            (None, None) => p(
+                k("cluster"),
+                "one of `cluster` or `endpoint` is required".into(),
+            ),
+        }
+        if let Some(pp) = &r.matcher.path_prefix {
+            if !pp.starts_with('/') {
+                p(k("match.path_prefix"), "must start with `/`".into());
+            }
+        }
+        if let Some(m) = &r.matcher.method {
+            if http::Method::from_bytes(m.as_bytes()).is_err() {
+                p(k("match.method"), format!("`{m}` is not an HTTP method"));
+            }
+        }
+        for (name, value) in &r.matcher.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p(
+                    k(&format!("match.headers.{name}")),
+                    "not a valid header name".into(),
+                );
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                p(
+                    k(&format!("match.headers.{name}")),
+                    "not a valid header value".into(),
+                );
+            }
+        }
+        let t = &r.timeouts;
+        for (f, v) in [
+            ("timeouts.client_body_idle_ms", t.client_body_idle_ms),
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.upstream_headers_ms", t.upstream_headers_ms),
+            ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),
+            ("timeouts.request_deadline_ms", t.request_deadline_ms),
+        ] {
+            if v == Some(0) {
+                p(k(f), "a timeout must be greater than 0".into());
+            }
+        }
+    }
+
+    let t = &cfg.timeouts;
+    for (f, v) in [
+        ("timeouts.client_header_ms", t.client_header_ms),
+        ("timeouts.client_body_idle_ms", t.client_body_idle_ms),
+        ("timeouts.client_idle_ms", t.client_idle_ms),
+        ("timeouts.connect_ms", t.connect_ms),
+        ("timeouts.upstream_headers_ms", t.upstream_headers_ms),
+        ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),
+        ("timeouts.request_deadline_ms", t.request_deadline_ms),
+        ("timeouts.drain_ms", t.drain_ms),
+    ] {
+        if v == 0 {
+            p(f.into(), "a timeout must be greater than 0".into());
+        }
+    }
+    let l = &cfg.limits;
+    if l.max_header_bytes < 8192 {
+        p(
+            "limits.max_header_bytes".into(),
+            "must be at least 8192".into(),
+        );
+    }
+    if l.max_headers == 0 {
+        p("limits.max_headers".into(), "must be at least 1".into());
+    }
+    if l.max_in_flight == 0 {
+        p("limits.max_in_flight".into(), "must be at least 1".into());
+    }
+    if l.max_concurrent_streams == 0 {
+        p(
+            "limits.max_concurrent_streams".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if let Some(pl) = &cfg.plugins {
+        if pl.admin_token.as_deref() == Some("") {
+            p(
+                "plugins.admin_token".into(),
+                "must not be empty (omit it to refuse uploads)".into(),
+            );
+        }
+        if pl.max_instances == 0 {
+            p("plugins.max_instances".into(), "must be at least 1".into());
+        }
+        if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {
+            p(
+                "plugins".into(),
+                "max_cpu_ms, max_memory_mb and max_timeout_ms must be greater than 0".into(),
+            );
+        }
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,172 @@
+//! Assembles a running gateway from a validated config: binds listeners and the admin port,
+//! builds the route table and upstreams, and owns shutdown.
+
+use crate::config::{self, Config};
+use crate::plugin::PluginRuntime;
+use crate::routing::RouteTable;
+use crate::server::{self, tls};
+use crate::shed::Shedder;
+use crate::telemetry::Metrics;
+use crate::upstream::Upstreams;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Everything a request needs, shared read-only by all connections.
+pub struct Ctx {
+    pub routes: RouteTable,
+    pub upstreams: Upstreams,
+    pub metrics: Arc<Metrics>,
+    pub plugins: Option<Arc<PluginRuntime>>,
+    pub shedder: Shedder,
+    pub timeouts: config::Timeouts,
+    pub limits: config::Limits,
+    pub draining: AtomicBool,
+}
+
+pub struct Gateway {
+    ctx: Arc<Ctx>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    drain: Duration,
+}
+
+fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    let addr: SocketAddr = addr.parse().with_context(|| format!("bad address `{addr}`"))?;
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(sock.listen(4096)?)
+}
+
+impl Gateway {
+    /// Binds every listener and starts serving. Must run inside a tokio runtime.
+    pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut upstreams = Upstreams::new(&cfg);
+        upstreams.start_health_checks(&cfg, &shutdown_rx);
+        let routes = RouteTable::build(&cfg, |n| upstreams.index(n));
+        let route_names: Vec<Arc<str>> = routes.routes().iter().map(|r| r.name.clone()).collect();
+        let listener_names: Vec<Arc<str>> = cfg
+            .listeners
+            .iter()
+            .map(|l| Arc::from(l.name.as_str()))
+            .collect();
+        let metrics = Arc::new(Metrics::new(
+            &route_names,
+            &listener_names,
+            cfg.admin.passport_ring,
+            Duration::from_millis(cfg.admin.slow_request_ms),
+        ));
+        let plugins = match &cfg.plugins {
+            Some(p) => Some(PluginRuntime::start(p).context("starting the plugin runtime")?),
+            None => None,
+        };
+        let ctx = Arc::new(Ctx {
+            routes,
+            upstreams,
+            metrics,
+            plugins,
+            shedder: Shedder::new(cfg.limits.max_in_flight),
+            timeouts: cfg.timeouts.clone(),
+            limits: cfg.limits.clone(),
+            draining: AtomicBool::new(false),
+        });
+
+        let drain = Duration::from_millis(cfg.timeouts.drain_ms);
+        let mut tasks = JoinSet::new();
+        let mut bound = Vec::new();
+        for (index, l) in cfg.listeners.iter().enumerate() {
+            let tcp = bind(&l.listen).with_context(|| format!("listener `{}`", l.name))?;
+            let addr = tcp.local_addr()?;
+            let acceptor = match &l.tls {
+                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                    tls::server_config(t).with_context(|| format!("listener `{}` TLS", l.name))?,
+                )),
+                None => None,
+            };
+            tracing::info!(listener = %l.name, %addr, tls = acceptor.is_some(), "listening");
+            bound.push((l.name.clone(), addr));
+            let listener = server::Listener {
+                index,
+                tcp,
+                tls: acceptor,
+                max_connections: l.max_connections,
+            };
+            tasks.spawn(server::serve(ctx.clone(), listener, shutdown_rx.clone(), drain));
+        }
+        let admin_tcp = bind(&cfg.admin.listen).context("admin listener")?;
+        let admin = admin_tcp.local_addr()?;
+        tracing::info!(%admin, "admin listening");
+        tasks.spawn(crate::admin::serve(ctx.clone(), admin_tcp, shutdown_rx.clone()));
+
+        let reaper_ctx = ctx.clone();
+        let mut reaper_stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => reaper_ctx.upstreams.reap_idle(),
+                    _ = reaper_stop.changed() => break,
+                }
+            }
+        });
+
+        Ok(Gateway {
+            ctx,
+            listeners: bound,
+            admin,
+            shutdown,
+            tasks,
+            drain,
+        })
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
+    /// once every listener is closed.
+    pub async fn shutdown(mut self) {
+        self.ctx.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        let grace = self.drain + Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+
+    /// Runs until the returned future of `signal` completes, then drains.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down: draining");
+        self.shutdown().await;
+        tracing::info!("stopped");
+    }
+}

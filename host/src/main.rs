@@ -1,0 +1,96 @@
+//! The `portcullis` binary: `run` a gateway or `check` a config.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use portcullis::{Config, Gateway};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Portcullis: a WebAssembly-extensible programmable HTTP gateway.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the gateway. SIGTERM or SIGINT stops accepting, drains in-flight requests for up
+    /// to `[timeouts] drain_ms`, and exits 0.
+    Run {
+        /// Path to the TOML config (see docs/config.md).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config and exit: 0 if valid, 1 listing every problem as `file: key: reason`.
+    Check {
+        /// Path to the TOML config.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{} problem(s) found", e.problems.len());
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config } => {
+            portcullis::telemetry::init_logging();
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("portcullis")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async move {
+                let gw = match Gateway::start(cfg).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                };
+                gw.run_until(shutdown_signal()).await;
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,344 @@
+//! Bodies that stream through the gateway without being buffered whole.
+//!
+//! `ReqBody` carries the client's request body up to the upstream, enforcing the size limit
+//! and the client-body idle timeout as it goes; `RespBody` carries the upstream's response
+//! down to the client, enforcing the upstream-body idle timeout and the request deadline, and
+//! finishing the passport when the last byte (or an error, or a client disconnect) happens.
+
+use crate::request::passport::State;
+use crate::request::Finisher;
+use crate::upstream::pool::Conn;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body stopped early; read by the state machine to pick the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReqBodyFault {
+    None = 0,
+    IdleTimeout = 1,
+    TooLarge = 2,
+    ClientError = 3,
+}
+
+/// State shared between the uploading body and the request task.
+#[derive(Debug)]
+pub struct ReqShared {
+    start: Instant,
+    fault: AtomicU8,
+    /// Nanoseconds since `start` when the last byte went up; 0 = not yet.
+    sent_at: AtomicU64,
+}
+
+impl ReqShared {
+    pub fn new(start: Instant) -> Arc<Self> {
+        Arc::new(ReqShared {
+            start,
+            fault: AtomicU8::new(0),
+            sent_at: AtomicU64::new(0),
+        })
+    }
+    pub fn fault(&self) -> ReqBodyFault {
+        match self.fault.load(Ordering::Acquire) {
+            1 => ReqBodyFault::IdleTimeout,
+            2 => ReqBodyFault::TooLarge,
+            3 => ReqBodyFault::ClientError,
+            _ => ReqBodyFault::None,
+        }
+    }
+    fn set_fault(&self, f: ReqBodyFault) {
+        let _ = self
+            .fault
+            .compare_exchange(0, f as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+    pub fn sent_at(&self) -> Option<Instant> {
+        match self.sent_at.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.start + Duration::from_nanos(n)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(&'static str);
+
+/// The client's body on its way up.
+pub struct ReqBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    shared: Arc<ReqShared>,
+}
+
+impl ReqBody {
+    pub fn new(inner: Incoming, limit: u64, idle: Duration, shared: Arc<ReqShared>) -> Self {
+        ReqBody {
+            inner,
+            limit,
+            seen: 0,
+            idle,
+            sleep: None,
+            shared,
+        }
+    }
+
+    fn finished(&self) {
+        let n = self.shared.start.elapsed().as_nanos().max(1) as u64;
+        self.shared.sent_at.store(n, Ordering::Release);
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.seen += d.len() as u64;
+                    if this.seen > this.limit {
+                        this.shared.set_fault(ReqBodyFault::TooLarge);
+                        return Poll::Ready(Some(Err(Box::new(BodyError(
+                            "request body exceeds the limit",
+                        )))));
+                    }
+                }
+                this.sleep = None;
+                if this.inner.is_end_stream() {
+                    this.finished();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.shared.set_fault(ReqBodyFault::ClientError);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.finished();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(sleep.as_mut().poll(cx));
+                this.shared.set_fault(ReqBodyFault::IdleTimeout);
+                Poll::Ready(Some(Err(Box::new(BodyError(
+                    "client body idle timeout",
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What goes up to an upstream.
+pub enum UpBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(ReqBody),
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Empty => Poll::Ready(None),
+            UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Full(b) => b.is_none(),
+            UpBody::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            UpBody::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// The upstream's response on its way down, with everything needed to finish the request.
+pub struct Streaming {
+    inner: Incoming,
+    idle: Duration,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Returned to its pool only after the body was read to the end.
+    conn: Option<(Conn, Arc<crate::upstream::Cluster>, usize)>,
+    finisher: Option<Finisher>,
+    body_started: Instant,
+}
+
+/// What goes down to the client.
+pub enum RespBody {
+    Full(Option<Bytes>),
+    Stream(Box<Streaming>),
+}
+
+impl RespBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        RespBody::Full(Some(b.into()))
+    }
+    pub fn empty() -> Self {
+        RespBody::Full(None)
+    }
+    pub fn stream(
+        inner: Incoming,
+        idle: Duration,
+        deadline: Instant,
+        conn: (Conn, Arc<crate::upstream::Cluster>, usize),
+        finisher: Finisher,
+    ) -> Self {
+        let mut s = Box::new(Streaming {
+            inner,
+            idle,
+            deadline,
+            sleep: None,
+            conn: Some(conn),
+            finisher: Some(finisher),
+            body_started: Instant::now(),
+        });
+        if s.inner.is_end_stream() {
+            s.complete();
+        }
+        RespBody::Stream(s)
+    }
+}
+
+impl Streaming {
+    fn complete(&mut self) {
+        if let Some((conn, cluster, i)) = self.conn.take() {
+            cluster.endpoints[i].pool.release(conn);
+        }
+        if let Some(mut f) = self.finisher.take() {
+            f.passport.add_waiting(self.body_started.elapsed());
+            f.passport.stamp(State::RespBodySent);
+            f.finish();
+        }
+    }
+
+    fn fail(&mut self, state: State) {
+        self.conn = None;
+        if let Some(mut f) = self.finisher.take() {
+            f.passport.add_waiting(self.body_started.elapsed());
+            f.passport.stamp(state);
+            f.finish();
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let s = match self.get_mut() {
+            RespBody::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Stream(s) => s,
+        };
+        if s.finisher.is_none() && s.conn.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut s.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                s.sleep = None;
+                if s.inner.is_end_stream() {
+                    s.complete();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                s.fail(State::UpstreamReset);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                s.complete();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let now = Instant::now();
+                let (idle, deadline) = (s.idle, s.deadline);
+                let sleep = s.sleep.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until((now + idle).min(deadline).into()))
+                });
+                ready!(sleep.as_mut().poll(cx));
+                let state = if Instant::now() >= deadline {
+                    State::DeadlineExceeded
+                } else {
+                    State::UpstreamBodyTimeout
+                };
+                s.fail(state);
+                Poll::Ready(Some(Err(Box::new(BodyError(
+                    "upstream response body timed out",
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Stream(s) => s.finisher.is_none() && s.conn.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.finisher.is_some() {
+            // The client went away (or the connection was torn down) mid-body: the upstream
+            // connection is not reusable, and the passport says so.
+            self.fail(State::ClientDisconnected);
+        }
+    }
+}

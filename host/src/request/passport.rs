@@ -1,0 +1,228 @@
+//! The passport: the ordered list of states a request went through, each with a timestamp.
+//!
+//! Why a passport instead of ad-hoc timers: metrics, the slow-request ring and the
+//! `overhead` figure are all derived from one record, so they can never disagree, and a
+//! slow request can be explained after the fact state by state.
+
+use serde::Serialize;
+use smallvec::SmallVec;
+use std::time::{Duration, Instant};
+
+/// Every state a request can pass through. Failure edges are states of their own so that a
+/// passport alone says how a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Accepted,
+    HeadersReceived,
+    InboundFiltersStart,
+    InboundFiltersEnd,
+    Routed,
+    EndpointStart,
+    FanoutCallStart,
+    FanoutCallEnd,
+    EndpointEnd,
+    UpstreamPicked,
+    ConnAcquireStart,
+    ConnAcquired,
+    ReqHeadersSent,
+    ReqBodySent,
+    RespHeadersReceived,
+    OutboundFiltersStart,
+    OutboundFiltersEnd,
+    RespHeadersSent,
+    RespBodySent,
+    Done,
+    // failure edges
+    ClientHeaderTimeout,
+    ClientBodyTimeout,
+    ClientDisconnected,
+    BadRequest,
+    BodyTooLarge,
+    Shed,
+    NoRoute,
+    NoHealthyUpstream,
+    ConnectTimeout,
+    ConnectFailed,
+    UpstreamTimeout,
+    UpstreamBodyTimeout,
+    UpstreamReset,
+    Retry,
+    PluginTrap,
+    PluginCpuExceeded,
+    PluginMemoryExceeded,
+    PluginRejected,
+    PluginResponded,
+    DeadlineExceeded,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        use State::*;
+        match self {
+            Accepted => "ACCEPTED",
+            HeadersReceived => "HEADERS_RECEIVED",
+            InboundFiltersStart => "INBOUND_FILTERS_START",
+            InboundFiltersEnd => "INBOUND_FILTERS_END",
+            Routed => "ROUTED",
+            EndpointStart => "ENDPOINT_START",
+            FanoutCallStart => "FANOUT_CALL_START",
+            FanoutCallEnd => "FANOUT_CALL_END",
+            EndpointEnd => "ENDPOINT_END",
+            UpstreamPicked => "UPSTREAM_PICKED",
+            ConnAcquireStart => "CONN_ACQUIRE_START",
+            ConnAcquired => "CONN_ACQUIRED",
+            ReqHeadersSent => "REQ_HEADERS_SENT",
+            ReqBodySent => "REQ_BODY_SENT",
+            RespHeadersReceived => "RESP_HEADERS_RECEIVED",
+            OutboundFiltersStart => "OUTBOUND_FILTERS_START",
+            OutboundFiltersEnd => "OUTBOUND_FILTERS_END",
+            RespHeadersSent => "RESP_HEADERS_SENT",
+            RespBodySent => "RESP_BODY_SENT",
+            Done => "DONE",
+            ClientHeaderTimeout => "CLIENT_HEADER_TIMEOUT",
+            ClientBodyTimeout => "CLIENT_BODY_TIMEOUT",
+            ClientDisconnected => "CLIENT_DISCONNECTED",
+            BadRequest => "BAD_REQUEST",
+            BodyTooLarge => "BODY_TOO_LARGE",
+            Shed => "SHED",
+            NoRoute => "NO_ROUTE",
+            NoHealthyUpstream => "NO_HEALTHY_UPSTREAM",
+            ConnectTimeout => "CONNECT_TIMEOUT",
+            ConnectFailed => "CONNECT_FAILED",
+            UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            UpstreamBodyTimeout => "UPSTREAM_BODY_TIMEOUT",
+            UpstreamReset => "UPSTREAM_RESET",
+            Retry => "RETRY",
+            PluginTrap => "PLUGIN_TRAP",
+            PluginCpuExceeded => "PLUGIN_CPU_EXCEEDED",
+            PluginMemoryExceeded => "PLUGIN_MEMORY_EXCEEDED",
+            PluginRejected => "PLUGIN_REJECTED",
+            PluginResponded => "PLUGIN_RESPONDED",
+            DeadlineExceeded => "DEADLINE_EXCEEDED",
+        }
+    }
+
+    /// Failure edges make a passport worth keeping in the admin ring.
+    pub fn is_failure(self) -> bool {
+        use State::*;
+        matches!(
+            self,
+            ClientHeaderTimeout
+                | ClientBodyTimeout
+                | ClientDisconnected
+                | BadRequest
+                | BodyTooLarge
+                | Shed
+                | NoRoute
+                | NoHealthyUpstream
+                | ConnectTimeout
+                | ConnectFailed
+                | UpstreamTimeout
+                | UpstreamBodyTimeout
+                | UpstreamReset
+                | Retry
+                | PluginTrap
+                | PluginCpuExceeded
+                | PluginMemoryExceeded
+                | DeadlineExceeded
+        )
+    }
+}
+
+/// A stamped state. `note` carries a short static detail (e.g. which plugin trapped) without
+/// allocating on the hot path; dynamic detail goes in `Passport::detail`.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub state: State,
+    pub at: Instant,
+}
+
+/// The per-request record. Owned by exactly one task at a time (moved, never shared), so it
+/// needs no lock.
+#[derive(Debug)]
+pub struct Passport {
+    start: Instant,
+    stamps: SmallVec<[Stamp; 24]>,
+    /// Time spent waiting on someone else (client, upstream, fan-out calls): the "blue"
+    /// transitions. Overhead is total minus this.
+    waiting: Duration,
+    /// Free-form detail about failures (plugin name, error text), bounded in length.
+    pub detail: Option<String>,
+}
+
+const MAX_STAMPS: usize = 128;
+const MAX_DETAIL: usize = 512;
+
+impl Passport {
+    pub fn new(start: Instant) -> Self {
+        let mut stamps = SmallVec::new();
+        stamps.push(Stamp {
+            state: State::Accepted,
+            at: start,
+        });
+        Passport {
+            start,
+            stamps,
+            waiting: Duration::ZERO,
+            detail: None,
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Records a state now. Bounded: past `MAX_STAMPS` only the final states are kept
+    /// (a runaway retry or fan-out loop must not grow the record without end).
+    pub fn stamp(&mut self, state: State) {
+        self.stamp_at(state, Instant::now());
+    }
+
+    /// Records a state at a given instant, keeping stamps in time order (a state observed
+    /// by another task, like the request body finishing, may be recorded late).
+    pub fn stamp_at(&mut self, state: State, at: Instant) {
+        if self.stamps.len() >= MAX_STAMPS && state != State::Done {
+            return;
+        }
+        let pos = self.stamps.partition_point(|s| s.at <= at);
+        self.stamps.insert(pos, Stamp { state, at });
+    }
+
+    /// Adds a span of time during which the gateway was waiting on someone else.
+    pub fn add_waiting(&mut self, d: Duration) {
+        self.waiting += d;
+    }
+
+    pub fn waiting(&self) -> Duration {
+        self.waiting
+    }
+
+    pub fn set_detail(&mut self, detail: impl Into<String>) {
+        let mut d: String = detail.into();
+        if d.len() > MAX_DETAIL {
+            let mut cut = MAX_DETAIL;
+            while !d.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            d.truncate(cut);
+        }
+        self.detail = Some(d);
+    }
+
+    pub fn stamps(&self) -> &[Stamp] {
+        &self.stamps
+    }
+
+    pub fn has(&self, state: State) -> bool {
+        self.stamps.iter().any(|s| s.state == state)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.stamps.iter().any(|s| s.state.is_failure())
+    }
+
+    pub fn last_at(&self) -> Instant {
+        self.stamps.last().map(|s| s.at).unwrap_or(self.start)
+    }
+}

@@ -1,0 +1,160 @@
+//! Client-facing listeners: accept, TLS, and HTTP/1.1 + HTTP/2 (h2c prior knowledge and ALPN)
+//! served by hyper, each connection watched for graceful drain.
+
+pub mod io;
+pub mod tls;
+
+use crate::gateway::Ctx;
+use crate::request::{self, ConnInfo, ConnState};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub struct Listener {
+    pub index: usize,
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub max_connections: usize,
+}
+
+fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Header and idle timeouts are ours (server::io) so a slow head gets a 408.
+        .header_read_timeout(None)
+        .max_buf_size(ctx.limits.max_header_bytes.max(8192))
+        .max_headers(ctx.limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+        .max_header_list_size(ctx.limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(64))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}
+
+/// Accepts until `shutdown` flips, then drains: open connections finish their in-flight
+/// requests (keep-alive is turned off, h2 gets GOAWAY) for up to `drain`.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    l: Listener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&ctx));
+    let header_timeout = Duration::from_millis(ctx.timeouts.client_header_ms);
+    let idle_timeout = Duration::from_millis(ctx.timeouts.client_idle_ms);
+    let Some(metrics) = ctx.metrics.listeners.get(l.index) else {
+        return;
+    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = l.tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        if metrics.active.load(Ordering::Relaxed) >= l.max_connections as i64 {
+            metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        metrics.active.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = l.tls.clone();
+        let index = l.index;
+        tokio::spawn(async move {
+            let state = Arc::new(ConnState::default());
+            let info = Arc::new(ConnInfo {
+                client: peer,
+                tls: tls.is_some(),
+                listener: index,
+                state: state.clone(),
+            });
+            let c2 = ctx.clone();
+            let svc = service_fn(move |req| request::handle(c2.clone(), info.clone(), req));
+            let res = match tls {
+                None => {
+                    let io = io::ClientIo::new(
+                        stream,
+                        state,
+                        ctx.metrics.clone(),
+                        index,
+                        header_timeout,
+                        idle_timeout,
+                        false,
+                    );
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let io = io::ClientIo::new(
+                                tls_stream,
+                                state,
+                                ctx.metrics.clone(),
+                                index,
+                                header_timeout,
+                                idle_timeout,
+                                h2,
+                            );
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            if let Some(m) = ctx.metrics.listeners.get(index) {
+                                m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(())
+                        }
+                        Err(_) => {
+                            if let Some(m) = ctx.metrics.listeners.get(index) {
+                                m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(client = %peer, error = %e, "client connection ended with error");
+            }
+            if let Some(m) = ctx.metrics.listeners.get(index) {
+                m.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    drop(l.tcp);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(open, "draining client connections");
+    }
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout passed with connections still open");
+    }
+}

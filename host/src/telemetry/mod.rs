@@ -1,0 +1,295 @@
+//! Telemetry: metrics derived from passports, the slow/failed passport ring, and logging.
+//!
+//! Why metrics come from passports: the request path stamps states and nothing else; one
+//! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
+//! from what the request actually did.
+
+pub mod histogram;
+
+use crate::request::passport::{Passport, State};
+use histogram::{Histogram, DURATION_BUCKETS, OVERHEAD_BUCKETS};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-route counters, pre-allocated at boot so the request path only touches atomics.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub name: Arc<str>,
+    /// Index 0 = 1xx … 4 = 5xx.
+    status: [AtomicU64; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    fn new(name: Arc<str>) -> Self {
+        RouteMetrics {
+            name,
+            status: Default::default(),
+            duration: Histogram::new(DURATION_BUCKETS),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ListenerMetrics {
+    pub name: Arc<str>,
+    pub accepted: AtomicU64,
+    pub active: AtomicI64,
+    pub rejected: AtomicU64,
+    pub header_timeouts: AtomicU64,
+    pub tls_failures: AtomicU64,
+}
+
+/// Everything the gateway counts. One instance per gateway, shared by `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    pub routes: Vec<RouteMetrics>,
+    /// Requests that matched no route.
+    pub unrouted: RouteMetrics,
+    pub listeners: Vec<ListenerMetrics>,
+    pub overhead: Histogram,
+    pub ring: PassportRing,
+    slow: Duration,
+}
+
+/// What a finished request leaves behind: its passport and the facts needed to label it.
+pub struct Finished {
+    pub passport: Passport,
+    pub route: Option<usize>,
+    pub route_name: Option<Arc<str>>,
+    pub cluster: Option<Arc<str>>,
+    pub endpoint: Option<Arc<str>>,
+    pub status: u16,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub request_id: Option<http::HeaderValue>,
+    pub protocol: &'static str,
+}
+
+impl Metrics {
+    pub fn new(
+        routes: &[Arc<str>],
+        listeners: &[Arc<str>],
+        ring_size: usize,
+        slow: Duration,
+    ) -> Self {
+        Metrics {
+            routes: routes.iter().cloned().map(RouteMetrics::new).collect(),
+            unrouted: RouteMetrics::new(Arc::from("")),
+            listeners: listeners
+                .iter()
+                .map(|n| ListenerMetrics {
+                    name: n.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            overhead: Histogram::new(OVERHEAD_BUCKETS),
+            ring: PassportRing::new(ring_size),
+            slow,
+        }
+    }
+
+    /// Turns a finished request's passport into metrics, and keeps it if slow or failed.
+    pub fn finish(&self, mut f: Finished) {
+        if !f.passport.has(State::Done) {
+            f.passport.stamp(State::Done);
+        }
+        let total = f.passport.last_at().saturating_duration_since(f.passport.start());
+        let overhead = total.saturating_sub(f.passport.waiting());
+        let rm = f
+            .route
+            .and_then(|i| self.routes.get(i))
+            .unwrap_or(&self.unrouted);
+        let class = (f.status / 100).clamp(1, 5) as usize - 1;
+        rm.status[class].fetch_add(1, Ordering::Relaxed);
+        rm.duration.observe(total);
+        self.overhead.observe(overhead);
+        if total >= self.slow || f.passport.failed() || f.status >= 500 {
+            self.ring.push(PassportRecord::from_finished(&f, total, overhead));
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP portcullis_requests_total Requests finished, by route and status class.\n# TYPE portcullis_requests_total counter\n");
+        for rm in self.routes.iter().chain(std::iter::once(&self.unrouted)) {
+            for (i, c) in rm.status.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "portcullis_requests_total{{route=\"{}\",status_class=\"{}xx\"}} {}",
+                    rm.name,
+                    i + 1,
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP portcullis_request_duration_seconds Whole-request time, head received to last body byte.\n# TYPE portcullis_request_duration_seconds histogram\n");
+        for rm in self.routes.iter().chain(std::iter::once(&self.unrouted)) {
+            rm.duration.render(
+                out,
+                "portcullis_request_duration_seconds",
+                &format!("route=\"{}\"", rm.name),
+            );
+        }
+        out.push_str("# HELP portcullis_overhead_seconds Time the gateway itself added: total minus waiting on client, upstreams and fan-out calls.\n# TYPE portcullis_overhead_seconds histogram\n");
+        self.overhead.render(out, "portcullis_overhead_seconds", "");
+        out.push_str("# HELP portcullis_connections_accepted_total Client connections accepted.\n# TYPE portcullis_connections_accepted_total counter\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_connections_accepted_total{{listener=\"{}\"}} {}",
+                l.name,
+                l.accepted.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP portcullis_connections_active Client connections open now.\n# TYPE portcullis_connections_active gauge\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_connections_active{{listener=\"{}\"}} {}",
+                l.name,
+                l.active.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP portcullis_connections_rejected_total Client connections closed at accept because the listener was full.\n# TYPE portcullis_connections_rejected_total counter\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_connections_rejected_total{{listener=\"{}\"}} {}",
+                l.name,
+                l.rejected.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP portcullis_client_header_timeouts_total Connections closed with 408 because the request head did not arrive in time.\n# TYPE portcullis_client_header_timeouts_total counter\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_client_header_timeouts_total{{listener=\"{}\"}} {}",
+                l.name,
+                l.header_timeouts.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP portcullis_tls_handshake_failures_total TLS handshakes that failed or timed out.\n# TYPE portcullis_tls_handshake_failures_total counter\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_handshake_failures_total{{listener=\"{}\"}} {}",
+                l.name,
+                l.tls_failures.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StampRecord {
+    pub state: &'static str,
+    /// Microseconds since the request head was received.
+    pub at_us: u64,
+}
+
+/// A passport as served by `GET /admin/passports`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassportRecord {
+    pub request_id: Option<String>,
+    pub protocol: &'static str,
+    pub method: String,
+    pub path: String,
+    pub route: Option<String>,
+    pub cluster: Option<String>,
+    pub endpoint: Option<String>,
+    pub status: u16,
+    pub total_us: u64,
+    pub overhead_us: u64,
+    pub states: Vec<StampRecord>,
+    pub detail: Option<String>,
+}
+
+impl PassportRecord {
+    fn from_finished(f: &Finished, total: Duration, overhead: Duration) -> Self {
+        let start = f.passport.start();
+        let mut path = f
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        path.truncate(256);
+        PassportRecord {
+            request_id: f
+                .request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            protocol: f.protocol,
+            method: f.method.to_string(),
+            path,
+            route: f.route_name.as_deref().map(str::to_string),
+            cluster: f.cluster.as_deref().map(str::to_string),
+            endpoint: f.endpoint.as_deref().map(str::to_string),
+            status: f.status,
+            total_us: total.as_micros() as u64,
+            overhead_us: overhead.as_micros() as u64,
+            states: f
+                .passport
+                .stamps()
+                .iter()
+                .map(|s| StampRecord {
+                    state: s.state.name(),
+                    at_us: s.at.saturating_duration_since(start).as_micros() as u64,
+                })
+                .collect(),
+            detail: f.passport.detail.clone(),
+        }
+    }
+}
+
+/// Bounded ring of recent slow or failed passports. Only slow/failed requests take the lock.
+#[derive(Debug)]
+pub struct PassportRing {
+    cap: usize,
+    inner: Mutex<VecDeque<PassportRecord>>,
+    dropped: AtomicU64,
+}
+
+impl PassportRing {
+    pub fn new(cap: usize) -> Self {
+        PassportRing {
+            cap: cap.max(1),
+            inner: Mutex::new(VecDeque::with_capacity(cap.clamp(1, 4096))),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn push(&self, rec: PassportRecord) {
+        let mut q = self.inner.lock();
+        if q.len() >= self.cap {
+            q.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        q.push_back(rec);
+    }
+
+    /// Newest first.
+    pub fn snapshot(&self) -> Vec<PassportRecord> {
+        self.inner.lock().iter().rev().cloned().collect()
+    }
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filter, `PORTCULLIS_LOG_FORMAT=json`
+/// for structured output.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("PORTCULLIS_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

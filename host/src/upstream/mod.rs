@@ -1,0 +1,188 @@
+//! Upstreams: clusters of endpoints, each with a pool, live stats, a balancer, outlier
+//! detection, a retry budget and a concurrency limit.
+
+pub mod balancer;
+pub mod health;
+pub mod outlier;
+pub mod pool;
+pub mod retry;
+pub mod stats;
+
+use crate::config;
+use crate::shed::Shedder;
+use balancer::Balancer;
+use outlier::OutlierDetector;
+use pool::{Pool, PoolConfig};
+use retry::RetryBudget;
+use stats::EndpointStats;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Endpoint {
+    pub addr: Arc<str>,
+    pub pool: Pool,
+}
+
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Endpoint>,
+    pub stats: Vec<Arc<EndpointStats>>,
+    balancer: Box<dyn Balancer>,
+    pub outlier: OutlierDetector,
+    pub outlier_cfg: config::Outlier,
+    pub health: Option<Arc<health::HealthChecker>>,
+    pub retry_budget: RetryBudget,
+    /// Per-cluster concurrency limit, shedding by priority.
+    pub limit: Shedder,
+}
+
+impl Cluster {
+    fn new(cfg: &config::Cluster, seed: u64) -> Self {
+        let pool_cfg = PoolConfig::from(&cfg.pool);
+        let endpoints: Vec<Endpoint> = cfg
+            .endpoints
+            .iter()
+            .map(|e| {
+                let addr: Arc<str> = Arc::from(e.addr());
+                Endpoint {
+                    pool: Pool::new(addr.clone(), pool_cfg),
+                    addr,
+                }
+            })
+            .collect();
+        Cluster {
+            name: Arc::from(cfg.name.as_str()),
+            stats: cfg
+                .endpoints
+                .iter()
+                .map(|e| Arc::new(EndpointStats::new(e.weight())))
+                .collect(),
+            balancer: balancer::new_balancer(cfg.balancer, seed),
+            outlier: OutlierDetector::new(&cfg.outlier, endpoints.len()),
+            outlier_cfg: cfg.outlier.clone(),
+            health: None,
+            retry_budget: RetryBudget::new(&cfg.retry_budget),
+            limit: Shedder::new(cfg.max_concurrency),
+            endpoints,
+        }
+    }
+
+    /// Picks an endpoint that is healthy, not ejected and not in `tried`.
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let eligible = |i: usize| {
+            !tried.contains(&i)
+                && self.outlier.is_available(i, now)
+                && self.health.as_ref().is_none_or(|h| h.is_healthy(i))
+        };
+        self.balancer.pick(&self.stats, &eligible)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.stats.iter().map(|s| s.in_flight()).sum()
+    }
+}
+
+pub struct Upstreams {
+    pub clusters: Vec<Arc<Cluster>>,
+    by_name: HashMap<Arc<str>, usize>,
+}
+
+impl Upstreams {
+    pub fn new(cfg: &config::Config) -> Self {
+        let clusters: Vec<Arc<Cluster>> = cfg
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Arc::new(Cluster::new(c, 0x5eed_0000 + i as u64)))
+            .collect();
+        let by_name = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Upstreams { clusters, by_name }
+    }
+
+    /// Starts active health checks for clusters that configure them.
+    pub fn start_health_checks(
+        &mut self,
+        cfg: &config::Config,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        for (i, c) in cfg.clusters.iter().enumerate() {
+            if let Some(hc) = &c.health_check {
+                let addrs = c.endpoints.iter().map(|e| e.addr().to_string()).collect();
+                let checker = health::HealthChecker::spawn(hc.clone(), addrs, shutdown.clone());
+                if let Some(cl) = self.clusters.get_mut(i).and_then(Arc::get_mut) {
+                    cl.health = Some(checker);
+                }
+            }
+        }
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.index(name).and_then(|i| self.clusters.get(i))
+    }
+
+    pub fn reap_idle(&self) {
+        let now = Instant::now();
+        for c in &self.clusters {
+            for e in &c.endpoints {
+                e.pool.reap(now);
+            }
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let metric = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        type Getter = fn(&Cluster, usize) -> String;
+        let series: [(&str, &str, &str, Getter); 9] = [
+            ("portcullis_upstream_in_flight", "gauge", "Requests in flight to an endpoint.", |c, i| c.stats[i].in_flight().to_string()),
+            ("portcullis_upstream_connections_new_total", "counter", "Upstream connections opened.", |c, i| c.endpoints[i].pool.new_connections.load(Ordering::Relaxed).to_string()),
+            ("portcullis_upstream_connections_reused_total", "counter", "Requests sent on a pooled keep-alive connection.", |c, i| c.endpoints[i].pool.reused.load(Ordering::Relaxed).to_string()),
+            ("portcullis_upstream_connections_open", "gauge", "Upstream connections open (idle and busy).", |c, i| c.endpoints[i].pool.open().to_string()),
+            ("portcullis_upstream_connections_idle", "gauge", "Idle pooled upstream connections.", |c, i| c.endpoints[i].pool.idle_count().to_string()),
+            ("portcullis_upstream_connect_failures_total", "counter", "Failed or timed-out upstream connects.", |c, i| c.endpoints[i].pool.connect_failures.load(Ordering::Relaxed).to_string()),
+            ("portcullis_upstream_failure_rate_ewma", "gauge", "Exponentially weighted failure rate (about the last minute).", |c, i| c.stats[i].failure_rate().to_string()),
+            ("portcullis_upstream_latency_peak_ewma_seconds", "gauge", "Peak-EWMA response latency.", |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().to_string()),
+            ("portcullis_upstream_ejections_total", "counter", "Outlier ejections.", |c, i| c.outlier.ejections_total(i).to_string()),
+        ];
+        for (name, kind, help, get) in series {
+            metric(out, name, kind, help);
+            for c in &self.clusters {
+                for (i, e) in c.endpoints.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{cluster=\"{}\",endpoint=\"{}\"}} {}",
+                        c.name,
+                        e.addr,
+                        get(c, i)
+                    );
+                }
+            }
+        }
+        metric(out, "portcullis_upstream_ejected", "gauge", "1 while the endpoint is ejected by outlier detection.");
+        let now = Instant::now();
+        for c in &self.clusters {
+            for (i, e) in c.endpoints.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "portcullis_upstream_ejected{{cluster=\"{}\",endpoint=\"{}\"}} {}",
+                    c.name,
+                    e.addr,
+                    u8::from(c.outlier.is_ejected(i, now))
+                );
+            }
+        }
+    }
+}

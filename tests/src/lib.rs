@@ -1,0 +1,276 @@
+//! End-to-end test support: real upstream servers, real gateways and real clients, all on
+//! 127.0.0.1 with ephemeral ports.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A real HTTP/1.1 upstream on 127.0.0.1 that counts its accepted connections.
+///
+/// Paths:
+/// - `/sleep/{ms}` waits, then answers;
+/// - `/status/{code}` answers that status;
+/// - `/upload` reads the body as a stream and answers with its byte count;
+/// - `/download/{bytes}` streams that many bytes in 64 KiB chunks;
+/// - `/stall-body` sends the head and one chunk, then stalls for 30 s;
+/// - anything else echoes: `x-upstream: <name>`, and a JSON body with method, path and headers.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub accepted: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = l.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (a, r, n) = (accepted.clone(), requests.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { continue };
+                a.fetch_add(1, Ordering::Relaxed);
+                let (r, n) = (r.clone(), n.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        upstream_handler(n.clone(), req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            accepted,
+            requests,
+            _task: task,
+        }
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+async fn upstream_handler(
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    // Routes mount upstreams under a prefix (`/<cluster>/...`): look past it.
+    let all: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let known = ["sleep", "status", "upload", "download", "stall-body"];
+    let from = all.iter().position(|s| known.contains(s)).unwrap_or(all.len());
+    let seg = &all[from..];
+    let mut resp = match seg {
+        ["sleep", ms] => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(format!("slept {ms}\n")))
+        }
+        ["status", code] => {
+            let mut r = Response::new(full(format!("status {code}\n")));
+            *r.status_mut() = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+            r
+        }
+        ["upload"] => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            Response::new(full(n.to_string()))
+        }
+        ["download", bytes] => {
+            let total: u64 = bytes.parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_stream(total, chunk);
+            let mut r = Response::new(StreamBody::new(stream).boxed());
+            r.headers_mut().insert("content-length", total.into());
+            r
+        }
+        ["stall-body"] => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk\n")))).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(tx);
+            });
+            Response::new(StreamBody::new(ReceiverStream(rx)).boxed())
+        }
+        _ => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
+                .collect();
+            let body = serde_json::json!({
+                "upstream": name,
+                "method": req.method().as_str(),
+                "path": req.uri().to_string(),
+                "headers": headers,
+            });
+            Response::new(full(body.to_string()))
+        }
+    };
+    resp.headers_mut()
+        .insert("x-upstream", name.parse().expect("header value"));
+    resp.headers_mut()
+        .insert("connection", "keep-alive".parse().expect("header value"));
+    Ok(resp)
+}
+
+/// A minimal `Stream` over an mpsc receiver (avoids a tokio-stream dependency).
+pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core_shim::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+pub use futures_core_shim::Stream;
+mod futures_core_shim {
+    pub use futures_core::Stream;
+}
+
+fn futures_stream(
+    total: u64,
+    chunk: Bytes,
+) -> impl Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if tx.send(Ok(Frame::data(chunk.slice(..n)))).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+    });
+    ReceiverStream(rx)
+}
+
+/// Starts an in-process gateway from TOML text. Relative paths resolve against `base`.
+pub async fn gateway(toml: &str, base: &Path) -> portcullis::Gateway {
+    let cfg = match portcullis::Config::parse(toml, base) {
+        Ok(c) => c,
+        Err(problems) => panic!("test config invalid: {problems:?}"),
+    };
+    portcullis::Gateway::start(cfg).await.expect("gateway starts")
+}
+
+/// A pooled HTTP/1.1 client (the pool is what makes keep-alive tests meaningful).
+pub fn h1_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, BoxBody> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request over a fresh connection (h1) and returns status, headers and body.
+pub async fn send(
+    addr: SocketAddr,
+    req: Request<BoxBody>,
+) -> (http::response::Parts, Bytes) {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(20), tx.send_request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    (parts, body)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Request<BoxBody> {
+    Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", "localhost")
+        .body(full(Bytes::new()))
+        .expect("request")
+}
+
+pub fn body(b: impl Into<Bytes>) -> BoxBody {
+    full(b)
+}
+
+/// Fetches the admin `/metrics` text.
+pub async fn metrics(admin: SocketAddr) -> String {
+    let (_, b) = send(admin, get(admin, "/metrics")).await;
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Reads one sample's value from Prometheus text, e.g. `portcullis_requests_total{route="a",status_class="2xx"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+/// A basic gateway config: one plain listener, admin, one cluster per upstream, one route per
+/// cluster with `path_prefix = "/<cluster>"`. Extra TOML is appended.
+pub fn basic_config(upstreams: &[(&str, SocketAddr)], extra: &str) -> String {
+    let mut s = String::from(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (name, addr) in upstreams {
+        s.push_str(&format!(
+            "[[cluster]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n[[route]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"/{name}\" }}\ncluster = \"{name}\"\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
