@@ -24,6 +24,7 @@ pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// - `/status/{code}` answers that status;
 /// - `/upload` reads the body as a stream and answers with its byte count;
 /// - `/download/{bytes}` streams that many bytes in 64 KiB chunks;
+/// - `/duplex` answers at once and echoes the request body chunk by chunk as it arrives;
 /// - `/stall-body` sends the head and one chunk, then stalls for 30 s;
 /// - anything else echoes: `x-upstream: <name>`, and a JSON body with method, path and headers.
 pub struct Upstream {
@@ -85,7 +86,7 @@ async fn upstream_handler(
     let path = req.uri().path().to_string();
     // Routes mount upstreams under a prefix (`/<cluster>/...`): look past it.
     let all: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = ["sleep", "status", "upload", "download", "stall-body"];
+    let known = ["sleep", "status", "upload", "download", "stall-body", "duplex"];
     let from = all.iter().position(|s| known.contains(s)).unwrap_or(all.len());
     let seg = &all[from..];
     let mut resp = match seg {
@@ -117,6 +118,11 @@ async fn upstream_handler(
             let mut r = Response::new(StreamBody::new(stream).boxed());
             r.headers_mut().insert("content-length", total.into());
             r
+        }
+        ["duplex"] => {
+            // Answers at once and echoes the request body as it arrives: full duplex.
+            let body = req.into_body().map_err(std::io::Error::other).boxed();
+            Response::new(body)
         }
         ["stall-body"] => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
@@ -273,4 +279,43 @@ pub fn basic_config(upstreams: &[(&str, SocketAddr)], extra: &str) -> String {
     }
     s.push_str(extra);
     s
+}
+
+/// A fresh private temp directory for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "portcullis-{tag}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Writes a self-signed certificate for `names` as `<stem>.crt`/`<stem>.key`; returns its DER.
+pub fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> rustls_pki_types::CertificateDer<'static> {
+    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("generate certificate");
+    std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).expect("write cert");
+    std::fs::write(dir.join(format!("{stem}.key")), ck.signing_key.serialize_pem()).expect("write key");
+    ck.cert.der().clone()
+}
+
+/// A TLS client config trusting exactly `roots`, offering `alpn`.
+pub fn tls_client(
+    roots: &[rustls_pki_types::CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
 }

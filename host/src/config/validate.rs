@@ -35,7 +35,8 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         }
         match l.listen.parse::<SocketAddr>() {
             Ok(a) => {
-                if !addrs.insert(a) {
+                // Port 0 (pick any free port) can be repeated.
+                if a.port() != 0 && !addrs.insert(a) {
                     p(k("listen"), format!("`{a}` is used by another listener"));
                 }
             }

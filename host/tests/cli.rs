@@ -1,0 +1,196 @@
+//! The `portcullis` binary: `check` reports every config problem; `run` drains on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn temp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("portcullis-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn check_lists_every_problem_with_file_key_and_reason() {
+    let dir = temp("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[admin]
+listen = "not-an-address"
+[[listener]]
+name = "main"
+listen = "127.0.0.1:8080"
+[[cluster]]
+name = "users"
+endpoints = ["nohost"]
+[[route]]
+name = "r1"
+cluster = "missing"
+[[route]]
+name = "r2"
+match = { path_prefix = "api" }
+cluster = "users"
+[timeouts]
+connect_ms = 0
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for (key, reason) in [
+        ("admin.listen", "not an ip:port"),
+        ("cluster[0].endpoints[0]", "not host:port"),
+        ("route[0].cluster", "no [[cluster]] is named `missing`"),
+        ("route[1].match.path_prefix", "must start with `/`"),
+        ("timeouts.connect_ms", "greater than 0"),
+    ] {
+        let line = format!("{file}: {key}: ");
+        assert!(
+            err.lines().any(|l| l.starts_with(&line) && l.contains(reason)),
+            "missing `{line}…{reason}` in:\n{err}"
+        );
+    }
+
+    // A typo in a key is an error too, naming the line and the key.
+    let typo = dir.join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n[timeouts]\nconect_ms = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&typo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("conect_ms") && err.contains("line 5"), "{err}");
+    assert!(err.contains(&typo.display().to_string()), "{err}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("run") && help.contains("check"), "{help}");
+}
+
+/// A one-route upstream that answers `GET /slow` after 1.5 s, on a plain thread.
+fn slow_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        seen.clear();
+                        std::thread::sleep(Duration::from_millis(1500));
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nslow\n",
+                        );
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let up = slow_upstream();
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp("drain");
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[[listener]]
+name = "main"
+listen = "127.0.0.1:{port}"
+[[cluster]]
+name = "slow"
+endpoints = ["{up}"]
+[[route]]
+name = "slow"
+cluster = "slow"
+[timeouts]
+drain_ms = 5000
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t0 = Instant::now();
+    let mut s = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) if t0.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("gateway did not start: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // New connections are refused once draining started…
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(TcpStream::connect(addr).is_err(), "still accepting while draining");
+    // …but the in-flight request completes.
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !resp.ends_with(b"slow\n") {
+        let n = s.read(&mut buf).expect("in-flight response");
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("slow\n"), "{text}");
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(10), "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
