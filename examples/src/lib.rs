@@ -53,8 +53,10 @@ fn query_param<'a>(q: Option<&'a str>, key: &str) -> Option<&'a str> {
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -64,12 +66,18 @@ const NAMES: [&str; 4] = ["Ada", "Grace", "Edsger", "Barbara"];
 fn payload(name: &str, req: &Request<Incoming>) -> serde_json::Value {
     let user: u64 = query_param(req.uri().query(), "user")
         .and_then(|u| u.parse().ok())
-        .or_else(|| req.uri().path().rsplit('/').next().and_then(|s| s.parse().ok()))
+        .or_else(|| {
+            req.uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.parse().ok())
+        })
         .unwrap_or(1);
     match name {
         "profile" => serde_json::json!({
             "user": user, "name": NAMES[(user % 4) as usize],
-            "plan": if user % 2 == 0 { "family" } else { "basic" },
+            "plan": if user.is_multiple_of(2) { "family" } else { "basic" },
         }),
         "recommendations" => serde_json::json!({
             "user": user,
@@ -87,7 +95,10 @@ fn payload(name: &str, req: &Request<Incoming>) -> serde_json::Value {
     }
 }
 
-async fn handle(b: Arc<Behavior>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    b: Arc<Behavior>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/healthz" {
         return Ok(json(StatusCode::OK, serde_json::json!({"ok": true})));
     }

@@ -39,7 +39,9 @@ pub struct Gateway {
 }
 
 fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let addr: SocketAddr = addr.parse().with_context(|| format!("bad address `{addr}`"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("bad address `{addr}`"))?;
     let sock = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -105,12 +107,21 @@ impl Gateway {
                 tls: acceptor,
                 max_connections: l.max_connections,
             };
-            tasks.spawn(server::serve(ctx.clone(), listener, shutdown_rx.clone(), drain));
+            tasks.spawn(server::serve(
+                ctx.clone(),
+                listener,
+                shutdown_rx.clone(),
+                drain,
+            ));
         }
         let admin_tcp = bind(&cfg.admin.listen).context("admin listener")?;
         let admin = admin_tcp.local_addr()?;
         tracing::info!(%admin, "admin listening");
-        tasks.spawn(crate::admin::serve(ctx.clone(), admin_tcp, shutdown_rx.clone()));
+        tasks.spawn(crate::admin::serve(
+            ctx.clone(),
+            admin_tcp,
+            shutdown_rx.clone(),
+        ));
 
         let reaper_ctx = ctx.clone();
         let mut reaper_stop = shutdown_rx.clone();
@@ -165,7 +176,10 @@ impl Gateway {
     /// Runs until the returned future of `signal` completes, then drains.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
-        tracing::info!(drain_ms = self.drain.as_millis() as u64, "shutting down: draining");
+        tracing::info!(
+            drain_ms = self.drain.as_millis() as u64,
+            "shutting down: draining"
+        );
         self.shutdown().await;
         tracing::info!("stopped");
     }

@@ -40,7 +40,11 @@ connect_ms = 0
 "#,
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = bad.display().to_string();
@@ -53,7 +57,8 @@ connect_ms = 0
     ] {
         let line = format!("{file}: {key}: ");
         assert!(
-            err.lines().any(|l| l.starts_with(&line) && l.contains(reason)),
+            err.lines()
+                .any(|l| l.starts_with(&line) && l.contains(reason)),
             "missing `{line}…{reason}` in:\n{err}"
         );
     }
@@ -65,16 +70,32 @@ connect_ms = 0
         "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n[timeouts]\nconect_ms = 5\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&typo).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&typo)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("conect_ms") && err.contains("line 5"), "{err}");
     assert!(err.contains(&typo.display().to_string()), "{err}");
 
     let good = dir.join("good.toml");
-    std::fs::write(&good, "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n").unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
@@ -112,7 +133,11 @@ fn slow_upstream() -> SocketAddr {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -161,7 +186,8 @@ drain_ms = 5000
         }
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -170,7 +196,10 @@ drain_ms = 5000
     assert!(kill.success());
     // New connections are refused once draining started…
     std::thread::sleep(Duration::from_millis(200));
-    assert!(TcpStream::connect(addr).is_err(), "still accepting while draining");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting while draining"
+    );
     // …but the in-flight request completes.
     let mut resp = Vec::new();
     let mut buf = [0u8; 1024];
@@ -189,7 +218,10 @@ drain_ms = 5000
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(t1.elapsed() < Duration::from_secs(10), "gateway did not exit");
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "gateway did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));

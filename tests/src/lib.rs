@@ -37,14 +37,18 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = l.local_addr().expect("addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let (a, r, n) = (accepted.clone(), requests.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 a.fetch_add(1, Ordering::Relaxed);
                 let (r, n) = (r.clone(), n.clone());
                 tokio::spawn(async move {
@@ -86,8 +90,18 @@ async fn upstream_handler(
     let path = req.uri().path().to_string();
     // Routes mount upstreams under a prefix (`/<cluster>/...`): look past it.
     let all: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = ["sleep", "status", "upload", "download", "stall-body", "duplex"];
-    let from = all.iter().position(|s| known.contains(s)).unwrap_or(all.len());
+    let known = [
+        "sleep",
+        "status",
+        "upload",
+        "download",
+        "stall-body",
+        "duplex",
+    ];
+    let from = all
+        .iter()
+        .position(|s| known.contains(s))
+        .unwrap_or(all.len());
     let seg = &all[from..];
     let mut resp = match seg {
         ["sleep", ms] => {
@@ -97,7 +111,11 @@ async fn upstream_handler(
         }
         ["status", code] => {
             let mut r = Response::new(full(format!("status {code}\n")));
-            *r.status_mut() = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+            *r.status_mut() = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
             r
         }
         ["upload"] => {
@@ -127,7 +145,9 @@ async fn upstream_handler(
         ["stall-body"] => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
             tokio::spawn(async move {
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk\n")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"first chunk\n"))))
+                    .await;
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 drop(tx);
             });
@@ -137,7 +157,12 @@ async fn upstream_handler(
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+                    )
+                })
                 .collect();
             let body = serde_json::json!({
                 "upstream": name,
@@ -197,19 +222,20 @@ pub async fn gateway(toml: &str, base: &Path) -> portcullis::Gateway {
         Ok(c) => c,
         Err(problems) => panic!("test config invalid: {problems:?}"),
     };
-    portcullis::Gateway::start(cfg).await.expect("gateway starts")
+    portcullis::Gateway::start(cfg)
+        .await
+        .expect("gateway starts")
 }
 
 /// A pooled HTTP/1.1 client (the pool is what makes keep-alive tests meaningful).
-pub fn h1_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, BoxBody> {
+pub fn h1_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, BoxBody>
+{
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends one request over a fresh connection (h1) and returns status, headers and body.
-pub async fn send(
-    addr: SocketAddr,
-    req: Request<BoxBody>,
-) -> (http::response::Parts, Bytes) {
+pub async fn send(addr: SocketAddr, req: Request<BoxBody>) -> (http::response::Parts, Bytes) {
     let s = TcpStream::connect(addr).await.expect("connect");
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
@@ -293,11 +319,20 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Writes a self-signed certificate for `names` as `<stem>.crt`/`<stem>.key`; returns its DER.
-pub fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> rustls_pki_types::CertificateDer<'static> {
-    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .expect("generate certificate");
+pub fn write_cert(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+) -> rustls_pki_types::CertificateDer<'static> {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("generate certificate");
     std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).expect("write cert");
-    std::fs::write(dir.join(format!("{stem}.key")), ck.signing_key.serialize_pem()).expect("write key");
+    std::fs::write(
+        dir.join(format!("{stem}.key")),
+        ck.signing_key.serialize_pem(),
+    )
+    .expect("write key");
     ck.cert.der().clone()
 }
 

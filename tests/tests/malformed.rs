@@ -52,10 +52,15 @@ async fn malformed_and_oversized_requests_get_4xx() {
     assert!(raw(addr, &many).await.starts_with("HTTP/1.1 431"));
 
     // Body over the limit: declared, and chunked without a length.
-    let r = raw(addr, b"POST /a/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").await;
+    let r = raw(
+        addr,
+        b"POST /a/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     assert!(r.contains("portcullis-error: body-too-large"));
-    let mut chunked = b"POST /a/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /a/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(b"200\r\n");
         chunked.extend(std::iter::repeat_n(b'z', 0x200));

@@ -10,12 +10,17 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn h2c_prior_knowledge_is_proxied() {
     let a = Upstream::start("a").await;
-    let gw = gateway(&basic_config(&[("a", a.addr)], ""), std::path::Path::new(".")).await;
+    let gw = gateway(
+        &basic_config(&[("a", a.addr)], ""),
+        std::path::Path::new("."),
+    )
+    .await;
     let addr = gw.listener_addr("main").unwrap();
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     // Several concurrent streams on one connection.
     let mut futs = Vec::new();
@@ -33,7 +38,10 @@ async fn h2c_prior_knowledge_is_proxied() {
         assert_eq!(resp.headers()["x-upstream"], "a");
         let b = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["headers"]["host"], "localhost", "h2 :authority becomes Host upstream");
+        assert_eq!(
+            v["headers"]["host"], "localhost",
+            "h2 :authority becomes Host upstream"
+        );
         assert_eq!(v["headers"]["via"], "2 portcullis");
     }
     gw.shutdown().await;
@@ -62,7 +70,10 @@ tls = { cert = "default.crt", key = "default.key", sni = [ { names = ["api.test"
         let cfg = tls_client(&[default_der.clone(), api_der.clone()], &[alpn]);
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from(sni.to_string()).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
         let (_, session) = tls.get_ref();
         assert_eq!(session.alpn_protocol(), Some(alpn), "ALPN for {sni}");
         let peer = session.peer_certificates().unwrap()[0].clone();

@@ -42,7 +42,10 @@ cluster = "a"
     let addr = gw.listener_addr("main").expect("listener");
 
     let up = |parts: &http::response::Parts| {
-        parts.headers.get("x-upstream").map(|v| v.to_str().unwrap_or("").to_string())
+        parts
+            .headers
+            .get("x-upstream")
+            .map(|v| v.to_str().unwrap_or("").to_string())
     };
     let (p, _) = send(addr, get(addr, "/api/users")).await;
     assert_eq!(p.status, 200);
@@ -114,12 +117,21 @@ async fn forwarding_headers_request_id_and_trace_context() {
     assert_eq!(h["host"], "shop.test:8080");
     assert_eq!(h["via"], "1.1 portcullis");
     assert_eq!(h["x-request-id"], "req-42");
-    assert!(h.get("x-hop").is_none(), "connection-listed header leaked: {h}");
+    assert!(
+        h.get("x-hop").is_none(),
+        "connection-listed header leaked: {h}"
+    );
     assert!(h.get("keep-alive").is_none());
     assert!(h.get("proxy-authorization").is_none());
     let tp = h["traceparent"].as_str().unwrap();
-    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
-    assert!(!tp.contains("00f067aa0ba902b7"), "gateway must be the new parent: {tp}");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "gateway must be the new parent: {tp}"
+    );
 
     // Without an incoming id, one is made and sent both ways.
     let (p, b) = send(addr, get(addr, "/a/echo")).await;
@@ -127,7 +139,10 @@ async fn forwarding_headers_request_id_and_trace_context() {
     let id = p.headers["x-request-id"].to_str().unwrap();
     assert_eq!(id.len(), 32);
     assert_eq!(echo["headers"]["x-request-id"], id);
-    assert!(echo["headers"]["traceparent"].as_str().unwrap().starts_with("00-"));
+    assert!(echo["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .starts_with("00-"));
     gw.shutdown().await;
 }
 
@@ -224,12 +239,18 @@ async fn admin_serves_health_metrics_and_failed_passports() {
     assert_eq!(p.status, 404);
     let m = metrics(admin).await;
     assert_eq!(
-        sample(&m, "portcullis_requests_total{route=\"a\",status_class=\"2xx\"}"),
+        sample(
+            &m,
+            "portcullis_requests_total{route=\"a\",status_class=\"2xx\"}"
+        ),
         Some(3.0),
         "{m}"
     );
     assert_eq!(
-        sample(&m, "portcullis_requests_total{route=\"\",status_class=\"4xx\"}"),
+        sample(
+            &m,
+            "portcullis_requests_total{route=\"\",status_class=\"4xx\"}"
+        ),
         Some(1.0)
     );
     assert!(m.contains("portcullis_overhead_seconds_bucket{le=\"0.00002\"}"));

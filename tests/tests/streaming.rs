@@ -37,7 +37,9 @@ async fn large_bodies_stream_both_ways_in_bounded_memory() {
 
     // Download: count bytes as they arrive, never holding the body.
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp = tx
         .send_request(get(addr, &format!("/a/download/{SIZE}")))
@@ -87,7 +89,9 @@ async fn request_body_uploads_while_the_response_streams_down() {
     let addr = gw.listener_addr("main").unwrap();
     let (btx, brx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = Request::builder()
         .method("POST")
@@ -124,6 +128,9 @@ async fn request_body_uploads_while_the_response_streams_down() {
         }
     }
     drop(btx);
-    assert!(tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .is_none());
     gw.shutdown().await;
 }

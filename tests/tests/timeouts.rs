@@ -12,7 +12,11 @@ async fn last_passport_states(admin: std::net::SocketAddr) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
     v[0]["states"]
         .as_array()
-        .map(|a| a.iter().map(|s| s["state"].as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| s["state"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -28,7 +32,9 @@ async fn client_header_timeout_is_408_and_idle_keepalive_closes_quietly() {
 
     // Half a head, then silence.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /a/echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /a/echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let t0 = Instant::now();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
@@ -39,11 +45,16 @@ async fn client_header_timeout_is_408_and_idle_keepalive_closes_quietly() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "got {text:?}");
     assert!(text.contains("portcullis-error: client-header-timeout"));
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
 
     // A served keep-alive connection that then goes idle is closed without a response.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /a/echo HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /a/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = vec![0u8; 4096];
     let n = s.read(&mut first).await.unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
@@ -54,10 +65,22 @@ async fn client_header_timeout_is_408_and_idle_keepalive_closes_quietly() {
         .expect("idle connection closed in time")
         .ok();
     let took = t0.elapsed();
-    assert!(!String::from_utf8_lossy(&rest).contains("408"), "idle close must be quiet");
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("408"),
+        "idle close must be quiet"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     let m = metrics(gw.admin_addr()).await;
-    assert_eq!(sample(&m, "portcullis_client_header_timeouts_total{listener=\"main\"}"), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_client_header_timeouts_total{listener=\"main\"}"
+        ),
+        Some(1.0)
+    );
     gw.shutdown().await;
 }
 
@@ -76,34 +99,42 @@ async fn client_body_idle_timeout_is_408() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "got {text:?}");
-    assert!(text.contains("portcullis-error: client-body-timeout"), "{text}");
+    assert!(
+        text.contains("portcullis-error: client-body-timeout"),
+        "{text}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(3));
     let states = last_passport_states(gw.admin_addr()).await;
-    assert!(states.iter().any(|s| s == "CLIENT_BODY_TIMEOUT"), "{states:?}");
+    assert!(
+        states.iter().any(|s| s == "CLIENT_BODY_TIMEOUT"),
+        "{states:?}"
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn upstream_header_timeout_is_504_and_route_override_applies() {
     let a = Upstream::start("a").await;
-    let extra = format!(
-        r#"
+    let extra = r#"
 [timeouts]
 upstream_headers_ms = 5000
 [[route]]
 name = "impatient"
-match = {{ path_prefix = "/impatient" }}
+match = { path_prefix = "/impatient" }
 cluster = "a"
-timeouts = {{ upstream_headers_ms = 200 }}
-"#
-    );
-    let gw = gateway(&basic_config(&[("a", a.addr)], &extra), Path::new(".")).await;
+timeouts = { upstream_headers_ms = 200 }
+"#;
+    let gw = gateway(&basic_config(&[("a", a.addr)], extra), Path::new(".")).await;
     let addr = gw.listener_addr("main").unwrap();
     let t0 = Instant::now();
     let (p, _) = send(addr, get(addr, "/impatient/sleep/3000")).await;
     assert_eq!(p.status, 504);
     assert_eq!(p.headers["portcullis-error"], "upstream-timeout");
-    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
     let states = last_passport_states(gw.admin_addr()).await;
     assert!(states.iter().any(|s| s == "UPSTREAM_TIMEOUT"), "{states:?}");
     // The global 5 s applies elsewhere: a 300 ms upstream is fine.
@@ -130,14 +161,20 @@ timeouts = { request_deadline_ms = 300 }
     assert_eq!(p.headers["portcullis-error"], "deadline-exceeded");
     assert!(t0.elapsed() < Duration::from_millis(1500));
     let states = last_passport_states(gw.admin_addr()).await;
-    assert!(states.iter().any(|s| s == "DEADLINE_EXCEEDED"), "{states:?}");
+    assert!(
+        states.iter().any(|s| s == "DEADLINE_EXCEEDED"),
+        "{states:?}"
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn upstream_body_idle_timeout_cuts_the_stream() {
     let a = Upstream::start("a").await;
-    let cfg = basic_config(&[("a", a.addr)], "[timeouts]\nupstream_body_idle_ms = 300\n");
+    let cfg = basic_config(
+        &[("a", a.addr)],
+        "[timeouts]\nupstream_body_idle_ms = 300\n",
+    );
     let gw = gateway(&cfg, Path::new(".")).await;
     let addr = gw.listener_addr("main").unwrap();
     let s = TcpStream::connect(addr).await.unwrap();
@@ -157,7 +194,10 @@ async fn upstream_body_idle_timeout_cuts_the_stream() {
     assert!(r.is_err(), "a cut stream must not look complete");
     assert!(t0.elapsed() < Duration::from_secs(2));
     let states = last_passport_states(gw.admin_addr()).await;
-    assert!(states.iter().any(|s| s == "UPSTREAM_BODY_TIMEOUT"), "{states:?}");
+    assert!(
+        states.iter().any(|s| s == "UPSTREAM_BODY_TIMEOUT"),
+        "{states:?}"
+    );
     gw.shutdown().await;
 }
 
@@ -196,7 +236,11 @@ cluster = "a"
     assert!(t0.elapsed() < Duration::from_secs(1));
     let (p, _) = slow.await.unwrap();
     assert_eq!(p.status, 200);
-    let req = Request::builder().uri("/a/echo").header("host", "x").body(body("")).unwrap();
+    let req = Request::builder()
+        .uri("/a/echo")
+        .header("host", "x")
+        .body(body(""))
+        .unwrap();
     let (p, _) = send(addr, req).await;
     assert_eq!(p.status, 200, "the connection is back in the pool");
     gw.shutdown().await;

@@ -14,7 +14,10 @@ async fn main() -> anyhow::Result<()> {
     portcullis::telemetry::init_logging();
     let services = [
         ("127.0.0.1:7101", Behavior::from_env("profile", 5, 0.0)),
-        ("127.0.0.1:7102", Behavior::from_env("recommendations", 20, 0.0)),
+        (
+            "127.0.0.1:7102",
+            Behavior::from_env("recommendations", 20, 0.0),
+        ),
         ("127.0.0.1:7103", Behavior::from_env("ratings", 10, 0.2)),
         ("127.0.0.1:7104", Behavior::from_env("artwork", 15, 0.0)),
     ];

@@ -51,8 +51,10 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::Receive
 fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
     r
 }
 
@@ -87,19 +89,21 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             all.truncate(limit);
             match serde_json::to_vec(&all) {
                 Ok(v) => text(StatusCode::OK, v, "application/json"),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "text/plain"),
-            }
-        }
-        (_, p) if p == "/admin/plugins" || p.starts_with("/admin/plugins/") => {
-            match &ctx.plugins {
-                Some(rt) => rt.admin(req).await,
-                None => text(
-                    StatusCode::NOT_FOUND,
-                    "plugins are not enabled ([plugins] is absent)\n",
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.to_string(),
                     "text/plain",
                 ),
             }
         }
+        (_, p) if p == "/admin/plugins" || p.starts_with("/admin/plugins/") => match &ctx.plugins {
+            Some(rt) => rt.admin(req).await,
+            None => text(
+                StatusCode::NOT_FOUND,
+                "plugins are not enabled ([plugins] is absent)\n",
+                "text/plain",
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
 }
@@ -108,16 +112,30 @@ fn render_shedding(ctx: &Ctx, out: &mut String) {
     use crate::config::Priority;
     use std::fmt::Write;
     let _ = writeln!(out, "# HELP portcullis_in_flight Requests in flight, gateway-wide (scope=global) or per cluster.\n# TYPE portcullis_in_flight gauge");
-    let _ = writeln!(out, "portcullis_in_flight{{scope=\"global\"}} {}", ctx.shedder.in_flight());
+    let _ = writeln!(
+        out,
+        "portcullis_in_flight{{scope=\"global\"}} {}",
+        ctx.shedder.in_flight()
+    );
     for c in &ctx.upstreams.clusters {
-        let _ = writeln!(out, "portcullis_in_flight{{scope=\"{}\"}} {}", c.name, c.limit.in_flight());
+        let _ = writeln!(
+            out,
+            "portcullis_in_flight{{scope=\"{}\"}} {}",
+            c.name,
+            c.limit.in_flight()
+        );
     }
     let _ = writeln!(out, "# HELP portcullis_shed_total Requests shed, by scope and priority.\n# TYPE portcullis_shed_total counter");
     for (scope, s) in std::iter::once(("global", &ctx.shedder))
         .chain(ctx.upstreams.clusters.iter().map(|c| (&*c.name, &c.limit)))
     {
         for p in [Priority::Critical, Priority::Normal, Priority::Sheddable] {
-            let _ = writeln!(out, "portcullis_shed_total{{scope=\"{scope}\",priority=\"{}\"}} {}", p.as_str(), s.shed_total(p));
+            let _ = writeln!(
+                out,
+                "portcullis_shed_total{{scope=\"{scope}\",priority=\"{}\"}} {}",
+                p.as_str(),
+                s.shed_total(p)
+            );
         }
     }
 }

@@ -56,7 +56,10 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             }
             for (j, s) in tls.sni.iter().enumerate() {
                 if s.names.is_empty() {
-                    p(k(&format!("tls.sni[{j}].names")), "must not be empty".into());
+                    p(
+                        k(&format!("tls.sni[{j}].names")),
+                        "must not be empty".into(),
+                    );
                 }
                 for (f, path) in [("cert", &s.cert), ("key", &s.key)] {
                     if !path.is_file() {
@@ -112,7 +115,10 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         }
         for (f, v) in [
             ("timeouts.connect_ms", c.timeouts.connect_ms),
-            ("timeouts.upstream_headers_ms", c.timeouts.upstream_headers_ms),
+            (
+                "timeouts.upstream_headers_ms",
+                c.timeouts.upstream_headers_ms,
+            ),
             (
                 "timeouts.upstream_body_idle_ms",
                 c.timeouts.upstream_body_idle_ms,

@@ -142,9 +142,7 @@ impl Body for ReqBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 ready!(sleep.as_mut().poll(cx));
                 this.shared.set_fault(ReqBodyFault::IdleTimeout);
-                Poll::Ready(Some(Err(Box::new(BodyError(
-                    "client body idle timeout",
-                )))))
+                Poll::Ready(Some(Err(Box::new(BodyError("client body idle timeout")))))
             }
         }
     }

@@ -30,9 +30,7 @@ impl Failure {
         use Failure::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
-            Overloaded | NoHealthyUpstream | EndpointUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Overloaded | NoHealthyUpstream | EndpointUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             BadRequest => StatusCode::BAD_REQUEST,

@@ -81,7 +81,9 @@ fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
     let mut it = s.trim().split('-');
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
     let hex = |x: &str, n: usize| {
-        x.len() == n && x.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        x.len() == n
+            && x.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     };
     if !hex(ver, 2) || ver == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
         return None;
@@ -133,7 +135,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));

@@ -202,12 +202,21 @@ fn local(mut f: Finisher, mut resp: Response<RespBody>) -> Response<RespBody> {
 
 fn fail(mut f: Finisher, why: Failure) -> Response<RespBody> {
     f.passport.stamp(why.state());
-    let resp = error_response(why.status(), why.code(), why.reason(), f.request_id.as_ref());
+    let resp = error_response(
+        why.status(),
+        why.code(),
+        why.reason(),
+        f.request_id.as_ref(),
+    );
     local(f, resp)
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    h.get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -227,18 +236,18 @@ async fn buffer_body(
     let mut buf = bytes::BytesMut::new();
     loop {
         let until = (Instant::now() + idle).min(deadline);
-        let frame =
-            match tokio::time::timeout_at(until.into(), std::future::poll_fn(|cx| {
-                std::pin::Pin::new(&mut body).poll_frame(cx)
-            }))
-            .await
-            {
-                Err(_) if Instant::now() >= deadline => return Err(Failure::DeadlineExceeded),
-                Err(_) => return Err(Failure::ClientBodyTimeout),
-                Ok(None) => return Ok(buf.freeze()),
-                Ok(Some(Err(_))) => return Err(Failure::BadRequest),
-                Ok(Some(Ok(frame))) => frame,
-            };
+        let frame = match tokio::time::timeout_at(
+            until.into(),
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)),
+        )
+        .await
+        {
+            Err(_) if Instant::now() >= deadline => return Err(Failure::DeadlineExceeded),
+            Err(_) => return Err(Failure::ClientBodyTimeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(Failure::BadRequest),
+            Ok(Some(Ok(frame))) => frame,
+        };
         if let Some(d) = frame.data_ref() {
             if (buf.len() + d.len()) as u64 > limit {
                 return Err(Failure::BodyTooLarge);
@@ -288,7 +297,8 @@ async fn proxy(
         if let Some(cap) = chain.inbound_body_cap(&parts) {
             if let Some(b) = body.take() {
                 let t0 = Instant::now();
-                let r = buffer_body(b, (cap as u64).min(body_limit), client_idle, early_deadline).await;
+                let r =
+                    buffer_body(b, (cap as u64).min(body_limit), client_idle, early_deadline).await;
                 f.passport.add_waiting(t0.elapsed());
                 match r {
                     Ok(b) => buffered = Some(b),
@@ -297,7 +307,13 @@ async fn proxy(
             }
         }
         match chain
-            .inbound(&mut parts, conn.client, buffered.as_ref(), &mut fstate, &mut f.passport)
+            .inbound(
+                &mut parts,
+                conn.client,
+                buffered.as_ref(),
+                &mut fstate,
+                &mut f.passport,
+            )
             .await
         {
             InboundOutcome::Continue => {}
@@ -306,8 +322,7 @@ async fn proxy(
                 return local(f, resp.map(RespBody::full));
             }
             InboundOutcome::Failed(pf) => {
-                let resp =
-                    error_response(pf.status, &pf.code, &pf.reason, f.request_id.as_ref());
+                let resp = error_response(pf.status, &pf.code, &pf.reason, f.request_id.as_ref());
                 return local(f, resp);
             }
         }
@@ -358,7 +373,12 @@ async fn proxy(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or(client_host);
-    headers::add_forwarded(&mut parts.headers, conn.client, conn.tls, fwd_host.as_deref());
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.client,
+        conn.tls,
+        fwd_host.as_deref(),
+    );
     headers::add_via(&mut parts.headers, parts.version);
     headers::propagate_traceparent(&mut parts.headers);
     let path_q: http::Uri = match parts
@@ -375,7 +395,11 @@ async fn proxy(
     // The body that goes up: replayable (empty or buffered) or streamed once.
     let retry = &route.retry;
     let safe_method = idempotent(&parts.method) || retry.idempotent;
-    let mut max_attempts = if safe_method { retry.attempts.max(1) } else { 1 };
+    let mut max_attempts = if safe_method {
+        retry.attempts.max(1)
+    } else {
+        1
+    };
     let body_source: Option<Bytes> = match (buffered, body.as_ref()) {
         (Some(b), _) => Some(b),
         (None, Some(b)) if b.is_end_stream() => Some(Bytes::new()),
@@ -411,7 +435,14 @@ async fn proxy(
             return fail(f, Failure::DeadlineExceeded);
         }
         let Some(ei) = cluster.pick(&tried) else {
-            return fail(f, if attempt > 1 { last_failure } else { Failure::NoHealthyUpstream });
+            return fail(
+                f,
+                if attempt > 1 {
+                    last_failure
+                } else {
+                    Failure::NoHealthyUpstream
+                },
+            );
         };
         tried.push(ei);
         let ep = &cluster.endpoints[ei];
@@ -421,7 +452,10 @@ async fn proxy(
 
         f.passport.stamp(State::ConnAcquireStart);
         let inflight = cluster.stats[ei].begin();
-        let acquired = ep.pool.acquire((Instant::now() + t.connect).min(deadline)).await;
+        let acquired = ep
+            .pool
+            .acquire((Instant::now() + t.connect).min(deadline))
+            .await;
         let mut up = match acquired {
             Ok(c) => c,
             Err(e) => {
@@ -485,22 +519,34 @@ async fn proxy(
                 let fault = f.req_body.as_ref().map(|s| s.fault());
                 match fault {
                     Some(ReqBodyFault::TooLarge) => {
-                        inflight.finish(Outcome { latency, failed: false });
+                        inflight.finish(Outcome {
+                            latency,
+                            failed: false,
+                        });
                         return fail(f, Failure::BodyTooLarge);
                     }
                     Some(ReqBodyFault::IdleTimeout) => {
-                        inflight.finish(Outcome { latency, failed: false });
+                        inflight.finish(Outcome {
+                            latency,
+                            failed: false,
+                        });
                         return fail(f, Failure::ClientBodyTimeout);
                     }
                     Some(ReqBodyFault::ClientError) => {
-                        inflight.finish(Outcome { latency, failed: false });
+                        inflight.finish(Outcome {
+                            latency,
+                            failed: false,
+                        });
                         f.passport.stamp(State::ClientDisconnected);
                         return fail(f, Failure::BadRequest);
                     }
                     _ => {}
                 }
                 tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream request failed");
-                inflight.finish(Outcome { latency, failed: true });
+                inflight.finish(Outcome {
+                    latency,
+                    failed: true,
+                });
                 cluster.outlier.on_failure(ei, Instant::now());
                 last_failure = Failure::UpstreamReset;
                 // A reused connection the upstream closed while idle is the classic benign
@@ -514,7 +560,10 @@ async fn proxy(
                 return fail(f, Failure::UpstreamReset);
             }
             Err(_) => {
-                inflight.finish(Outcome { latency, failed: true });
+                inflight.finish(Outcome {
+                    latency,
+                    failed: true,
+                });
                 cluster.outlier.on_failure(ei, Instant::now());
                 let why = if Instant::now() >= deadline {
                     Failure::DeadlineExceeded
@@ -549,7 +598,9 @@ async fn proxy(
         headers::strip_hop_by_hop(&mut rparts.headers);
         headers::add_via(&mut rparts.headers, http::Version::HTTP_11);
         if let Some(id) = &f.request_id {
-            rparts.headers.insert(headers::X_REQUEST_ID.clone(), id.clone());
+            rparts
+                .headers
+                .insert(headers::X_REQUEST_ID.clone(), id.clone());
         }
         rparts
             .headers

@@ -121,8 +121,7 @@ impl RouteTable {
                     .as_ref()
                     .is_none_or(|h| host.is_some_and(|x| h.matches(x)))
                 && r.method.as_ref().is_none_or(|m| m == parts.method)
-                && r
-                    .headers
+                && r.headers
                     .iter()
                     .all(|(k, v)| parts.headers.get_all(k).iter().any(|x| x == v))
         })

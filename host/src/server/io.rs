@@ -13,8 +13,8 @@
 
 use crate::request::ConnState;
 use crate::telemetry::ListenerMetrics;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -121,7 +121,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                     } else {
                         this.idle_timeout
                     };
-                    this.timer = Some((Box::pin(tokio::time::sleep_until(Instant::now() + d)), header_phase));
+                    this.timer = Some((
+                        Box::pin(tokio::time::sleep_until(Instant::now() + d)),
+                        header_phase,
+                    ));
                 }
                 let Some((timer, is_header)) = this.timer.as_mut() else {
                     return Poll::Pending;

@@ -154,7 +154,10 @@ pub async fn serve(
     if open > 0 {
         tracing::info!(open, "draining client connections");
     }
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout passed with connections still open");
     }
 }

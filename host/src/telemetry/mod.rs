@@ -99,7 +99,10 @@ impl Metrics {
         if !f.passport.has(State::Done) {
             f.passport.stamp(State::Done);
         }
-        let total = f.passport.last_at().saturating_duration_since(f.passport.start());
+        let total = f
+            .passport
+            .last_at()
+            .saturating_duration_since(f.passport.start());
         let overhead = total.saturating_sub(f.passport.waiting());
         let rm = f
             .route
@@ -110,7 +113,8 @@ impl Metrics {
         rm.duration.observe(total);
         self.overhead.observe(overhead);
         if total >= self.slow || f.passport.failed() || f.status >= 500 {
-            self.ring.push(PassportRecord::from_finished(&f, total, overhead));
+            self.ring
+                .push(PassportRecord::from_finished(&f, total, overhead));
         }
     }
 

@@ -147,15 +147,78 @@ impl Upstreams {
         };
         type Getter = fn(&Cluster, usize) -> String;
         let series: [(&str, &str, &str, Getter); 9] = [
-            ("portcullis_upstream_in_flight", "gauge", "Requests in flight to an endpoint.", |c, i| c.stats[i].in_flight().to_string()),
-            ("portcullis_upstream_connections_new_total", "counter", "Upstream connections opened.", |c, i| c.endpoints[i].pool.new_connections.load(Ordering::Relaxed).to_string()),
-            ("portcullis_upstream_connections_reused_total", "counter", "Requests sent on a pooled keep-alive connection.", |c, i| c.endpoints[i].pool.reused.load(Ordering::Relaxed).to_string()),
-            ("portcullis_upstream_connections_open", "gauge", "Upstream connections open (idle and busy).", |c, i| c.endpoints[i].pool.open().to_string()),
-            ("portcullis_upstream_connections_idle", "gauge", "Idle pooled upstream connections.", |c, i| c.endpoints[i].pool.idle_count().to_string()),
-            ("portcullis_upstream_connect_failures_total", "counter", "Failed or timed-out upstream connects.", |c, i| c.endpoints[i].pool.connect_failures.load(Ordering::Relaxed).to_string()),
-            ("portcullis_upstream_failure_rate_ewma", "gauge", "Exponentially weighted failure rate (about the last minute).", |c, i| c.stats[i].failure_rate().to_string()),
-            ("portcullis_upstream_latency_peak_ewma_seconds", "gauge", "Peak-EWMA response latency.", |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().to_string()),
-            ("portcullis_upstream_ejections_total", "counter", "Outlier ejections.", |c, i| c.outlier.ejections_total(i).to_string()),
+            (
+                "portcullis_upstream_in_flight",
+                "gauge",
+                "Requests in flight to an endpoint.",
+                |c, i| c.stats[i].in_flight().to_string(),
+            ),
+            (
+                "portcullis_upstream_connections_new_total",
+                "counter",
+                "Upstream connections opened.",
+                |c, i| {
+                    c.endpoints[i]
+                        .pool
+                        .new_connections
+                        .load(Ordering::Relaxed)
+                        .to_string()
+                },
+            ),
+            (
+                "portcullis_upstream_connections_reused_total",
+                "counter",
+                "Requests sent on a pooled keep-alive connection.",
+                |c, i| {
+                    c.endpoints[i]
+                        .pool
+                        .reused
+                        .load(Ordering::Relaxed)
+                        .to_string()
+                },
+            ),
+            (
+                "portcullis_upstream_connections_open",
+                "gauge",
+                "Upstream connections open (idle and busy).",
+                |c, i| c.endpoints[i].pool.open().to_string(),
+            ),
+            (
+                "portcullis_upstream_connections_idle",
+                "gauge",
+                "Idle pooled upstream connections.",
+                |c, i| c.endpoints[i].pool.idle_count().to_string(),
+            ),
+            (
+                "portcullis_upstream_connect_failures_total",
+                "counter",
+                "Failed or timed-out upstream connects.",
+                |c, i| {
+                    c.endpoints[i]
+                        .pool
+                        .connect_failures
+                        .load(Ordering::Relaxed)
+                        .to_string()
+                },
+            ),
+            (
+                "portcullis_upstream_failure_rate_ewma",
+                "gauge",
+                "Exponentially weighted failure rate (about the last minute).",
+                |c, i| c.stats[i].failure_rate().to_string(),
+            ),
+            (
+                "portcullis_upstream_latency_peak_ewma_seconds",
+                "gauge",
+                "Peak-EWMA response latency.",
+                |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().to_string(),
+            ),
+            (
+                "portcullis_upstream_ejections_total",
+                "counter",
+                "Outlier ejections.",
+                |c, i| c.outlier.ejections_total(i).to_string(),
+            ),
         ];
         for (name, kind, help, get) in series {
             metric(out, name, kind, help);
@@ -171,7 +234,12 @@ impl Upstreams {
                 }
             }
         }
-        metric(out, "portcullis_upstream_ejected", "gauge", "1 while the endpoint is ejected by outlier detection.");
+        metric(
+            out,
+            "portcullis_upstream_ejected",
+            "gauge",
+            "1 while the endpoint is ejected by outlier detection.",
+        );
         let now = Instant::now();
         for c in &self.clusters {
             for (i, e) in c.endpoints.iter().enumerate() {
