@@ -37,6 +37,46 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
+        Self::start_inner(name, None).await
+    }
+
+    /// An upstream that answers every request with `status` after `delay_ms`.
+    pub async fn start_fixed(name: &str, status: u16, delay_ms: u64) -> Upstream {
+        Self::start_inner(name, Some((status, delay_ms))).await
+    }
+
+    /// An upstream that accepts connections and closes them without answering.
+    pub async fn start_resetting(name: &str) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = l.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let a = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                a.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    drop(s);
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            accepted: accepted.clone(),
+            requests: accepted,
+            _task: task,
+        }
+    }
+
+    async fn start_inner(name: &str, fixed: Option<(u16, u64)>) -> Upstream {
         let l = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -54,7 +94,22 @@ impl Upstream {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         r.fetch_add(1, Ordering::Relaxed);
-                        upstream_handler(n.clone(), req)
+                        let n = n.clone();
+                        async move {
+                            match fixed {
+                                Some((status, delay)) => {
+                                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                                    let mut resp =
+                                        Response::new(full(format!("{n} says {status}\n")));
+                                    *resp.status_mut() =
+                                        StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                                    resp.headers_mut()
+                                        .insert("x-upstream", n.parse().expect("header"));
+                                    Ok::<_, Infallible>(resp)
+                                }
+                                None => upstream_handler(n, req).await,
+                            }
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
