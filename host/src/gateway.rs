@@ -57,7 +57,7 @@ impl Gateway {
     /// Binds every listener and starts serving. Must run inside a tokio runtime.
     pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut upstreams = Upstreams::new(&cfg);
+        let mut upstreams = Upstreams::new(&cfg)?;
         upstreams.start_health_checks(&cfg, &shutdown_rx);
         let routes = RouteTable::build(&cfg, |n| upstreams.index(n));
         let route_names: Vec<Arc<str>> = routes.routes().iter().map(|r| r.name.clone()).collect();
@@ -94,9 +94,19 @@ impl Gateway {
             let tcp = bind(&l.listen).with_context(|| format!("listener `{}`", l.name))?;
             let addr = tcp.local_addr()?;
             let acceptor = match &l.tls {
-                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                    tls::server_config(t).with_context(|| format!("listener `{}` TLS", l.name))?,
-                )),
+                Some(t) => {
+                    let (server_cfg, resolver) = tls::server_config(t)
+                        .with_context(|| format!("listener `{}` TLS", l.name))?;
+                    let reloads = ctx.metrics.listeners[index].tls_reloads.clone();
+                    tasks.spawn(tls::watch_reload(
+                        l.name.clone(),
+                        t.clone(),
+                        resolver,
+                        reloads,
+                        shutdown_rx.clone(),
+                    ));
+                    Some(tokio_rustls::TlsAcceptor::from(server_cfg))
+                }
                 None => None,
             };
             tracing::info!(listener = %l.name, %addr, tls = acceptor.is_some(), "listening");

@@ -15,6 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
+#[derive(Clone)]
+enum Proto {
+    H1,
+    H2c,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// A real HTTP/1.1 upstream on 127.0.0.1 that counts its accepted connections.
@@ -76,7 +83,46 @@ impl Upstream {
         }
     }
 
+    /// An upstream speaking HTTP/2 with prior knowledge (h2c).
+    pub async fn start_h2(name: &str) -> Upstream {
+        Self::start_proto(name, Proto::H2c).await
+    }
+
+    /// An HTTP/1.1 upstream behind TLS with the certificate `<dir>/<stem>.crt`.
+    pub async fn start_tls(name: &str, dir: &Path, stem: &str) -> Upstream {
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::pem::PemObject::pem_file_iter(dir.join(format!("{stem}.crt")))
+                .expect("cert")
+                .collect::<Result<_, _>>()
+                .expect("cert");
+        let key =
+            <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_file(
+                dir.join(format!("{stem}.key")),
+            )
+            .expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        Self::start_proto(
+            name,
+            Proto::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
+        )
+        .await
+    }
+
     async fn start_inner(name: &str, fixed: Option<(u16, u64)>) -> Upstream {
+        Self::start_full(name, fixed, Proto::H1).await
+    }
+
+    async fn start_proto(name: &str, proto: Proto) -> Upstream {
+        Self::start_full(name, None, proto).await
+    }
+
+    async fn start_full(name: &str, fixed: Option<(u16, u64)>, proto: Proto) -> Upstream {
         let l = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -90,7 +136,7 @@ impl Upstream {
                     continue;
                 };
                 a.fetch_add(1, Ordering::Relaxed);
-                let (r, n) = (r.clone(), n.clone());
+                let (r, n, proto) = (r.clone(), n.clone(), proto.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         r.fetch_add(1, Ordering::Relaxed);
@@ -111,9 +157,26 @@ impl Upstream {
                             }
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
+                    match proto {
+                        Proto::H1 => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(s), svc)
+                                .await;
+                        }
+                        Proto::H2c => {
+                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(TokioIo::new(s), svc)
+                                .await;
+                        }
+                        Proto::Tls(acceptor) => {
+                            let Ok(tls) = acceptor.accept(s).await else {
+                                return;
+                            };
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tls), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });

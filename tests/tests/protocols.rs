@@ -105,3 +105,72 @@ tls = { cert = "default.crt", key = "default.key", sni = [ { names = ["api.test"
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn rotated_certificate_is_served_to_new_connections_without_restart() {
+    let a = Upstream::start("a").await;
+    let dir = temp_dir("reload");
+    let old_der = write_cert(&dir, "site", &["localhost"]);
+    let extra = "[[listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\ntls = { cert = \"site.crt\", key = \"site.key\" }\n";
+    let gw = gateway(&basic_config(&[("a", a.addr)], extra), &dir).await;
+    let addr = gw.listener_addr("tls").unwrap();
+
+    async fn handshake(
+        addr: std::net::SocketAddr,
+        roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let cfg = tls_client(roots, &[b"http/1.1"]);
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+    let old_conn = handshake(addr, std::slice::from_ref(&old_der)).await;
+    assert_eq!(
+        old_conn.get_ref().1.peer_certificates().unwrap()[0],
+        old_der
+    );
+    let (mut old_tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old_conn))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    // Rotate: write the new pair in place.
+    let new_der = write_cert(&dir, "site", &["localhost"]);
+    assert_ne!(new_der, old_der);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let cfg = tls_client(&[old_der.clone(), new_der.clone()], &[b"http/1.1"]);
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        if tls.get_ref().1.peer_certificates().unwrap()[0] == new_der {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The connection made before the rotation still works.
+    let req = Request::builder()
+        .uri("/a/echo")
+        .header("host", "localhost")
+        .body(body(""))
+        .unwrap();
+    assert_eq!(old_tx.send_request(req).await.unwrap().status(), 200);
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_tls_certificate_reloads_total{listener=\"tls\"}"
+        ),
+        Some(1.0)
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -137,6 +137,31 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub retry_budget: RetryBudget,
+    /// Speak TLS to the endpoints. Absent: plain TCP.
+    pub tls: Option<UpstreamTls>,
+    /// HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Server name sent in SNI and verified in the certificate. Default: the endpoint's host.
+    pub sni: Option<String>,
+    /// PEM file of CA certificates to trust. Default: the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool.
+    #[default]
+    H1,
+    /// HTTP/2: requests multiplexed over one pooled connection per endpoint (h2c, or ALPN h2
+    /// over TLS).
+    H2,
 }
 
 /// Passive outlier detection: consecutive failures eject an endpoint with exponential backoff.
@@ -520,6 +545,11 @@ impl Config {
                     fix(&mut s.cert);
                     fix(&mut s.key);
                 }
+            }
+        }
+        for c in &mut self.clusters {
+            if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+                fix(ca);
             }
         }
         if let Some(p) = &mut self.plugins {

@@ -110,6 +110,14 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
                 "must be at least 1".into(),
             );
         }
+        if let Some(ca) = c.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            if !ca.is_file() {
+                p(
+                    k("tls.ca"),
+                    format!("file `{}` does not exist", ca.display()),
+                );
+            }
+        }
         if c.max_concurrency == 0 {
             p(k("max_concurrency"), "must be at least 1".into());
         }

@@ -23,6 +23,7 @@ pub enum Failure {
     DeadlineExceeded,
     UnknownCluster,
     EndpointUnavailable,
+    UpstreamTls,
 }
 
 impl Failure {
@@ -34,7 +35,7 @@ impl Failure {
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             BadRequest => StatusCode::BAD_REQUEST,
-            ConnectFailed | UpstreamReset | UnknownCluster => StatusCode::BAD_GATEWAY,
+            ConnectFailed | UpstreamReset | UnknownCluster | UpstreamTls => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -55,6 +56,7 @@ impl Failure {
             DeadlineExceeded => "deadline-exceeded",
             UnknownCluster => "unknown-cluster",
             EndpointUnavailable => "endpoint-unavailable",
+            UpstreamTls => "upstream-tls-failed",
         }
     }
 
@@ -74,6 +76,7 @@ impl Failure {
             DeadlineExceeded => State::DeadlineExceeded,
             UnknownCluster => State::NoRoute,
             EndpointUnavailable => State::NoRoute,
+            UpstreamTls => State::ConnectFailed,
         }
     }
 
@@ -93,6 +96,9 @@ impl Failure {
             DeadlineExceeded => "the request deadline passed",
             UnknownCluster => "the target cluster does not exist",
             EndpointUnavailable => "the endpoint plugin is not loaded",
+            UpstreamTls => {
+                "the upstream's TLS certificate could not be verified or the handshake failed"
+            }
         }
     }
 }

@@ -465,8 +465,14 @@ async fn proxy(
                 });
                 cluster.outlier.on_failure(ei, Instant::now());
                 tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed");
+                if e.is_tls() {
+                    tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
+                    f.passport.set_detail(e.to_string());
+                }
                 last_failure = if Instant::now() >= deadline {
                     Failure::DeadlineExceeded
+                } else if e.is_tls() {
+                    Failure::UpstreamTls
                 } else if e.is_timeout() {
                     Failure::ConnectTimeout
                 } else {
@@ -496,18 +502,38 @@ async fn proxy(
         };
         let mut req = Request::new(up_body);
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = path_q.clone();
         *req.headers_mut() = if can_retry || chain.is_some() {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
+        };
+        *req.uri_mut() = if up.sender.is_h2() {
+            // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
+            let authority = req
+                .headers_mut()
+                .remove(http::header::HOST)
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+                .unwrap_or_else(|| ep.addr.to_string());
+            let scheme = ep.pool.connector().scheme();
+            match format!("{scheme}://{authority}{path_q}").parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    inflight.finish(Outcome {
+                        latency: Duration::ZERO,
+                        failed: false,
+                    });
+                    return fail(f, Failure::BadRequest);
+                }
+            }
+        } else {
+            path_q.clone()
         };
 
         let sent = Instant::now();
         f.passport.stamp_at(State::ReqHeadersSent, sent);
         let res = tokio::time::timeout_at(
             (sent + t.upstream_headers).min(deadline).into(),
-            up.sender.send_request(req),
+            up.sender.send(req),
         )
         .await;
         let latency = sent.elapsed();

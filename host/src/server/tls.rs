@@ -2,6 +2,7 @@
 
 use crate::config;
 use anyhow::{anyhow, Context as _};
+use arc_swap::ArcSwap;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -10,30 +11,40 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Picks a certificate by SNI: exact name, then `*.parent` wildcard, then the default.
+/// The certificates of one listener at one instant.
 #[derive(Debug)]
-pub struct SniResolver {
+struct Certs {
     default: Arc<CertifiedKey>,
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
 }
 
+/// Picks a certificate by SNI: exact name, then `*.parent` wildcard, then the default. The set
+/// is swapped atomically on reload; handshakes in progress keep the key they resolved, and
+/// established connections are unaffected.
+#[derive(Debug)]
+pub struct SniResolver {
+    certs: ArcSwap<Certs>,
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.load();
         let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
+            return Some(certs.default.clone());
         };
         let name = name.to_ascii_lowercase();
-        if let Some(k) = self.exact.get(&name) {
+        if let Some(k) = certs.exact.get(&name) {
             return Some(k.clone());
         }
         if let Some((_, parent)) = name.split_once('.') {
-            if let Some(k) = self.wildcard.get(parent) {
+            if let Some(k) = certs.wildcard.get(parent) {
                 return Some(k.clone());
             }
         }
-        Some(self.default.clone())
+        Some(certs.default.clone())
     }
 }
 
@@ -51,8 +62,7 @@ fn load_key(cert: &Path, key: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }
 
-/// Builds the rustls server config for a listener.
-pub fn server_config(tls: &config::Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
     let default = load_key(&tls.cert, &tls.key)?;
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
@@ -66,17 +76,78 @@ pub fn server_config(tls: &config::Tls) -> anyhow::Result<Arc<rustls::ServerConf
             };
         }
     }
-    let resolver = SniResolver {
+    Ok(Certs {
         default,
         exact,
         wildcard,
-    };
+    })
+}
+
+/// Builds the rustls server config for a listener, and the resolver to reload.
+pub fn server_config(
+    tls: &config::Tls,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<SniResolver>)> {
+    let resolver = Arc::new(SniResolver {
+        certs: ArcSwap::from_pointee(load_certs(tls)?),
+    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| anyhow!("TLS versions: {e}"))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), resolver))
+}
+
+/// How often certificate files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    let files = [&tls.cert, &tls.key]
+        .into_iter()
+        .chain(tls.sni.iter().flat_map(|s| [&s.cert, &s.key]));
+    files
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Watches a listener's certificate and key files and swaps in new ones when they change.
+/// Polling metadata (rather than inotify) also sees atomic symlink swaps, as done by
+/// Kubernetes secret mounts. A broken new file is logged and counted, and the old
+/// certificates stay in service.
+pub async fn watch_reload(
+    listener: String,
+    tls: config::Tls,
+    resolver: Arc<SniResolver>,
+    reloads: Arc<std::sync::atomic::AtomicU64>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = fingerprint(&tls);
+    let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = fingerprint(&tls);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load_certs(&tls) {
+            Ok(c) => {
+                resolver.certs.store(Arc::new(c));
+                reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(%listener, "TLS certificates reloaded");
+            }
+            Err(e) => {
+                tracing::error!(%listener, error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificates");
+            }
+        }
+    }
 }

@@ -43,6 +43,7 @@ pub struct ListenerMetrics {
     pub rejected: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub tls_failures: AtomicU64,
+    pub tls_reloads: Arc<AtomicU64>,
 }
 
 /// Everything the gateway counts. One instance per gateway, shared by `Arc`.
@@ -175,6 +176,15 @@ impl Metrics {
                 "portcullis_client_header_timeouts_total{{listener=\"{}\"}} {}",
                 l.name,
                 l.header_timeouts.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP portcullis_tls_certificate_reloads_total Certificate sets reloaded from disk.\n# TYPE portcullis_tls_certificate_reloads_total counter\n");
+        for l in &self.listeners {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_certificate_reloads_total{{listener=\"{}\"}} {}",
+                l.name,
+                l.tls_reloads.load(Ordering::Relaxed)
             );
         }
         out.push_str("# HELP portcullis_tls_handshake_failures_total TLS handshakes that failed or timed out.\n# TYPE portcullis_tls_handshake_failures_total counter\n");

@@ -2,6 +2,7 @@
 //! detection, a retry budget and a concurrency limit.
 
 pub mod balancer;
+pub mod connect;
 pub mod health;
 pub mod outlier;
 pub mod pool;
@@ -40,20 +41,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn new(cfg: &config::Cluster, seed: u64) -> Self {
+    fn new(cfg: &config::Cluster, seed: u64) -> anyhow::Result<Self> {
         let pool_cfg = PoolConfig::from(&cfg.pool);
+        let connector = connect::Connector::new(cfg)
+            .map_err(|e| anyhow::anyhow!("cluster `{}`: {e:#}", cfg.name))?;
         let endpoints: Vec<Endpoint> = cfg
             .endpoints
             .iter()
             .map(|e| {
                 let addr: Arc<str> = Arc::from(e.addr());
                 Endpoint {
-                    pool: Pool::new(addr.clone(), pool_cfg),
+                    pool: Pool::new(addr.clone(), pool_cfg, connector.clone()),
                     addr,
                 }
             })
             .collect();
-        Cluster {
+        Ok(Cluster {
             name: Arc::from(cfg.name.as_str()),
             stats: cfg
                 .endpoints
@@ -67,7 +70,7 @@ impl Cluster {
             retry_budget: RetryBudget::new(&cfg.retry_budget),
             limit: Shedder::new(cfg.max_concurrency),
             endpoints,
-        }
+        })
     }
 
     /// Picks an endpoint that is healthy, not ejected and not in `tried`.
@@ -92,19 +95,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &config::Config) -> Self {
+    pub fn new(cfg: &config::Config) -> anyhow::Result<Self> {
         let clusters: Vec<Arc<Cluster>> = cfg
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| Arc::new(Cluster::new(c, 0x5eed_0000 + i as u64)))
-            .collect();
+            .map(|(i, c)| Cluster::new(c, 0x5eed_0000 + i as u64).map(Arc::new))
+            .collect::<anyhow::Result<_>>()?;
         let by_name = clusters
             .iter()
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        Upstreams { clusters, by_name }
+        Ok(Upstreams { clusters, by_name })
     }
 
     /// Starts active health checks for clusters that configure them.

@@ -1,19 +1,17 @@
-//! Per-endpoint HTTP/1.1 keep-alive connection pool.
+//! Per-endpoint upstream connection pool.
 //!
 //! Why our own pool rather than a generic client: the request state machine needs to see
 //! acquire/connect as separate passport states, count reuse exactly, bound open connections
-//! per endpoint, and hand a connection back only once its response body was fully read (a
-//! half-read response must never be reused). LIFO reuse keeps the hot set of connections
-//! small and warm, so idle ones age out.
+//! per endpoint, and hand an HTTP/1.1 connection back only once its response body was fully
+//! read (a half-read response must never be reused). LIFO reuse keeps the hot set small and
+//! warm, so idle connections age out. HTTP/2 endpoints share one multiplexed connection,
+//! opened by one request while concurrent ones wait for it instead of stampeding.
 
-use crate::request::body::UpBody;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use super::connect::{ConnectError, Connector, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone, Copy)]
@@ -35,31 +33,8 @@ impl From<&crate::config::Pool> for PoolConfig {
     }
 }
 
-/// Why a connection could not be had. Callers branch on it for status and passport state.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connect to {addr} timed out")]
-    Timeout { addr: Arc<str> },
-    #[error("connect to {addr} failed: {source}")]
-    Failed {
-        addr: Arc<str>,
-        source: std::io::Error,
-    },
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: Arc<str>,
-        source: hyper::Error,
-    },
-}
-
-impl ConnectError {
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, ConnectError::Timeout { .. })
-    }
-}
-
 struct Idle {
-    sender: http1::SendRequest<UpBody>,
+    sender: Sender,
     since: Instant,
     uses: u64,
     permit: OwnedSemaphorePermit,
@@ -67,19 +42,22 @@ struct Idle {
 
 /// A connection checked out of the pool for one request.
 pub struct Conn {
-    pub sender: http1::SendRequest<UpBody>,
+    pub sender: Sender,
     uses: u64,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     /// True when this connection served an earlier request.
     pub reused: bool,
-    /// Time spent in TCP connect + handshake (zero when reused): waiting on the upstream.
+    /// Time spent in TCP connect + TLS + handshake (zero when reused): waiting on upstream.
     pub connect_time: Duration,
 }
 
 pub struct Pool {
     addr: Arc<str>,
     cfg: PoolConfig,
+    connector: Connector,
     idle: Mutex<Vec<Idle>>,
+    /// The shared HTTP/2 connection, if the cluster speaks h2.
+    h2: tokio::sync::Mutex<Option<Sender>>,
     permits: Arc<Semaphore>,
     pub new_connections: AtomicU64,
     pub reused: AtomicU64,
@@ -87,12 +65,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addr: Arc<str>, cfg: PoolConfig) -> Self {
+    pub fn new(addr: Arc<str>, cfg: PoolConfig, connector: Connector) -> Self {
         Pool {
             addr,
             idle: Mutex::new(Vec::with_capacity(cfg.max_idle.min(1024))),
+            h2: tokio::sync::Mutex::new(None),
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
             cfg,
+            connector,
             new_connections: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
@@ -103,7 +83,11 @@ impl Pool {
         &self.addr
     }
 
-    /// Connections open now (idle + busy).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// HTTP/1.1 connections open now (idle + busy).
     pub fn open(&self) -> usize {
         self.cfg.max_connections - self.permits.available_permits()
     }
@@ -112,14 +96,78 @@ impl Pool {
         self.idle.lock().len()
     }
 
-    /// Checks out a ready connection: the most recently used idle one, or a new one.
-    /// `deadline` bounds waiting for a connection slot, the TCP connect and the handshake.
+    /// Checks out a ready connection. `deadline` bounds waiting for a connection slot, the TCP
+    /// connect and the handshakes.
     pub async fn acquire(&self, deadline: Instant) -> Result<Conn, ConnectError> {
+        match self.connector.protocol() {
+            crate::config::UpstreamProtocol::H1 => self.acquire_h1(deadline).await,
+            crate::config::UpstreamProtocol::H2 => self.acquire_h2(deadline).await,
+        }
+    }
+
+    async fn acquire_h2(&self, deadline: Instant) -> Result<Conn, ConnectError> {
+        let timeout = || ConnectError::Timeout {
+            addr: self.addr.clone(),
+        };
+        let mut slot = tokio::time::timeout_at(deadline.into(), self.h2.lock())
+            .await
+            .map_err(|_| timeout())?;
+        if let Some(Sender::H2(s)) = slot.as_ref() {
+            if !s.is_closed() {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(Conn {
+                    sender: Sender::H2(s.clone()),
+                    uses: 0,
+                    permit: None,
+                    reused: true,
+                    connect_time: Duration::ZERO,
+                });
+            }
+        }
+        let started = Instant::now();
+        let sender = match tokio::time::timeout_at(
+            deadline.into(),
+            self.connector.connect(&self.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(timeout());
+            }
+        };
+        self.new_connections.fetch_add(1, Ordering::Relaxed);
+        let out = match &sender {
+            Sender::H2(s) => Sender::H2(s.clone()),
+            // A connector configured for h2 always yields h2; keep the type honest anyway.
+            Sender::H1(_) => {
+                return Ok(Conn {
+                    sender,
+                    uses: 0,
+                    permit: None,
+                    reused: false,
+                    connect_time: started.elapsed(),
+                })
+            }
+        };
+        *slot = Some(sender);
+        Ok(Conn {
+            sender: out,
+            uses: 0,
+            permit: None,
+            reused: false,
+            connect_time: started.elapsed(),
+        })
+    }
+
+    async fn acquire_h1(&self, deadline: Instant) -> Result<Conn, ConnectError> {
         loop {
-            let idle = {
-                let mut q = self.idle.lock();
-                q.pop()
-            };
+            let idle = self.idle.lock().pop();
             let Some(mut idle) = idle else { break };
             if idle.sender.is_closed() || idle.since.elapsed() > self.cfg.idle_timeout {
                 continue;
@@ -137,7 +185,7 @@ impl Pool {
             return Ok(Conn {
                 sender: idle.sender,
                 uses: idle.uses,
-                permit: idle.permit,
+                permit: Some(idle.permit),
                 reused: true,
                 connect_time: Duration::ZERO,
             });
@@ -151,26 +199,7 @@ impl Pool {
                 .acquire_owned()
                 .await
                 .map_err(|_| ConnectError::Timeout { addr: addr.clone() })?;
-            let stream = TcpStream::connect(&*addr)
-                .await
-                .map_err(|source| ConnectError::Failed {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = http1::Builder::new()
-                .handshake::<_, UpBody>(TokioIo::new(stream))
-                .await
-                .map_err(|source| ConnectError::Handshake {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let a = addr.clone();
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(upstream = %a, error = %e, "upstream connection ended with error");
-                }
-            });
+            let sender = self.connector.connect(&addr).await?;
             Ok::<_, ConnectError>((sender, permit))
         })
         .await;
@@ -189,15 +218,17 @@ impl Pool {
         Ok(Conn {
             sender,
             uses: 0,
-            permit,
+            permit: Some(permit),
             reused: false,
             connect_time: started.elapsed(),
         })
     }
 
-    /// Returns a connection whose response was read to the end. Connections that are closed,
-    /// worn out, or beyond the idle cap are dropped (closing them).
+    /// Returns a connection whose response was read to the end. HTTP/1.1 connections that are
+    /// closed, worn out, or beyond the idle cap are dropped (closing them); HTTP/2 clones are
+    /// simply dropped, the shared connection stays.
     pub fn release(&self, conn: Conn) {
+        let Some(permit) = conn.permit else { return };
         let uses = conn.uses + 1;
         if conn.sender.is_closed() || uses >= self.cfg.max_requests_per_connection {
             return;
@@ -208,7 +239,7 @@ impl Pool {
                 sender: conn.sender,
                 since: Instant::now(),
                 uses,
-                permit: conn.permit,
+                permit,
             });
         }
     }
