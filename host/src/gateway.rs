@@ -73,7 +73,7 @@ impl Gateway {
             Duration::from_millis(cfg.admin.slow_request_ms),
         ));
         let plugins = match &cfg.plugins {
-            Some(p) => Some(PluginRuntime::start(p).context("starting the plugin runtime")?),
+            Some(p) => Some(PluginRuntime::start(p, &cfg.limits).await.context("starting the plugin runtime")?),
             None => None,
         };
         let ctx = Arc::new(Ctx {
@@ -93,10 +93,36 @@ impl Gateway {
         for (index, l) in cfg.listeners.iter().enumerate() {
             let tcp = bind(&l.listen).with_context(|| format!("listener `{}`", l.name))?;
             let addr = tcp.local_addr()?;
+            let mut alt_svc = None;
             let acceptor = match &l.tls {
                 Some(t) => {
                     let (server_cfg, resolver) = tls::server_config(t)
                         .with_context(|| format!("listener `{}` TLS", l.name))?;
+                    if l.http3 {
+                        let h3l = server::h3::H3Listener {
+                            index,
+                            addr,
+                            tls: server_cfg.clone(),
+                            max_connections: l.max_connections,
+                            max_streams: l.http3_max_streams,
+                            idle_timeout: Duration::from_millis(l.http3_idle_timeout_ms),
+                        };
+                        let endpoint = server::h3::bind(&h3l)
+                            .with_context(|| format!("listener `{}` HTTP/3 on udp {addr}", l.name))?;
+                        tracing::info!(listener = %l.name, %addr, "serving HTTP/3 over QUIC");
+                        alt_svc = http::HeaderValue::from_str(&format!(
+                            "h3=\":{}\"; ma=86400",
+                            addr.port()
+                        ))
+                        .ok();
+                        tasks.spawn(server::h3::serve(
+                            ctx.clone(),
+                            h3l,
+                            endpoint,
+                            shutdown_rx.clone(),
+                            drain,
+                        ));
+                    }
                     let reloads = ctx.metrics.listeners[index].tls_reloads.clone();
                     tasks.spawn(tls::watch_reload(
                         l.name.clone(),
@@ -116,6 +142,7 @@ impl Gateway {
                 tcp,
                 tls: acceptor,
                 max_connections: l.max_connections,
+                alt_svc,
             };
             tasks.spawn(server::serve(
                 ctx.clone(),

@@ -472,3 +472,52 @@ pub fn tls_client(
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
+
+/// The `.wasm` built from the workspace's guest crate `krate` (by `build.rs`).
+pub fn guest(krate: &str) -> std::path::PathBuf {
+    Path::new(env!("PORTCULLIS_GUEST_DIR")).join(format!("{}.wasm", krate.replace('-', "_")))
+}
+
+/// Installs plugin `name` (the guest crate `krate` with `manifest`) into `dir` atomically:
+/// both files are written under temporary names and renamed, manifest first.
+pub fn install_plugin(dir: &Path, name: &str, krate: &str, manifest: &str) {
+    let wasm = std::fs::read(guest(krate)).expect("guest built");
+    install_plugin_bytes(dir, name, &wasm, manifest);
+}
+
+pub fn install_plugin_bytes(dir: &Path, name: &str, wasm: &[u8], manifest: &str) {
+    let tt = dir.join(format!(".{name}.toml.tmp"));
+    let tw = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::write(&tt, manifest).expect("write manifest");
+    std::fs::write(&tw, wasm).expect("write wasm");
+    std::fs::rename(&tt, dir.join(format!("{name}.toml"))).expect("rename manifest");
+    std::fs::rename(&tw, dir.join(format!("{name}.wasm"))).expect("rename wasm");
+}
+
+/// A `multipart/form-data` body with the given `(field, bytes)` parts; returns
+/// `(content-type, body)`.
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = format!("portcullis{}", fastrand::u64(..));
+    let mut body = Vec::new();
+    for (name, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A header value as a string ("" if absent).
+pub fn header(p: &http::response::Parts, name: &str) -> String {
+    p.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}

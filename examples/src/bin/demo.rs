@@ -38,9 +38,13 @@ async fn main() -> anyhow::Result<()> {
          \n  curl -i http://{public}/profile/1\
          \n  curl -i http://{public}/recommendations?user=1\
          \n  curl -i http://{public}/ratings?user=1        # fails 20% of the time, by design\
+         \n  curl -s http://{public}/api/home?user=1 | jq    # one call, four services (endpoint plugin)\
+         \n  curl -i http://{public}/admin-api/ping         # 401: the auth filter wants an API key\
+         \n  curl -i -H 'x-api-key: demo-key' http://{public}/admin-api/ping\
          \n  curl -i http://{public}/nothing               # 404 with portcullis-error: no-route\
          \n  curl -s http://{admin}/metrics | grep portcullis_requests_total\
          \n  curl -s http://{admin}/admin/passports\
+         \n  curl -s http://{admin}/admin/plugins\
          \n\nCtrl-C to stop.\n"
     );
     gw.run_until(async {
@@ -50,8 +54,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies the example plugins built by this crate's build script into the demo's plugin
-/// directory, so the gateway loads them like any operator-provided plugin.
-fn prepare_plugins(_dir: &std::path::Path) -> anyhow::Result<()> {
+/// The demo's plugins: `(plugin name, guest crate, manifest)`. Manifests live in
+/// `examples/demo/plugins/`; the `.wasm` files come from this crate's build script, which
+/// builds `plugins/` for wasm32-wasip2.
+const PLUGINS: [(&str, &str); 5] = [
+    ("home", "home"),
+    ("auth", "auth"),
+    ("cors-preflight", "cors"),
+    ("cors", "cors"),
+    ("security-headers", "add-header"),
+];
+
+/// Copies the freshly built plugins next to their manifests, so the gateway loads them like
+/// any operator-provided plugin (and picks up edits to the manifests live).
+fn prepare_plugins(dir: &std::path::Path) -> anyhow::Result<()> {
+    let guests = std::path::Path::new(env!("PORTCULLIS_GUEST_DIR"));
+    let plugins = dir.join("plugins");
+    for (name, krate) in PLUGINS {
+        let from = guests.join(format!("{}.wasm", krate.replace('-', "_")));
+        let to = plugins.join(format!("{name}.wasm"));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
     Ok(())
 }

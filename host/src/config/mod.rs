@@ -5,7 +5,7 @@
 //! *every* semantic problem, so an operator fixes a config in one round, not ten.
 
 mod model;
-mod validate;
+pub mod validate;
 
 pub use model::*;
 

@@ -54,9 +54,15 @@ pub struct Listener {
     /// Open connections beyond this are closed right after accept.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
-    /// Serve HTTP/3 over QUIC on the same port (TLS listeners only).
+    /// Serve HTTP/3 over QUIC on the same port, over UDP (TLS listeners only).
     #[serde(default)]
     pub http3: bool,
+    /// Concurrent HTTP/3 request streams per QUIC connection.
+    #[serde(default = "defaults::http3_max_streams")]
+    pub http3_max_streams: u32,
+    /// A QUIC connection with no traffic for this long is closed.
+    #[serde(default = "defaults::http3_idle_timeout_ms")]
+    pub http3_idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -444,6 +450,12 @@ pub(crate) mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn http3_max_streams() -> u32 {
+        100
+    }
+    pub fn http3_idle_timeout_ms() -> u64 {
+        30_000
     }
     pub fn cluster_max_concurrency() -> usize {
         1_024

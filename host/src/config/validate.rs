@@ -167,29 +167,8 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
                 "one of `cluster` or `endpoint` is required".into(),
             ),
         }
-        if let Some(pp) = &r.matcher.path_prefix {
-            if !pp.starts_with('/') {
-                p(k("match.path_prefix"), "must start with `/`".into());
-            }
-        }
-        if let Some(m) = &r.matcher.method {
-            if http::Method::from_bytes(m.as_bytes()).is_err() {
-                p(k("match.method"), format!("`{m}` is not an HTTP method"));
-            }
-        }
-        for (name, value) in &r.matcher.headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                p(
-                    k(&format!("match.headers.{name}")),
-                    "not a valid header name".into(),
-                );
-            }
-            if http::HeaderValue::from_str(value).is_err() {
-                p(
-                    k(&format!("match.headers.{name}")),
-                    "not a valid header value".into(),
-                );
-            }
+        for (key, reason) in match_problems(&r.matcher) {
+            p(k(&format!("match.{key}")), reason);
         }
         let t = &r.timeouts;
         for (f, v) in [
@@ -272,4 +251,41 @@ fn valid_host_port(s: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Problems in a request matcher as `(key under match., reason)`.
+fn match_problems(m: &super::RouteMatch) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(pp) = &m.path_prefix {
+        if !pp.starts_with('/') {
+            out.push(("path_prefix".into(), "must start with `/`".into()));
+        }
+    }
+    if let Some(meth) = &m.method {
+        if http::Method::from_bytes(meth.as_bytes()).is_err() {
+            out.push(("method".into(), format!("`{meth}` is not an HTTP method")));
+        }
+    }
+    for (name, value) in &m.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push((format!("headers.{name}"), "not a valid header name".into()));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            out.push((format!("headers.{name}"), "not a valid header value".into()));
+        }
+    }
+    out
+}
+
+/// Validates a matcher outside the gateway config (plugin manifests).
+pub fn route_match(m: &super::RouteMatch) -> Result<(), String> {
+    let problems = match_problems(m);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(problems
+        .into_iter()
+        .map(|(k, r)| format!("{k}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; "))
 }

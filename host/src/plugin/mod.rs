@@ -1,27 +1,51 @@
 //! Plugin runtime: the only door between the fixed core and product teams' Wasm.
 //!
-//! CONTRACT WITH THE CORE (the request state machine calls exactly this facade):
+//! The core calls exactly this facade:
 //!
 //! ```text
-//! let rt: Arc<PluginRuntime> = PluginRuntime::start(&cfg.plugins, metrics)?;   // at boot
-//! let chain: Arc<Chain> = rt.chain();          // once per request: a snapshot, so a request
-//!                                              // finishes on the plugin versions it began with
-//! chain.inbound_body_cap(&parts) -> Option<usize>   // Some: core buffers the body up to cap
-//! chain.inbound(&mut parts, client, body, &mut state, &mut passport).await -> InboundOutcome
-//! chain.outbound(&parts, &mut resp_parts, &state, &mut passport).await  -> OutboundOutcome
-//! rt.admin(req).await -> Response<Full<Bytes>>      // GET/PUT/DELETE /admin/plugins[/{name}]
-//! rt.render_metrics(&mut String)                    // appended to /metrics
+//! let rt = PluginRuntime::start(&cfg.plugins).await?;  // boot: strict scan + watcher
+//! let chain = rt.chain();     // once per request: a snapshot, so a request finishes on the
+//!                             // plugin versions it began with
+//! chain.inbound_body_cap(&parts)   -> Option<usize>    // Some: buffer the body up to cap
+//! chain.inbound(..).await          -> InboundOutcome   // before routing
+//! chain.endpoint(name)             -> Option<Arc<Plugin>>
+//! chain.run_endpoint(..).await     -> EndpointOutcome  // `[[route]] endpoint = ...`
+//! chain.outbound(..).await         -> OutboundOutcome  // on the response head
+//! rt.admin(req).await                                  // /admin/plugins[/{name}]
+//! rt.render_metrics(&mut out)                          // appended to /metrics
 //! ```
 //!
-//! This file is a placeholder facade until the runtime lands; with no plugins every call is a
-//! no-op "continue".
+//! Internals, one room each: `manifest` (what a plugin asks for), `engine` (wasmtime, limits,
+//! host imports), `call` (invoking one plugin and classifying failures), `registry` (the
+//! directory, reloads, atomic swap), `upstream` (endpoint fan-out), `stats`, `admin`.
 
-use crate::config::Priority;
-use crate::request::passport::Passport;
+mod admin;
+mod bindings;
+mod call;
+mod convert;
+mod engine;
+pub mod manifest;
+mod registry;
+mod stats;
+mod upstream;
+
+pub use call::Plugin;
+pub use stats::FailureKind;
+pub use upstream::CallRecord;
+
+use crate::config::{self, Priority};
+use crate::gateway::Ctx;
+use crate::request::passport::{Passport, State};
 use bytes::Bytes;
+use engine::WasmHost;
 use http::{Response, StatusCode};
+use manifest::{Failure, Kind};
+use registry::Registry;
+use stats::QuarantinePolicy;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Per-request state that filters read and write. Lives for the whole request.
 #[derive(Debug, Default, Clone)]
@@ -57,57 +81,350 @@ pub enum OutboundOutcome {
     Failed(PluginFailure),
 }
 
-/// The set of loaded plugins at one instant.
-#[derive(Default)]
-pub struct Chain {}
+pub enum EndpointOutcome {
+    Respond(Response<Bytes>),
+    Failed(PluginFailure),
+}
+
+/// Limits on what plugins may hand back, taken from the gateway's `[limits]`.
+#[derive(Debug, Clone, Copy)]
+struct OutputLimits {
+    max_headers: usize,
+    max_header_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// The set of loaded plugins at one instant, ordered for execution.
+pub struct Chain {
+    inbound: Vec<Arc<Plugin>>,
+    outbound: Vec<Arc<Plugin>>,
+    endpoints: HashMap<Arc<str>, Arc<Plugin>>,
+    host: Option<Arc<WasmHost>>,
+    policy: QuarantinePolicy,
+    limits: OutputLimits,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            endpoints: HashMap::new(),
+            host: None,
+            policy: QuarantinePolicy {
+                after: 5,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            limits: OutputLimits {
+                max_headers: 100,
+                max_header_bytes: 64 * 1024,
+                max_body_bytes: 1024 * 1024,
+            },
+        }
+    }
+}
 
 impl Chain {
-    pub fn inbound_body_cap(&self, _parts: &http::request::Parts) -> Option<usize> {
-        None
+    fn build(
+        plugins: Vec<Arc<Plugin>>,
+        host: Arc<WasmHost>,
+        cfg: &config::Plugins,
+        limits: &config::Limits,
+    ) -> Chain {
+        let mut c = Chain {
+            host: Some(host),
+            policy: QuarantinePolicy {
+                after: cfg.quarantine_after,
+                base: Duration::from_millis(cfg.quarantine_base_ms),
+                max: Duration::from_millis(cfg.quarantine_max_ms),
+            },
+            limits: OutputLimits {
+                max_headers: limits.max_headers,
+                max_header_bytes: limits.max_header_bytes,
+                max_body_bytes: cfg.max_body_bytes,
+            },
+            ..Chain::default()
+        };
+        for p in plugins {
+            match p.kind() {
+                Kind::Inbound => c.inbound.push(p),
+                Kind::Outbound => c.outbound.push(p),
+                Kind::Endpoint => {
+                    c.endpoints.insert(p.name.clone(), p);
+                }
+            }
+        }
+        let by_order = |a: &Arc<Plugin>, b: &Arc<Plugin>| {
+            (a.manifest.order, &a.name).cmp(&(b.manifest.order, &b.name))
+        };
+        c.inbound.sort_by(by_order);
+        c.outbound.sort_by(by_order);
+        c
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.inbound.is_empty() && self.outbound.is_empty() && self.endpoints.is_empty()
+    }
+
+    /// `Some(cap)` when a matching inbound filter wants the body: the core buffers it (and
+    /// refuses bodies over the cap with 413) before calling `inbound`.
+    pub fn inbound_body_cap(&self, parts: &http::request::Parts) -> Option<usize> {
+        let host = crate::routing::request_host(parts);
+        self.inbound
+            .iter()
+            .filter(|p| p.manifest.body && p.matcher.matches(parts, host))
+            .map(|p| p.manifest.max_body_bytes)
+            .max()
+    }
+
+    /// Runs matching inbound filters in order. Each sees the changes of those before it.
     pub async fn inbound(
         &self,
-        _parts: &mut http::request::Parts,
-        _client: SocketAddr,
-        _body: Option<&Bytes>,
-        _state: &mut FilterState,
-        _passport: &mut Passport,
+        parts: &mut http::request::Parts,
+        client: SocketAddr,
+        route: Option<&str>,
+        body: Option<&Bytes>,
+        state: &mut FilterState,
+        passport: &mut Passport,
     ) -> InboundOutcome {
+        let Some(host) = &self.host else {
+            return InboundOutcome::Continue;
+        };
+        for p in &self.inbound {
+            if !p
+                .matcher
+                .matches(parts, crate::routing::request_host(parts))
+            {
+                continue;
+            }
+            let body = body
+                .filter(|_| p.manifest.body)
+                .map(|b| b.slice(..b.len().min(p.manifest.max_body_bytes)));
+            let req = convert::request(parts, client, route, body.as_ref(), state);
+            let action = match p.on_request(host, &self.policy, req).await {
+                Ok(a) => a,
+                Err(fail) => match self.failed(p, fail, passport) {
+                    Some(pf) => return InboundOutcome::Failed(pf),
+                    None => continue,
+                },
+            };
+            use bindings::types::InboundAction as A;
+            match action {
+                A::Continue => {}
+                A::Modify(ch) => {
+                    if let Err(why) = convert::apply_request(parts, state, ch, &self.limits) {
+                        if let Some(pf) = self.bad_output(p, why, passport) {
+                            return InboundOutcome::Failed(pf);
+                        }
+                    }
+                }
+                A::Respond(r) => match convert::response(r, &self.limits) {
+                    Ok(resp) => {
+                        passport.stamp(State::PluginResponded);
+                        passport.set_detail(format!("answered by plugin {}", p.name));
+                        return InboundOutcome::Respond(resp);
+                    }
+                    Err(why) => {
+                        if let Some(pf) = self.bad_output(p, why, passport) {
+                            return InboundOutcome::Failed(pf);
+                        }
+                    }
+                },
+                A::Reject(rj) => {
+                    passport.stamp(State::PluginRejected);
+                    passport.set_detail(format!("rejected by plugin {}: {}", p.name, rj.reason));
+                    return InboundOutcome::Respond(convert::rejection(rj));
+                }
+            }
+        }
         InboundOutcome::Continue
     }
 
+    /// Runs matching outbound filters in order on the response head.
     pub async fn outbound(
         &self,
-        _req: &http::request::Parts,
-        _resp: &mut http::response::Parts,
-        _state: &FilterState,
-        _passport: &mut Passport,
+        req: &http::request::Parts,
+        client: SocketAddr,
+        route: Option<&str>,
+        resp: &mut http::response::Parts,
+        state: &FilterState,
+        passport: &mut Passport,
     ) -> OutboundOutcome {
+        let Some(host) = &self.host else {
+            return OutboundOutcome::Continue;
+        };
+        for p in &self.outbound {
+            if !p.matcher.matches(req, crate::routing::request_host(req)) {
+                continue;
+            }
+            let wreq = convert::request(req, client, route, None, state);
+            let head = convert::response_head(resp);
+            let action = match p.on_response(host, &self.policy, wreq, head).await {
+                Ok(a) => a,
+                Err(fail) => match self.failed(p, fail, passport) {
+                    Some(pf) => return OutboundOutcome::Failed(pf),
+                    None => continue,
+                },
+            };
+            if let bindings::types::OutboundAction::Modify(ch) = action {
+                if let Err(why) = convert::apply_response(resp, ch, &self.limits) {
+                    if let Some(pf) = self.bad_output(p, why, passport) {
+                        return OutboundOutcome::Failed(pf);
+                    }
+                }
+            }
+        }
         OutboundOutcome::Continue
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.endpoints.get(name)
+    }
+
+    /// Runs an endpoint plugin. Its upstream calls are stamped into the passport and counted
+    /// as waiting time.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_endpoint(
+        &self,
+        plugin: &Arc<Plugin>,
+        ctx: Arc<Ctx>,
+        parts: &http::request::Parts,
+        client: SocketAddr,
+        route: Option<&str>,
+        body: Option<&Bytes>,
+        state: &FilterState,
+        deadline: Instant,
+        priority: Priority,
+        passport: &mut Passport,
+    ) -> EndpointOutcome {
+        let Some(host) = &self.host else {
+            return EndpointOutcome::Failed(unavailable());
+        };
+        passport.stamp(State::EndpointStart);
+        let req = convert::request(parts, client, route, body, state);
+        let fanout = upstream::FanoutCtx::new(ctx, deadline, plugin.manifest.fanout, priority);
+        let res = plugin.handle(host, &self.policy, req, fanout).await;
+        let out = match res {
+            Ok((resp, fanout)) => {
+                for c in &fanout.records {
+                    passport.stamp_at(State::FanoutCallStart, c.start);
+                    passport.stamp_at(State::FanoutCallEnd, c.end);
+                }
+                passport.add_waiting(fanout.waited());
+                passport.calls = fanout.records;
+                match convert::response(resp, &self.limits) {
+                    Ok(r) => EndpointOutcome::Respond(r),
+                    Err(why) => match self.bad_output(plugin, why, passport) {
+                        Some(pf) => EndpointOutcome::Failed(pf),
+                        None => EndpointOutcome::Failed(unavailable()),
+                    },
+                }
+            }
+            Err(fail) => match self.failed(plugin, fail, passport) {
+                Some(pf) => EndpointOutcome::Failed(pf),
+                // fail_open has no meaning for an endpoint: there is nothing to skip to.
+                None => EndpointOutcome::Failed(unavailable()),
+            },
+        };
+        passport.stamp(State::EndpointEnd);
+        out
+    }
+
+    /// Records a failed call; returns the failure to answer with under `fail_closed`, `None`
+    /// under `fail_open` (skip the filter).
+    fn failed(
+        &self,
+        p: &Plugin,
+        fail: call::CallFail,
+        passport: &mut Passport,
+    ) -> Option<PluginFailure> {
+        passport.stamp(match fail.kind {
+            FailureKind::CpuExceeded => State::PluginCpuExceeded,
+            FailureKind::MemoryExceeded => State::PluginMemoryExceeded,
+            _ => State::PluginTrap,
+        });
+        passport.set_detail(format!(
+            "plugin {} ({}): {}",
+            p.name,
+            fail.kind.as_str(),
+            fail.detail
+        ));
+        if p.manifest.failure == Failure::FailOpen && p.kind() != Kind::Endpoint {
+            return None;
+        }
+        let status = match fail.kind {
+            FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            FailureKind::Overloaded | FailureKind::Quarantined => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Some(PluginFailure {
+            status,
+            code: format!("plugin-{}", fail.kind.as_str()),
+            reason: format!("plugin `{}` failed: {}", p.name, fail.kind.as_str()),
+        })
+    }
+
+    fn bad_output(&self, p: &Plugin, why: String, passport: &mut Passport) -> Option<PluginFailure> {
+        let fail = call::CallFail {
+            kind: FailureKind::BadOutput,
+            detail: why,
+        };
+        p.stats.record_failure(fail.kind, &fail.detail, &self.policy);
+        self.failed(p, fail, passport)
     }
 }
 
-#[derive(Default)]
+fn unavailable() -> PluginFailure {
+    PluginFailure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "endpoint-unavailable".into(),
+        reason: "the endpoint plugin is not loaded".into(),
+    }
+}
+
+/// The running plugin system: registry, watcher, admin API.
 pub struct PluginRuntime {
-    chain: Arc<Chain>,
+    registry: Arc<Registry>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 impl PluginRuntime {
-    pub fn chain(&self) -> Arc<Chain> {
-        self.chain.clone()
+    /// Boots the runtime: every plugin in the directory must load, or the gateway refuses to
+    /// start (a missing auth filter must not silently open the door). Later reloads are
+    /// forgiving: a bad version is reported and the old one keeps serving.
+    pub async fn start(
+        cfg: &config::Plugins,
+        limits: &config::Limits,
+    ) -> anyhow::Result<Arc<PluginRuntime>> {
+        if !cfg.dir.is_dir() {
+            anyhow::bail!(
+                "plugins.dir: `{}` is not a directory",
+                cfg.dir.display()
+            );
+        }
+        let host = Arc::new(WasmHost::new(cfg)?);
+        let registry = Arc::new(Registry::new(cfg, limits, host));
+        registry.rescan(true).await?;
+        let watcher = registry.watch()?;
+        Ok(Arc::new(PluginRuntime {
+            registry,
+            _watcher: watcher,
+        }))
     }
 
-    pub fn render_metrics(&self, _out: &mut String) {}
+    pub fn chain(&self) -> Arc<Chain> {
+        self.registry.current.load_full()
+    }
 
-    pub fn start(_cfg: &crate::config::Plugins) -> anyhow::Result<Arc<PluginRuntime>> {
-        Ok(Arc::new(PluginRuntime::default()))
+    pub fn render_metrics(&self, out: &mut String) {
+        admin::render_metrics(&self.registry, out);
     }
 
     pub async fn admin(
         &self,
-        _req: http::Request<hyper::body::Incoming>,
+        req: http::Request<hyper::body::Incoming>,
     ) -> http::Response<http_body_util::Full<Bytes>> {
-        http::Response::new(http_body_util::Full::new(Bytes::from_static(b"[]")))
+        admin::handle(&self.registry, req).await
     }
 }

@@ -73,9 +73,47 @@ impl ReqShared {
 #[error("{0}")]
 pub struct BodyError(&'static str);
 
+/// A client's request body, whichever protocol it arrived on. An enum rather than a boxed
+/// trait object: no allocation per request, and the h1/h2 path stays a direct call.
+pub enum ClientBody {
+    Hyper(Incoming),
+    H3(crate::server::h3::H3Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            ClientBody::H3(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H3(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H3(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's body on its way up.
 pub struct ReqBody {
-    inner: Incoming,
+    inner: ClientBody,
     limit: u64,
     seen: u64,
     idle: Duration,
@@ -84,7 +122,7 @@ pub struct ReqBody {
 }
 
 impl ReqBody {
-    pub fn new(inner: Incoming, limit: u64, idle: Duration, shared: Arc<ReqShared>) -> Self {
+    pub fn new(inner: ClientBody, limit: u64, idle: Duration, shared: Arc<ReqShared>) -> Self {
         ReqBody {
             inner,
             limit,
@@ -129,7 +167,7 @@ impl Body for ReqBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.shared.set_fault(ReqBodyFault::ClientError);
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.finished();

@@ -19,11 +19,11 @@ pub mod passport;
 
 use crate::config::Priority;
 use crate::gateway::Ctx;
-use crate::plugin::{FilterState, InboundOutcome, OutboundOutcome};
+use crate::plugin::{EndpointOutcome, FilterState, InboundOutcome, OutboundOutcome};
 use crate::routing::{self, Target};
 use crate::shed::Permit;
 use crate::upstream::stats::Outcome;
-use body::{ReqBody, ReqBodyFault, ReqShared, RespBody, UpBody};
+use body::{ClientBody, ReqBody, ReqBodyFault, ReqShared, RespBody, UpBody};
 use bytes::Bytes;
 use error::{error_response, Failure};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -44,6 +44,8 @@ pub struct ConnInfo {
     pub tls: bool,
     pub listener: usize,
     pub state: Arc<ConnState>,
+    /// `Alt-Svc` advertised on h1/h2 responses when the listener also serves HTTP/3.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// Shared with the connection's IO wrapper so it can tell "waiting for a request head" from
@@ -154,12 +156,25 @@ fn protocol_label(v: http::Version) -> &'static str {
     }
 }
 
-/// hyper's service entry point for one request on a client connection.
+/// hyper's service entry point for one request on an HTTP/1.1 or HTTP/2 connection.
 pub async fn handle(
     ctx: Arc<Ctx>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    let mut resp = handle_any(ctx, conn.clone(), req.map(ClientBody::Hyper)).await;
+    if let Some(alt) = &conn.alt_svc {
+        resp.headers_mut().insert(http::header::ALT_SVC, alt.clone());
+    }
+    Ok(resp)
+}
+
+/// The state machine's entry point, for a request from any protocol.
+pub async fn handle_any(
+    ctx: Arc<Ctx>,
+    conn: Arc<ConnInfo>,
+    req: Request<ClientBody>,
+) -> Response<RespBody> {
     let start = Instant::now();
     conn.state.begin();
     let (mut parts, body) = req.into_parts();
@@ -184,7 +199,7 @@ pub async fn handle(
         retry_permits: Vec::new(),
         done: false,
     };
-    Ok(proxy(&ctx, &conn, f, parts, body).await)
+    proxy(&ctx, &conn, f, parts, body).await
 }
 
 /// Sends a gateway-made response and ends the request.
@@ -228,7 +243,7 @@ fn idempotent(m: &Method) -> bool {
 
 /// Reads a whole body into memory, bounded by `limit` bytes, the idle timeout and the deadline.
 async fn buffer_body(
-    mut body: Incoming,
+    mut body: ClientBody,
     limit: u64,
     idle: Duration,
     deadline: Instant,
@@ -262,7 +277,7 @@ async fn proxy(
     conn: &Arc<ConnInfo>,
     mut f: Finisher,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> Response<RespBody> {
     let start = f.passport.start();
 
@@ -310,6 +325,7 @@ async fn proxy(
             .inbound(
                 &mut parts,
                 conn.client,
+                route.map(|r| &*r.name),
                 buffered.as_ref(),
                 &mut fstate,
                 &mut f.passport,
@@ -318,7 +334,6 @@ async fn proxy(
         {
             InboundOutcome::Continue => {}
             InboundOutcome::Respond(resp) => {
-                f.passport.stamp(State::PluginResponded);
                 return local(f, resp.map(RespBody::full));
             }
             InboundOutcome::Failed(pf) => {
@@ -347,7 +362,17 @@ async fn proxy(
             None => return fail(f, Failure::UnknownCluster),
         },
         (None, Target::Cluster(ci)) => ctx.upstreams.clusters[*ci].clone(),
-        (None, Target::Endpoint(_)) => return fail(f, Failure::EndpointUnavailable),
+        (None, Target::Endpoint(name)) => {
+            let job = EndpointJob {
+                name,
+                route: &route.name,
+                body_limit,
+                client_idle: t.client_body_idle,
+                deadline,
+                priority,
+            };
+            return endpoint(ctx, conn, f, parts, body, buffered, fstate, chain, job).await;
+        }
     };
     f.cluster = Some(cluster.name.clone());
     match cluster.limit.try_acquire(priority) {
@@ -634,7 +659,14 @@ async fn proxy(
         if let Some(chain) = &chain {
             f.passport.stamp(State::OutboundFiltersStart);
             match chain
-                .outbound(&parts, &mut rparts, &fstate, &mut f.passport)
+                .outbound(
+                    &parts,
+                    conn.client,
+                    Some(&route.name),
+                    &mut rparts,
+                    &fstate,
+                    &mut f.passport,
+                )
                 .await
             {
                 OutboundOutcome::Continue => {}
@@ -651,6 +683,94 @@ async fn proxy(
         let body = RespBody::stream(rbody, t.upstream_body_idle, deadline, (up, cluster, ei), f);
         return Response::from_parts(rparts, body);
     }
+}
+
+/// What `endpoint` needs to know about the route.
+struct EndpointJob<'a> {
+    name: &'a Arc<str>,
+    route: &'a Arc<str>,
+    body_limit: u64,
+    client_idle: Duration,
+    deadline: Instant,
+    priority: Priority,
+}
+
+/// Serves a route mounted on an endpoint plugin: buffer the body (bounded by the manifest),
+/// run the plugin with the fan-out context, then outbound filters on its response.
+#[allow(clippy::too_many_arguments)]
+async fn endpoint(
+    ctx: &Arc<Ctx>,
+    conn: &Arc<ConnInfo>,
+    mut f: Finisher,
+    parts: http::request::Parts,
+    mut body: Option<ClientBody>,
+    buffered: Option<Bytes>,
+    fstate: FilterState,
+    chain: Option<Arc<crate::plugin::Chain>>,
+    job: EndpointJob<'_>,
+) -> Response<RespBody> {
+    let Some(chain) = chain else {
+        return fail(f, Failure::EndpointUnavailable);
+    };
+    let Some(plugin) = chain.endpoint(job.name).cloned() else {
+        return fail(f, Failure::EndpointUnavailable);
+    };
+    let body = match (buffered, body.take()) {
+        (Some(b), _) => b,
+        (None, Some(b)) => {
+            let cap = (plugin.manifest.max_body_bytes as u64).min(job.body_limit);
+            let t0 = Instant::now();
+            let r = buffer_body(b, cap, job.client_idle, job.deadline).await;
+            f.passport.add_waiting(t0.elapsed());
+            match r {
+                Ok(b) => b,
+                Err(why) => return fail(f, why),
+            }
+        }
+        (None, None) => Bytes::new(),
+    };
+    let outcome = chain
+        .run_endpoint(
+            &plugin,
+            ctx.clone(),
+            &parts,
+            conn.client,
+            Some(job.route),
+            Some(&body),
+            &fstate,
+            job.deadline,
+            job.priority,
+            &mut f.passport,
+        )
+        .await;
+    let resp = match outcome {
+        EndpointOutcome::Respond(r) => r,
+        EndpointOutcome::Failed(pf) => {
+            let resp = error_response(pf.status, &pf.code, &pf.reason, f.request_id.as_ref());
+            return local(f, resp);
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    f.passport.stamp(State::OutboundFiltersStart);
+    match chain
+        .outbound(
+            &parts,
+            conn.client,
+            Some(job.route),
+            &mut rparts,
+            &fstate,
+            &mut f.passport,
+        )
+        .await
+    {
+        OutboundOutcome::Continue => {}
+        OutboundOutcome::Failed(pf) => {
+            let resp = error_response(pf.status, &pf.code, &pf.reason, f.request_id.as_ref());
+            return local(f, resp);
+        }
+    }
+    f.passport.stamp(State::OutboundFiltersEnd);
+    local(f, Response::from_parts(rparts, RespBody::full(rbody)))
 }
 
 /// A retry goes ahead only if another endpoint is eligible and the cluster's retry budget

@@ -149,6 +149,8 @@ pub struct Passport {
     waiting: Duration,
     /// Free-form detail about failures (plugin name, error text), bounded in length.
     pub detail: Option<String>,
+    /// An endpoint's upstream calls (bounded by the manifest's `max_calls`).
+    pub calls: Vec<crate::plugin::CallRecord>,
 }
 
 const MAX_STAMPS: usize = 128;
@@ -166,6 +168,7 @@ impl Passport {
             stamps,
             waiting: Duration::ZERO,
             detail: None,
+            calls: Vec::new(),
         }
     }
 

@@ -22,10 +22,61 @@ pub struct Route {
     pub timeouts: EffectiveTimeouts,
     pub max_body_bytes: u64,
     pub retry: config::Retry,
+    matcher: Matcher,
+}
+
+/// A request-head predicate: path prefix, host, method and exact header values, all of which
+/// must hold. Shared by routes and plugin manifests so both match the same way.
+#[derive(Debug, Default)]
+pub struct Matcher {
     path_prefix: Option<String>,
     host: Option<HostMatch>,
     method: Option<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Matcher {
+    /// Builds a matcher; values that cannot be valid HTTP were rejected by config validation
+    /// and are dropped here.
+    pub fn new(m: &config::RouteMatch) -> Self {
+        Matcher {
+            path_prefix: m.path_prefix.clone(),
+            host: m.host.as_ref().map(|h| match h.strip_prefix('*') {
+                Some(s) => HostMatch::Suffix(s.to_ascii_lowercase()),
+                None => HostMatch::Exact(h.to_ascii_lowercase()),
+            }),
+            method: m
+                .method
+                .as_ref()
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
+            headers: m
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// `host` is the authority without port (see [`request_host`]).
+    pub fn matches(&self, parts: &http::request::Parts, host: Option<&str>) -> bool {
+        self.path_prefix
+            .as_deref()
+            .is_none_or(|p| prefix_matches(parts.uri.path(), p))
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| host.is_some_and(|x| h.matches(x)))
+            && self.method.as_ref().is_none_or(|m| m == parts.method)
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| parts.headers.get_all(k).iter().any(|x| x == v))
+    }
 }
 
 #[derive(Debug)]
@@ -80,27 +131,7 @@ impl RouteTable {
                 timeouts: EffectiveTimeouts::resolve(&cfg.timeouts, cluster_timeouts, &r.timeouts),
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes),
                 retry: r.retry.clone(),
-                path_prefix: r.matcher.path_prefix.clone(),
-                host: r.matcher.host.as_ref().map(|h| match h.strip_prefix('*') {
-                    Some(s) => HostMatch::Suffix(s.to_ascii_lowercase()),
-                    None => HostMatch::Exact(h.to_ascii_lowercase()),
-                }),
-                method: r
-                    .matcher
-                    .method
-                    .as_ref()
-                    .and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
-                headers: r
-                    .matcher
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            HeaderName::from_bytes(k.as_bytes()).ok()?,
-                            HeaderValue::from_str(v).ok()?,
-                        ))
-                    })
-                    .collect(),
+                matcher: Matcher::new(&r.matcher),
             });
         }
         RouteTable { routes }
@@ -112,19 +143,7 @@ impl RouteTable {
 
     /// Finds the route for a request head. `host` is the authority without port.
     pub fn find(&self, parts: &http::request::Parts, host: Option<&str>) -> Option<&Route> {
-        let path = parts.uri.path();
-        self.routes.iter().find(|r| {
-            r.path_prefix
-                .as_deref()
-                .is_none_or(|p| prefix_matches(path, p))
-                && r.host
-                    .as_ref()
-                    .is_none_or(|h| host.is_some_and(|x| h.matches(x)))
-                && r.method.as_ref().is_none_or(|m| m == parts.method)
-                && r.headers
-                    .iter()
-                    .all(|(k, v)| parts.headers.get_all(k).iter().any(|x| x == v))
-        })
+        self.routes.iter().find(|r| r.matcher.matches(parts, host))
     }
 }
 

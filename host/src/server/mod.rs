@@ -1,6 +1,7 @@
 //! Client-facing listeners: accept, TLS, and HTTP/1.1 + HTTP/2 (h2c prior knowledge and ALPN)
 //! served by hyper, each connection watched for graceful drain.
 
+pub mod h3;
 pub mod io;
 pub mod tls;
 
@@ -22,6 +23,8 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub max_connections: usize,
+    /// `Alt-Svc` value when HTTP/3 is served on the same port.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
@@ -85,6 +88,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = l.tls.clone();
         let index = l.index;
+        let alt_svc = l.alt_svc.clone();
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
             let info = Arc::new(ConnInfo {
@@ -92,6 +96,7 @@ pub async fn serve(
                 tls: tls.is_some(),
                 listener: index,
                 state: state.clone(),
+                alt_svc,
             });
             let c2 = ctx.clone();
             let svc = service_fn(move |req| request::handle(c2.clone(), info.clone(), req));

@@ -56,7 +56,12 @@ pub struct Metrics {
     pub overhead: Histogram,
     pub ring: PassportRing,
     slow: Duration,
+    /// Requests by client protocol: index into `PROTOCOLS`.
+    by_protocol: [AtomicU64; PROTOCOLS.len()],
 }
+
+/// Client protocol labels; the protocol is a label, never a different code path.
+pub const PROTOCOLS: [&str; 4] = ["http/1.0", "http/1.1", "h2", "h3"];
 
 /// What a finished request leaves behind: its passport and the facts needed to label it.
 pub struct Finished {
@@ -92,6 +97,7 @@ impl Metrics {
             overhead: Histogram::new(OVERHEAD_BUCKETS),
             ring: PassportRing::new(ring_size),
             slow,
+            by_protocol: Default::default(),
         }
     }
 
@@ -113,6 +119,9 @@ impl Metrics {
         rm.status[class].fetch_add(1, Ordering::Relaxed);
         rm.duration.observe(total);
         self.overhead.observe(overhead);
+        if let Some(i) = PROTOCOLS.iter().position(|p| *p == f.protocol) {
+            self.by_protocol[i].fetch_add(1, Ordering::Relaxed);
+        }
         if total >= self.slow || f.passport.failed() || f.status >= 500 {
             self.ring
                 .push(PassportRecord::from_finished(&f, total, overhead));
@@ -131,6 +140,14 @@ impl Metrics {
                     c.load(Ordering::Relaxed)
                 );
             }
+        }
+        out.push_str("# HELP portcullis_requests_by_protocol_total Requests finished, by client protocol.\n# TYPE portcullis_requests_by_protocol_total counter\n");
+        for (p, c) in PROTOCOLS.iter().zip(&self.by_protocol) {
+            let _ = writeln!(
+                out,
+                "portcullis_requests_by_protocol_total{{protocol=\"{p}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP portcullis_request_duration_seconds Whole-request time, head received to last body byte.\n# TYPE portcullis_request_duration_seconds histogram\n");
         for rm in self.routes.iter().chain(std::iter::once(&self.unrouted)) {
@@ -221,6 +238,21 @@ pub struct PassportRecord {
     pub overhead_us: u64,
     pub states: Vec<StampRecord>,
     pub detail: Option<String>,
+    /// An endpoint's upstream calls, in completion order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallView>,
+}
+
+/// One fan-out call in a passport.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallView {
+    pub cluster: String,
+    pub endpoint: Option<String>,
+    pub status: Option<u16>,
+    pub error: Option<&'static str>,
+    pub attempts: u32,
+    pub start_us: u64,
+    pub end_us: u64,
 }
 
 impl PassportRecord {
@@ -258,6 +290,20 @@ impl PassportRecord {
                 })
                 .collect(),
             detail: f.passport.detail.clone(),
+            calls: f
+                .passport
+                .calls
+                .iter()
+                .map(|c| CallView {
+                    cluster: c.cluster.clone(),
+                    endpoint: c.endpoint.clone(),
+                    status: c.status,
+                    error: c.error,
+                    attempts: c.attempts,
+                    start_us: c.start.saturating_duration_since(start).as_micros() as u64,
+                    end_us: c.end.saturating_duration_since(start).as_micros() as u64,
+                })
+                .collect(),
         }
     }
 }

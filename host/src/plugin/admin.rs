@@ -1,0 +1,291 @@
+//! `/admin/plugins`: what teams use to see and ship their plugins.
+//!
+//! * `GET /admin/plugins` — every plugin in the directory: version, kind, state, last error,
+//!   calls, failures by kind, CPU time, memory high-water.
+//! * `PUT /admin/plugins/{name}` — `multipart/form-data` with parts `manifest` (TOML) and
+//!   `wasm`. Validated first (compile, type-check, instantiate); only a good upload is written
+//!   into the directory, atomically, and then loaded by the same path as any file change.
+//! * `DELETE /admin/plugins/{name}` — removes the files and unloads the plugin.
+//!
+//! Mutations need `Authorization: Bearer <[plugins] admin_token>`; without a configured token
+//! they are refused outright.
+
+use super::registry::{valid_name, Registry};
+use super::stats::StatsSnapshot;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use std::fmt::Write;
+use std::time::SystemTime;
+
+#[derive(Serialize)]
+struct PluginView {
+    name: String,
+    state: &'static str,
+    version: Option<String>,
+    kind: Option<&'static str>,
+    order: Option<i32>,
+    failure: Option<&'static str>,
+    loaded_at_unix_ms: Option<u64>,
+    last_error: Option<String>,
+    last_error_at_unix_ms: Option<u64>,
+    stats: Option<StatsSnapshot>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|e| e.to_string().into_bytes());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": msg.into() }))
+}
+
+fn list(reg: &Registry) -> Vec<PluginView> {
+    let entries = reg.entries.lock();
+    entries
+        .iter()
+        .map(|(name, e)| {
+            let p = e.loaded.as_ref();
+            let stats = p.map(|p| p.stats.snapshot());
+            let quarantined = stats
+                .as_ref()
+                .is_some_and(|s| s.quarantined_for_ms.is_some());
+            PluginView {
+                name: name.clone(),
+                state: match (p.is_some(), &e.error, quarantined) {
+                    (true, _, true) => "quarantined",
+                    (true, Some(_), _) => "loaded-with-failed-update",
+                    (true, None, _) => "loaded",
+                    (false, _, _) => "failed",
+                },
+                version: p.map(|p| p.version.clone()),
+                kind: p.map(|p| p.kind().as_str()),
+                order: p.map(|p| p.manifest.order),
+                failure: p.map(|p| match p.manifest.failure {
+                    super::manifest::Failure::FailOpen => "fail_open",
+                    super::manifest::Failure::FailClosed => "fail_closed",
+                }),
+                loaded_at_unix_ms: p.map(|p| unix_ms(p.loaded_at)),
+                last_error: e.error.as_ref().map(|(_, m)| m.clone()).or_else(|| {
+                    stats
+                        .as_ref()
+                        .and_then(|s| s.last_error.as_ref().map(|l| l.error.clone()))
+                }),
+                last_error_at_unix_ms: e.error.as_ref().map(|(t, _)| unix_ms(*t)),
+                stats,
+            }
+        })
+        .collect()
+}
+
+fn authorized(reg: &Registry, req: &Request<hyper::body::Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    let Some(token) = reg.cfg.admin_token.as_deref() else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "plugin uploads are disabled: set [plugins] admin_token",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            Err(r)
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn handle(
+    reg: &Registry,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let name = path
+        .strip_prefix("/admin/plugins")
+        .map(|s| s.trim_start_matches('/'))
+        .unwrap_or("")
+        .to_string();
+    match (req.method().clone(), name.is_empty()) {
+        (Method::GET, true) => json(StatusCode::OK, &list(reg)),
+        (Method::GET, false) => match list(reg).into_iter().find(|p| p.name == name) {
+            Some(p) => json(StatusCode::OK, &p),
+            None => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
+        },
+        (Method::PUT, false) => {
+            if let Err(r) = authorized(reg, &req) {
+                return r;
+            }
+            if !valid_name(&name) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "plugin names are 1-64 characters of a-z, 0-9, `-` and `_`",
+                );
+            }
+            upload(reg, &name, req).await
+        }
+        (Method::DELETE, false) => {
+            if let Err(r) = authorized(reg, &req) {
+                return r;
+            }
+            match reg.remove(&name) {
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
+                Ok(true) => match reg.rescan(false).await {
+                    Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+                },
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT or DELETE"),
+    }
+}
+
+async fn upload(
+    reg: &Registry,
+    name: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let boundary = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok());
+    let Some(boundary) = boundary else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send multipart/form-data with parts `manifest` and `wasm` (curl -F manifest=@x.toml -F wasm=@x.wasm)",
+        );
+    };
+    let cap = reg.cfg.max_upload_bytes + super::manifest::MAX_MANIFEST_BYTES + 16 * 1024;
+    let body = match Limited::new(req.into_body(), cap).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("upload larger than [plugins] max_upload_bytes ({} bytes)", reg.cfg.max_upload_bytes),
+            )
+        }
+    };
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut wasm = None;
+    let mut manifest = None;
+    loop {
+        match mp.next_field().await {
+            Ok(Some(f)) => {
+                let field = f.name().map(str::to_owned);
+                let data = match f.bytes().await {
+                    Ok(d) => d,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+                };
+                match field.as_deref() {
+                    Some("wasm") => wasm = Some(data),
+                    Some("manifest") => manifest = Some(data),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+        }
+    }
+    let (Some(wasm), Some(manifest)) = (wasm, manifest) else {
+        return error(StatusCode::BAD_REQUEST, "both parts `manifest` and `wasm` are required");
+    };
+    if wasm.len() > reg.cfg.max_upload_bytes {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "wasm larger than [plugins] max_upload_bytes");
+    }
+    let Ok(manifest) = String::from_utf8(manifest.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "manifest is not UTF-8");
+    };
+    // Validate before writing: a broken upload never reaches the directory.
+    if let Err(e) = reg.build(name, wasm.to_vec(), &manifest).await {
+        tracing::warn!(plugin = %name, error = %e, "plugin upload rejected");
+        reg.record_upload_failure(name, &e);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, e);
+    }
+    if let Err(e) = reg.write(name, &wasm, &manifest) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("writing plugin files: {e}"));
+    }
+    match reg.rescan(false).await {
+        Ok(errors) => match errors.into_iter().find(|(n, _)| n == name) {
+            Some((_, e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            None => match list(reg).into_iter().find(|p| p.name == name) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => error(StatusCode::INTERNAL_SERVER_ERROR, "plugin vanished after upload"),
+            },
+        },
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// `/metrics` lines for the plugin system.
+pub fn render_metrics(reg: &Registry, out: &mut String) {
+    use std::sync::atomic::Ordering;
+    let families = [
+        ("portcullis_plugin_calls_total", "counter", "Plugin calls."),
+        ("portcullis_plugin_failures_total", "counter", "Failed plugin calls by kind (trap, cpu-exceeded, memory-exceeded, timeout, bad-output, overloaded, quarantined)."),
+        ("portcullis_plugin_cpu_seconds_total", "counter", "Time spent executing guest code."),
+        ("portcullis_plugin_memory_high_water_bytes", "gauge", "Largest linear memory of any instance."),
+        ("portcullis_plugin_quarantined", "gauge", "1 while the plugin is quarantined."),
+    ];
+    for (n, t, h) in families {
+        let _ = writeln!(out, "# HELP {n} {h}\n# TYPE {n} {t}");
+    }
+    let entries = reg.entries.lock();
+    for e in entries.values() {
+        if let Some(p) = &e.loaded {
+            p.stats.render(out);
+        }
+    }
+    let _ = writeln!(out, "# HELP portcullis_plugin_loaded 1 per loaded plugin version.\n# TYPE portcullis_plugin_loaded gauge");
+    for (name, e) in entries.iter() {
+        if let Some(p) = &e.loaded {
+            let _ = writeln!(
+                out,
+                "portcullis_plugin_loaded{{plugin=\"{name}\",version=\"{}\",kind=\"{}\"}} 1",
+                p.version,
+                p.kind().as_str()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP portcullis_plugin_reloads_total Plugin loads by result.\n# TYPE portcullis_plugin_reloads_total counter");
+    let _ = writeln!(
+        out,
+        "portcullis_plugin_reloads_total{{result=\"ok\"}} {}",
+        reg.reloads_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_plugin_reloads_total{{result=\"failed\"}} {}",
+        reg.reloads_failed.load(Ordering::Relaxed)
+    );
+}

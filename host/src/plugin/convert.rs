@@ -1,0 +1,238 @@
+//! Between `http` types and WIT records, with every plugin output checked before it touches
+//! the request: header names and values must be valid, counts and sizes stay under the
+//! gateway's `[limits]`, statuses must be real. Invalid output is a plugin failure
+//! (`bad-output`), never a panic and never a malformed message on the wire.
+
+use super::bindings::types;
+use super::{FilterState, OutputLimits};
+use crate::config::Priority;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
+
+/// Metadata pairs a request may carry, and the size of each key or value.
+const MAX_METADATA: usize = 64;
+const MAX_METADATA_LEN: usize = 1024;
+
+pub fn headers_to_wit(h: &HeaderMap) -> Vec<types::Header> {
+    h.iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+pub fn request(
+    parts: &http::request::Parts,
+    client: SocketAddr,
+    route: Option<&str>,
+    body: Option<&Bytes>,
+    state: &FilterState,
+) -> types::Request {
+    types::Request {
+        method: parts.method.as_str().to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+        authority: crate::routing::request_host(parts)
+            .unwrap_or_default()
+            .to_string(),
+        headers: headers_to_wit(&parts.headers),
+        client_addr: client.to_string(),
+        body: body.map(|b| b.to_vec()),
+        metadata: state.metadata.clone(),
+        route: route.unwrap_or_default().to_string(),
+    }
+}
+
+pub fn response_head(parts: &http::response::Parts) -> types::ResponseHead {
+    types::ResponseHead {
+        status: parts.status.as_u16(),
+        headers: headers_to_wit(&parts.headers),
+    }
+}
+
+fn header_pair(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(k.as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", truncate(k)))?;
+    let value =
+        HeaderValue::from_str(v).map_err(|_| format!("invalid value for header `{name}`"))?;
+    Ok((name, value))
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Applies removals, then sets, then checks the result against the header limits.
+fn edit_headers(
+    h: &mut HeaderMap,
+    remove: Vec<String>,
+    set: Vec<types::Header>,
+    limits: &OutputLimits,
+) -> Result<(), String> {
+    if set.len() > limits.max_headers || remove.len() > limits.max_headers {
+        return Err(format!(
+            "more header changes than the limit of {}",
+            limits.max_headers
+        ));
+    }
+    let mut staged = Vec::with_capacity(set.len());
+    for (k, v) in &set {
+        staged.push(header_pair(k, v)?);
+    }
+    for r in remove {
+        if let Ok(n) = HeaderName::from_bytes(r.as_bytes()) {
+            h.remove(n);
+        }
+    }
+    for (k, v) in staged {
+        h.insert(k, v);
+    }
+    check_header_limits(h, limits)
+}
+
+fn check_header_limits(h: &HeaderMap, limits: &OutputLimits) -> Result<(), String> {
+    if h.len() > limits.max_headers {
+        return Err(format!(
+            "{} headers, more than the limit of {}",
+            h.len(),
+            limits.max_headers
+        ));
+    }
+    let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(format!(
+            "{bytes} header bytes, more than the limit of {}",
+            limits.max_header_bytes
+        ));
+    }
+    Ok(())
+}
+
+pub fn apply_request(
+    parts: &mut http::request::Parts,
+    state: &mut FilterState,
+    ch: types::RequestChanges,
+    limits: &OutputLimits,
+) -> Result<(), String> {
+    // Validate everything before changing anything: a bad change leaves the request as it was.
+    let new_uri = match &ch.path {
+        Some(p) => {
+            if !p.starts_with('/') {
+                return Err(format!("path {:?} does not start with `/`", truncate(p)));
+            }
+            let pq: http::uri::PathAndQuery = p
+                .parse()
+                .map_err(|_| format!("invalid path {:?}", truncate(p)))?;
+            let mut up = parts.uri.clone().into_parts();
+            up.path_and_query = Some(pq);
+            Some(http::Uri::from_parts(up).map_err(|e| format!("invalid path: {e}"))?)
+        }
+        None => None,
+    };
+    if state.metadata.len() + ch.metadata.len() > MAX_METADATA {
+        return Err(format!("more than {MAX_METADATA} metadata pairs"));
+    }
+    if ch
+        .metadata
+        .iter()
+        .any(|(k, v)| k.len() > MAX_METADATA_LEN || v.len() > MAX_METADATA_LEN)
+    {
+        return Err(format!("metadata key or value over {MAX_METADATA_LEN} bytes"));
+    }
+    let mut headers = parts.headers.clone();
+    edit_headers(&mut headers, ch.remove_headers, ch.set_headers, limits)?;
+    parts.headers = headers;
+    if let Some(u) = new_uri {
+        parts.uri = u;
+    }
+    if let Some(c) = ch.cluster {
+        state.cluster = Some(c);
+    }
+    if let Some(p) = ch.priority {
+        state.priority = Some(match p {
+            types::Priority::Critical => Priority::Critical,
+            types::Priority::Normal => Priority::Normal,
+            types::Priority::Sheddable => Priority::Sheddable,
+        });
+    }
+    state.metadata.extend(ch.metadata);
+    Ok(())
+}
+
+pub fn apply_response(
+    parts: &mut http::response::Parts,
+    ch: types::ResponseChanges,
+    limits: &OutputLimits,
+) -> Result<(), String> {
+    let status = match ch.status {
+        Some(s) => Some(valid_status(s)?),
+        None => None,
+    };
+    let mut headers = parts.headers.clone();
+    edit_headers(&mut headers, ch.remove_headers, ch.set_headers, limits)?;
+    parts.headers = headers;
+    if let Some(s) = status {
+        parts.status = s;
+    }
+    Ok(())
+}
+
+fn valid_status(s: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(s) {
+        Ok(st) if (200..=599).contains(&s) => Ok(st),
+        _ => Err(format!("invalid status {s}")),
+    }
+}
+
+/// A complete response produced by a plugin (`respond`, or an endpoint's result).
+pub fn response(r: types::Response, limits: &OutputLimits) -> Result<Response<Bytes>, String> {
+    let status = valid_status(r.status)?;
+    if r.body.len() > limits.max_body_bytes {
+        return Err(format!(
+            "response body of {} bytes, more than the limit of {}",
+            r.body.len(),
+            limits.max_body_bytes
+        ));
+    }
+    let mut h = HeaderMap::new();
+    edit_headers(&mut h, Vec::new(), r.headers, limits)?;
+    // Framing is the gateway's job: a plugin cannot lie about the body length.
+    crate::request::headers::strip_hop_by_hop(&mut h);
+    h.remove(http::header::CONTENT_LENGTH);
+    let mut resp = Response::new(Bytes::from(r.body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = h;
+    Ok(resp)
+}
+
+pub fn rejection(rj: types::Rejection) -> Response<Bytes> {
+    let status = match StatusCode::from_u16(rj.status) {
+        Ok(s) if (400..=599).contains(&rj.status) => s,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let reason: String = rj
+        .reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect();
+    let mut resp = Response::new(Bytes::from(format!("{reason}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        crate::request::headers::PORTCULLIS_ERROR.clone(),
+        HeaderValue::from_static("plugin-rejected"),
+    );
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

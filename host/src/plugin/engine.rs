@@ -1,0 +1,241 @@
+//! The Wasm engine: one wasmtime `Engine` with the pooling allocator and epoch interruption,
+//! the `Linker` with every host import, and the per-call `Store` setup that enforces limits.
+//!
+//! Why these choices:
+//! * **Pooling allocator**: instance slots, memories, tables and fiber stacks are reserved up
+//!   front, so instantiating per call is a few microseconds and the total is bounded by
+//!   `[plugins] max_instances`: more concurrent calls than slots fail fast, never allocate.
+//! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond; a
+//!   call yields to tokio at each tick (so a long guest never starves other requests on the
+//!   worker) and is stopped once its ticks exceed the manifest's `cpu_ms`.
+//! * **A `Store` per call**: the unit of isolation. Nothing a guest does survives the call.
+
+use super::bindings::{filter, types, upstream};
+use super::manifest::Manifest;
+use super::stats::PluginStats;
+use super::upstream::FanoutCtx;
+use crate::config;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Epoch tick: the granularity of CPU accounting and of yielding to tokio.
+pub const TICK: Duration = Duration::from_millis(1);
+/// Guest stack; deep recursion traps here instead of growing.
+const MAX_WASM_STACK: usize = 512 * 1024;
+/// Bytes of guest stdout/stderr kept per call; the rest is dropped.
+const STDIO_CAPACITY: usize = 16 * 1024;
+/// Table elements per table (function references).
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+pub struct WasmHost {
+    pub engine: Engine,
+    pub linker: Linker<StoreData>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for WasmHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WasmHost {
+    pub fn new(cfg: &config::Plugins) -> anyhow::Result<WasmHost> {
+        let max_memory = (cfg.max_memory_mb as usize) << 20;
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = cfg.max_instances.max(1);
+        // A Rust wasip2 component is a handful of core instances (main module, WASI adapter,
+        // shims) with one or two memories.
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(16)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(max_memory);
+        let mut wc = Config::new();
+        wc.epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
+            .wasm_backtrace(true)
+            // Reserve only what a memory may grow to: many gateways (and tests) can share
+            // one address space without reserving terabytes.
+            .memory_reservation(max_memory as u64)
+            .memory_guard_size(64 * 1024)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wc)?;
+
+        let mut linker: Linker<StoreData> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        filter::Filter::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)?;
+        upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("portcullis-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(WasmHost {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// A fresh store for one call, with the plugin's limits armed.
+    pub fn store(
+        &self,
+        manifest: &Arc<Manifest>,
+        stats: &Arc<PluginStats>,
+        fanout: Option<FanoutCtx>,
+    ) -> (Store<StoreData>, Stdio) {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let cpu_budget = (manifest.cpu.as_micros() / TICK.as_micros()).max(1) as u64;
+        let data = StoreData {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemLimiter {
+                max_bytes: manifest.memory_bytes,
+                high_water: 0,
+                denied: false,
+            },
+            manifest: manifest.clone(),
+            stats: stats.clone(),
+            ticks: 0,
+            cpu_budget,
+            cpu_exceeded: false,
+            fanout,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|d| &mut d.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| {
+            let d = cx.data_mut();
+            d.ticks += 1;
+            if d.ticks > d.cpu_budget {
+                d.cpu_exceeded = true;
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            // Let other tasks on this worker run before continuing.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        (store, Stdio { stdout, stderr })
+    }
+}
+
+/// The guest's captured stdout and stderr for one call.
+pub struct Stdio {
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+}
+
+/// Everything one call's store holds.
+pub struct StoreData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemLimiter,
+    pub manifest: Arc<Manifest>,
+    pub stats: Arc<PluginStats>,
+    /// Epoch ticks spent in the guest during this call (≈ milliseconds of execution).
+    pub ticks: u64,
+    cpu_budget: u64,
+    pub cpu_exceeded: bool,
+    /// Present for endpoint calls: the context `upstream.fetch` runs in.
+    pub fanout: Option<FanoutCtx>,
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Per-store memory limit. A denied growth makes the guest's allocator fail (a Rust guest
+/// then aborts: a trap); `denied` lets the host report it as `PLUGIN_MEMORY_EXCEEDED`.
+pub struct MemLimiter {
+    max_bytes: usize,
+    pub high_water: usize,
+    pub denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        if desired > self.max_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.high_water = self.high_water.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+// ---- host imports: log, metrics, config ----
+
+impl types::Host for StoreData {}
+
+impl filter::portcullis::plugin::log::Host for StoreData {
+    fn log(&mut self, level: filter::portcullis::plugin::log::Level, message: String) {
+        self.stats.guest_log(level, &message);
+    }
+}
+
+impl filter::portcullis::plugin::metrics::Host for StoreData {
+    fn counter_add(&mut self, name: String, value: u64) {
+        self.stats.guest_counter(&name, value);
+    }
+    fn histogram_observe(&mut self, name: String, value: f64) {
+        self.stats.guest_histogram(&name, value);
+    }
+}
+
+impl filter::portcullis::plugin::config::Host for StoreData {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.manifest.config_value(&key)
+    }
+    fn all(&mut self) -> String {
+        serde_json::Value::Object(self.manifest.config.clone()).to_string()
+    }
+}

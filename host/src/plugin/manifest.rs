@@ -1,0 +1,262 @@
+//! `<name>.toml`: what a plugin is, when it runs, what it may use and how it fails.
+//!
+//! Every limit a manifest asks for is checked against the ceilings of the gateway's
+//! `[plugins]` section, so a team can tune its plugin but never past what the platform team
+//! allows.
+
+use crate::config::{self, RouteMatch};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Inbound,
+    Outbound,
+    Endpoint,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Inbound => "inbound",
+            Kind::Outbound => "outbound",
+            Kind::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// What happens to the request when the plugin traps, exceeds a limit, times out, returns
+/// invalid output or is quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The request fails with a 5xx and `portcullis-error: plugin-<kind>`. The default: a
+    /// broken auth filter must not let traffic through.
+    #[default]
+    FailClosed,
+    /// The filter is skipped as if it had returned `continue`.
+    FailOpen,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    kind: Kind,
+    #[serde(default)]
+    order: i32,
+    #[serde(default, rename = "match")]
+    matcher: RouteMatch,
+    #[serde(default)]
+    failure: Failure,
+    /// Filters: give `on-request` the request body (buffered up to `max_body_bytes`).
+    #[serde(default)]
+    body: bool,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    fanout: RawFanout,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    cpu_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFanout {
+    max_calls: Option<u32>,
+    max_fanout: Option<u32>,
+    max_response_bytes: Option<usize>,
+}
+
+/// Per-request bounds on an endpoint's upstream calls.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutLimits {
+    /// Calls in total per request (default 32).
+    pub max_calls: u32,
+    /// Calls in one `fetch-all` (default 16).
+    pub max_fanout: u32,
+    /// Response body bytes per call (default 1 MiB).
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub kind: Kind,
+    pub order: i32,
+    pub matcher: RouteMatch,
+    pub failure: Failure,
+    pub body: bool,
+    /// Guest execution budget per call, enforced by epoch interruption.
+    pub cpu: Duration,
+    pub memory_bytes: usize,
+    /// Wall-clock bound per call, including (for endpoints) upstream calls.
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    pub fanout: FanoutLimits,
+    /// The `[config]` table as JSON, handed to the guest by the `config` import.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Default limits when a manifest sets none, clamped to the ceilings.
+const DEFAULT_CPU_MS: u64 = 10;
+const DEFAULT_MEMORY_MB: u64 = 16;
+const DEFAULT_FILTER_TIMEOUT_MS: u64 = 100;
+const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 2_000;
+/// A manifest is configuration, not data: a few KiB in practice.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
+impl Manifest {
+    /// Parses and validates a manifest; every problem is listed as `key: reason`.
+    pub fn parse(text: &str, ceilings: &config::Plugins) -> Result<Manifest, String> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(format!(
+                "manifest is {} bytes, more than {MAX_MANIFEST_BYTES}",
+                text.len()
+            ));
+        }
+        let raw: Raw = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        let mut problems = Vec::new();
+        let mut check = |key: &str, asked: Option<u64>, default: u64, ceiling: u64| -> u64 {
+            match asked {
+                Some(0) => {
+                    problems.push(format!("limits.{key}: must be greater than 0"));
+                    default.min(ceiling)
+                }
+                Some(v) if v > ceiling => {
+                    problems.push(format!(
+                        "limits.{key}: {v} exceeds the gateway's ceiling [plugins] max_{key} = {ceiling}"
+                    ));
+                    ceiling
+                }
+                Some(v) => v,
+                None => default.min(ceiling),
+            }
+        };
+        let cpu_ms = check("cpu_ms", raw.limits.cpu_ms, DEFAULT_CPU_MS, ceilings.max_cpu_ms);
+        let memory_mb = check(
+            "memory_mb",
+            raw.limits.memory_mb,
+            DEFAULT_MEMORY_MB,
+            ceilings.max_memory_mb,
+        );
+        let default_timeout = match raw.kind {
+            Kind::Endpoint => DEFAULT_ENDPOINT_TIMEOUT_MS,
+            _ => DEFAULT_FILTER_TIMEOUT_MS,
+        };
+        let timeout_ms = check(
+            "timeout_ms",
+            raw.limits.timeout_ms,
+            default_timeout,
+            ceilings.max_timeout_ms,
+        );
+        let max_body_bytes = match raw.limits.max_body_bytes {
+            Some(v) if v > ceilings.max_body_bytes => {
+                problems.push(format!(
+                    "limits.max_body_bytes: {v} exceeds the gateway's ceiling [plugins] max_body_bytes = {}",
+                    ceilings.max_body_bytes
+                ));
+                ceilings.max_body_bytes
+            }
+            Some(v) => v,
+            None => ceilings.max_body_bytes.min(64 * 1024),
+        };
+        if raw.body && raw.kind != Kind::Inbound {
+            problems.push("body: only inbound filters take the body (endpoints always do)".into());
+        }
+        if raw.kind == Kind::Endpoint && raw.order != 0 {
+            problems.push("order: endpoints are mounted by routes and have no order".into());
+        }
+        if let Err(e) = config::validate::route_match(&raw.matcher) {
+            problems.push(format!("match: {e}"));
+        }
+        let fanout = FanoutLimits {
+            max_calls: raw.fanout.max_calls.unwrap_or(32).clamp(1, 1024),
+            max_fanout: raw.fanout.max_fanout.unwrap_or(16).clamp(1, 256),
+            max_response_bytes: raw
+                .fanout
+                .max_response_bytes
+                .unwrap_or(1024 * 1024)
+                .min(ceilings.max_body_bytes.max(1024 * 1024)),
+        };
+        let config = match serde_json::to_value(&raw.config) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                problems.push("config: must be a table".into());
+                serde_json::Map::new()
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(Manifest {
+            kind: raw.kind,
+            order: raw.order,
+            matcher: raw.matcher,
+            failure: raw.failure,
+            body: raw.body,
+            cpu: Duration::from_millis(cpu_ms),
+            memory_bytes: (memory_mb as usize) << 20,
+            timeout: Duration::from_millis(timeout_ms),
+            max_body_bytes,
+            fanout,
+            config,
+        })
+    }
+
+    /// The value the guest's `config.get(key)` returns: strings as is, anything else as JSON.
+    pub fn config_value(&self, key: &str) -> Option<String> {
+        self.config.get(key).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ceilings() -> config::Plugins {
+        let cfg = config::Config::parse(
+            "[[listener]]\nname='l'\nlisten='127.0.0.1:0'\n[plugins]\ndir='p'\n",
+            std::path::Path::new("."),
+        )
+        .expect("config");
+        cfg.plugins.expect("plugins")
+    }
+
+    #[test]
+    fn defaults_and_config_values() {
+        let m = Manifest::parse(
+            "kind='inbound'\norder=5\n[config]\nname='x'\nn=3\nlist=['a']\n",
+            &ceilings(),
+        )
+        .expect("valid");
+        assert_eq!(m.kind, Kind::Inbound);
+        assert_eq!(m.failure, Failure::FailClosed);
+        assert_eq!(m.cpu, Duration::from_millis(10));
+        assert_eq!(m.config_value("name").as_deref(), Some("x"));
+        assert_eq!(m.config_value("n").as_deref(), Some("3"));
+        assert_eq!(m.config_value("list").as_deref(), Some("[\"a\"]"));
+    }
+
+    #[test]
+    fn ceilings_and_unknown_keys_are_errors() {
+        let e = Manifest::parse("kind='inbound'\n[limits]\ncpu_ms=100000\n", &ceilings())
+            .expect_err("over ceiling");
+        assert!(e.contains("limits.cpu_ms") && e.contains("max_cpu_ms"), "{e}");
+        let e = Manifest::parse("kind='inbound'\nordr=1\n", &ceilings()).expect_err("typo");
+        assert!(e.contains("ordr"), "{e}");
+        let e = Manifest::parse("kind='sideways'\n", &ceilings()).expect_err("kind");
+        assert!(e.contains("sideways"), "{e}");
+    }
+}

@@ -1,0 +1,381 @@
+//! The plugin directory and what is loaded from it.
+//!
+//! One reload path for everything: a file change (seen by `notify`, debounced), an admin
+//! upload (written atomically into the directory) and the boot scan all end in `rescan`, which
+//! compiles off the request path, type-checks against the world, instantiates once and only
+//! then swaps the new `Chain` in atomically. A version that fails any step never replaces a
+//! working one; the failure is logged, counted and shown by the admin API.
+
+use super::call::{Plugin, Pre};
+use super::engine::WasmHost;
+use super::manifest::{Kind, Manifest, MAX_MANIFEST_BYTES};
+use super::stats::PluginStats;
+use super::Chain;
+use crate::config;
+use crate::routing::Matcher;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime::component::Component;
+
+/// Compiled components kept by content hash, so a revert or re-upload is instant.
+const COMPONENT_CACHE: usize = 32;
+
+/// What the admin API shows for a name in the directory.
+pub struct Entry {
+    /// The version serving traffic, if any.
+    pub loaded: Option<Arc<Plugin>>,
+    /// The last load failure for this name (cleared by a successful load).
+    pub error: Option<(SystemTime, String)>,
+    /// Hash of the files last attempted, loaded or not: unchanged files are not retried.
+    pub attempted: Option<String>,
+}
+
+pub struct Registry {
+    pub host: Arc<WasmHost>,
+    pub dir: PathBuf,
+    pub cfg: config::Plugins,
+    limits: config::Limits,
+    pub current: ArcSwap<Chain>,
+    pub entries: Mutex<BTreeMap<String, Entry>>,
+    stats: Mutex<HashMap<String, Arc<PluginStats>>>,
+    cache: Mutex<Vec<([u8; 32], Component)>>,
+    /// Serialises rescans: one at a time, so swaps happen in order.
+    scan_lock: tokio::sync::Mutex<()>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+/// A plugin's files as read from the directory.
+struct Files {
+    wasm: Vec<u8>,
+    manifest: String,
+    hash: String,
+}
+
+impl Registry {
+    pub fn new(cfg: &config::Plugins, limits: &config::Limits, host: Arc<WasmHost>) -> Self {
+        Registry {
+            host,
+            dir: cfg.dir.clone(),
+            cfg: cfg.clone(),
+            limits: limits.clone(),
+            current: ArcSwap::from_pointee(Chain::default()),
+            entries: Mutex::new(BTreeMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Vec::new()),
+            scan_lock: tokio::sync::Mutex::new(()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+
+    fn stats_for(&self, name: &str) -> Arc<PluginStats> {
+        self.stats
+            .lock()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(PluginStats::new(name)))
+            .clone()
+    }
+
+    /// Plugin names present in the directory (`<name>.wasm` or `<name>.toml`), skipping hidden
+    /// and temporary files.
+    fn names_on_disk(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        let rd = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading plugin dir {}", self.dir.display()))?;
+        for e in rd.flatten() {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else { continue };
+            if file.starts_with('.') {
+                continue;
+            }
+            let stem = file
+                .strip_suffix(".wasm")
+                .or_else(|| file.strip_suffix(".toml"));
+            if let Some(stem) = stem {
+                if valid_name(stem) {
+                    names.insert(stem.to_string());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn read_files(&self, name: &str) -> Result<Files, String> {
+        let wasm_path = self.dir.join(format!("{name}.wasm"));
+        let toml_path = self.dir.join(format!("{name}.toml"));
+        let wasm = read_capped(&wasm_path, self.cfg.max_upload_bytes)?;
+        let manifest = read_capped(&toml_path, MAX_MANIFEST_BYTES)?;
+        let manifest = String::from_utf8(manifest)
+            .map_err(|_| format!("{}: not UTF-8", toml_path.display()))?;
+        Ok(Files {
+            hash: version_hash(&wasm, manifest.as_bytes()),
+            wasm,
+            manifest,
+        })
+    }
+
+    /// Compiles, links, type-checks and test-instantiates one plugin.
+    pub async fn build(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        manifest_text: &str,
+    ) -> Result<Arc<Plugin>, String> {
+        let manifest = Manifest::parse(manifest_text, &self.cfg)
+            .map_err(|e| format!("{name}.toml: {e}"))?;
+        let version = version_hash(&wasm, manifest_text.as_bytes())[..16].to_string();
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        let cached = self
+            .cache
+            .lock()
+            .iter()
+            .find(|(h, _)| *h == digest)
+            .map(|(_, c)| c.clone());
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let engine = self.host.engine.clone();
+                let c = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
+                    .await
+                    .map_err(|e| format!("{name}.wasm: compile task failed: {e}"))?
+                    .map_err(|e| format!("{name}.wasm: not a valid component: {e:#}"))?;
+                let mut cache = self.cache.lock();
+                if cache.len() >= COMPONENT_CACHE {
+                    cache.remove(0);
+                }
+                cache.push((digest, c.clone()));
+                c
+            }
+        };
+        let ipre = self
+            .host
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{name}.wasm: imports something the gateway does not provide: {e:#}"))?;
+        let pre = match manifest.kind {
+            Kind::Inbound | Kind::Outbound => super::bindings::filter::FilterPre::new(ipre)
+                .map(Pre::Filter)
+                .map_err(|e| format!("{name}.wasm: does not implement the `filter` world: {e:#}"))?,
+            Kind::Endpoint => super::bindings::endpoint::EndpointPre::new(ipre)
+                .map(Pre::Endpoint)
+                .map_err(|e| {
+                    format!("{name}.wasm: does not implement the `endpoint` world: {e:#}")
+                })?,
+        };
+        let plugin = Arc::new(Plugin {
+            name: Arc::from(name),
+            version,
+            matcher: Matcher::new(&manifest.matcher),
+            manifest: Arc::new(manifest),
+            pre,
+            stats: self.stats_for(name),
+            loaded_at: SystemTime::now(),
+        });
+        plugin
+            .validate(&self.host)
+            .await
+            .map_err(|e| format!("{name}.wasm: test instantiation failed: {e:#}"))?;
+        Ok(plugin)
+    }
+
+    /// Brings the loaded set in line with the directory. Returns the load errors (by name) of
+    /// this scan. `strict` (boot) turns any error into a failure of the whole scan.
+    pub async fn rescan(&self, strict: bool) -> anyhow::Result<Vec<(String, String)>> {
+        let _one_at_a_time = self.scan_lock.lock().await;
+        let names = self.names_on_disk()?;
+        let mut errors = Vec::new();
+        let mut changed = false;
+
+        // Unload what vanished.
+        {
+            let mut entries = self.entries.lock();
+            let gone: Vec<String> = entries
+                .keys()
+                .filter(|n| !names.contains(n))
+                .cloned()
+                .collect();
+            for n in gone {
+                entries.remove(&n);
+                self.stats.lock().remove(&n);
+                tracing::info!(plugin = %n, "plugin unloaded (files removed)");
+                changed = true;
+            }
+        }
+
+        for name in &names {
+            let files = self.read_files(name);
+            let hash = files.as_ref().map(|f| f.hash.clone()).ok();
+            let unchanged = {
+                let entries = self.entries.lock();
+                entries
+                    .get(name)
+                    .is_some_and(|e| hash.is_some() && e.attempted == hash)
+            };
+            if unchanged {
+                continue;
+            }
+            let result = match files {
+                Ok(f) => self
+                    .build(name, f.wasm, &f.manifest)
+                    .await
+                    .map(|p| (p, f.hash)),
+                Err(e) => Err(e),
+            };
+            let mut entries = self.entries.lock();
+            let entry = entries.entry(name.clone()).or_insert(Entry {
+                loaded: None,
+                error: None,
+                attempted: None,
+            });
+            entry.attempted = hash;
+            match result {
+                Ok((p, _)) => {
+                    tracing::info!(plugin = %name, version = %p.version, kind = p.kind().as_str(), "plugin loaded");
+                    entry.loaded = Some(p);
+                    entry.error = None;
+                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, kept_version = entry.loaded.as_ref().map(|p| p.version.as_str()).unwrap_or("none"), "plugin load failed; the previous version (if any) keeps serving");
+                    if let Some(p) = &entry.loaded {
+                        p.stats.set_last_error(&e);
+                    }
+                    entry.error = Some((SystemTime::now(), e.clone()));
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push((name.clone(), e));
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+        if strict && !errors.is_empty() {
+            anyhow::bail!(
+                "plugin load failed: {}",
+                errors
+                    .iter()
+                    .map(|(_, e)| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        Ok(errors)
+    }
+
+    /// Builds a new chain from the loaded entries and swaps it in. Requests that already took
+    /// a snapshot keep theirs until they finish.
+    fn publish(&self) {
+        let entries = self.entries.lock();
+        let loaded: Vec<Arc<Plugin>> = entries.values().filter_map(|e| e.loaded.clone()).collect();
+        self.current.store(Arc::new(Chain::build(
+            loaded,
+            self.host.clone(),
+            &self.cfg,
+            &self.limits,
+        )));
+    }
+
+    /// Records a rejected upload so the admin API shows it beside the version that kept
+    /// serving.
+    pub fn record_upload_failure(&self, name: &str, error: &str) {
+        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.entries.lock();
+        if let Some(e) = entries.get_mut(name) {
+            e.error = Some((SystemTime::now(), format!("upload rejected: {error}")));
+        }
+    }
+
+    /// Writes an uploaded plugin into the directory atomically (temp file + rename), manifest
+    /// first, so the watcher only ever sees complete files.
+    pub fn write(&self, name: &str, wasm: &[u8], manifest: &str) -> std::io::Result<()> {
+        let tmp_t = self.dir.join(format!(".{name}.toml.tmp"));
+        let tmp_w = self.dir.join(format!(".{name}.wasm.tmp"));
+        std::fs::write(&tmp_t, manifest)?;
+        std::fs::write(&tmp_w, wasm)?;
+        std::fs::rename(&tmp_t, self.dir.join(format!("{name}.toml")))?;
+        std::fs::rename(&tmp_w, self.dir.join(format!("{name}.wasm")))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+        let mut found = false;
+        for ext in ["wasm", "toml"] {
+            match std::fs::remove_file(self.dir.join(format!("{name}.{ext}"))) {
+                Ok(()) => found = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Watches the directory and rescans after changes settle for `reload_debounce_ms`.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                // A full channel already means "rescan pending": coalesce.
+                let _ = tx.try_send(());
+            }
+        })?;
+        watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+        let me = Arc::downgrade(self);
+        let debounce = Duration::from_millis(self.cfg.reload_debounce_ms);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Debounce: wait until no event for `debounce`.
+                loop {
+                    match tokio::time::timeout(debounce, rx.recv()).await {
+                        Ok(Some(())) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                let Some(reg) = me.upgrade() else { return };
+                if let Err(e) = reg.rescan(false).await {
+                    tracing::warn!(error = %format!("{e:#}"), "plugin directory rescan failed");
+                }
+            }
+        });
+        Ok(watcher)
+    }
+}
+
+/// Plugin names become file names and metric labels: keep them boring.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn version_hash(wasm: &[u8], manifest: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(wasm);
+    h.update([0u8]);
+    h.update(manifest);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > cap as u64 {
+        return Err(format!(
+            "{}: {} bytes, more than the limit of {cap}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,428 @@
+//! Per-plugin accounting: calls, traps by kind, CPU time, memory high-water, quarantine, the
+//! last error, and the guest's own (bounded) metrics and log lines.
+//!
+//! Stats belong to a plugin *name*, not a version, so counters survive hot reloads, as
+//! Prometheus expects of counters.
+
+use super::bindings::filter::portcullis::plugin::log::Level;
+use crate::telemetry::histogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a call went wrong. `as_str` is the metric label and, prefixed with `plugin-`, the
+/// `portcullis-error` header value under `fail_closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A Wasm trap: `unreachable`, a panic (abort), stack overflow, out-of-bounds access.
+    Trap,
+    CpuExceeded,
+    MemoryExceeded,
+    /// The call's wall-clock `timeout_ms` passed (e.g. waiting on upstream calls).
+    Timeout,
+    /// The plugin returned something the gateway refuses (bad header, oversize output).
+    BadOutput,
+    /// No instance slot was free (`[plugins] max_instances`).
+    Overloaded,
+    /// Skipped without a call: the plugin is quarantined after repeated failures.
+    Quarantined,
+}
+
+pub const FAILURE_KINDS: [FailureKind; 7] = [
+    FailureKind::Trap,
+    FailureKind::CpuExceeded,
+    FailureKind::MemoryExceeded,
+    FailureKind::Timeout,
+    FailureKind::BadOutput,
+    FailureKind::Overloaded,
+    FailureKind::Quarantined,
+];
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::CpuExceeded => "cpu-exceeded",
+            FailureKind::MemoryExceeded => "memory-exceeded",
+            FailureKind::Timeout => "timeout",
+            FailureKind::BadOutput => "bad-output",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Quarantined => "quarantined",
+        }
+    }
+    /// Whether this failure counts toward quarantine (the plugin's own fault).
+    fn counts_for_quarantine(self) -> bool {
+        !matches!(self, FailureKind::Overloaded | FailureKind::Quarantined)
+    }
+}
+
+const MAX_GUEST_METRICS: usize = 64;
+const MAX_GUEST_METRIC_NAME: usize = 64;
+const MAX_LOG_LINE: usize = 4096;
+/// Guest log lines per plugin per second; beyond it lines are dropped and counted.
+const GUEST_LOG_RATE: u32 = 100;
+/// Trap log lines (with backtrace) per plugin per second.
+const TRAP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Unit-agnostic buckets for guest histograms (the metric name carries the unit).
+pub const GUEST_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 10000.0,
+];
+
+pub struct PluginStats {
+    pub name: String,
+    calls: AtomicU64,
+    failures: [AtomicU64; FAILURE_KINDS.len()],
+    cpu_ns: AtomicU64,
+    memory_high_water: AtomicU64,
+    consecutive_failures: AtomicU32,
+    quarantine: Mutex<Quarantine>,
+    last_error: Mutex<Option<(SystemTime, String)>>,
+    last_trap_log: Mutex<Option<Instant>>,
+    log_window: Mutex<(Instant, u32)>,
+    logs_dropped: AtomicU64,
+    counters: Mutex<BTreeMap<String, u64>>,
+    histograms: Mutex<BTreeMap<String, Histogram>>,
+    metrics_dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Quarantine {
+    until: Option<Instant>,
+    /// Quarantines since the last success: the backoff exponent.
+    strikes: u32,
+    total: u64,
+}
+
+/// Quarantine policy from `[plugins]`.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantinePolicy {
+    pub after: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl PluginStats {
+    pub fn new(name: &str) -> Self {
+        PluginStats {
+            name: name.to_string(),
+            calls: AtomicU64::new(0),
+            failures: Default::default(),
+            cpu_ns: AtomicU64::new(0),
+            memory_high_water: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            quarantine: Mutex::new(Quarantine::default()),
+            last_error: Mutex::new(None),
+            last_trap_log: Mutex::new(None),
+            log_window: Mutex::new((Instant::now(), 0)),
+            logs_dropped: AtomicU64::new(0),
+            counters: Mutex::new(BTreeMap::new()),
+            histograms: Mutex::new(BTreeMap::new()),
+            metrics_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(remaining)` while quarantined. After it ends, calls go through again; the next
+    /// failure re-quarantines with a doubled backoff, a success clears the backoff.
+    pub fn quarantined(&self, now: Instant) -> Option<Duration> {
+        let q = self.quarantine.lock();
+        q.until.and_then(|u| u.checked_duration_since(now))
+    }
+
+    pub fn record_call(&self, cpu: Duration, memory: usize) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.cpu_ns
+            .fetch_add(cpu.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.memory_high_water
+            .fetch_max(memory as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_success(&self) {
+        if self.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
+            self.quarantine.lock().strikes = 0;
+        }
+    }
+
+    /// Counts a failure; returns true if it just put the plugin in quarantine.
+    pub fn record_failure(
+        &self,
+        kind: FailureKind,
+        detail: &str,
+        policy: &QuarantinePolicy,
+    ) -> bool {
+        if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == kind) {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last_error.lock() = Some((SystemTime::now(), truncate(detail, 1024)));
+        if !kind.counts_for_quarantine() {
+            return false;
+        }
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < policy.after.max(1) {
+            return false;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let mut q = self.quarantine.lock();
+        let backoff = policy
+            .base
+            .saturating_mul(1u32 << q.strikes.min(16))
+            .min(policy.max);
+        q.until = Some(Instant::now() + backoff);
+        q.strikes = q.strikes.saturating_add(1);
+        q.total += 1;
+        tracing::warn!(plugin = %self.name, backoff_ms = backoff.as_millis() as u64, "plugin quarantined after repeated failures");
+        true
+    }
+
+    /// Logs a trap with its Wasm backtrace, at most once per second per plugin.
+    pub fn log_trap(&self, kind: FailureKind, err: &anyhow::Error) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_trap_log.lock();
+            if last.is_some_and(|l| now.duration_since(l) < TRAP_LOG_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        tracing::warn!(plugin = %self.name, kind = kind.as_str(), error = %format!("{err:?}"), "plugin call failed");
+    }
+
+    pub fn set_last_error(&self, msg: &str) {
+        *self.last_error.lock() = Some((SystemTime::now(), truncate(msg, 1024)));
+    }
+
+    fn log_allowed(&self) -> bool {
+        let mut w = self.log_window.lock();
+        let now = Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        if w.1 >= GUEST_LOG_RATE {
+            self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+
+    pub fn guest_log(&self, level: Level, message: &str) {
+        if !self.log_allowed() {
+            return;
+        }
+        let msg = truncate(message, MAX_LOG_LINE);
+        let plugin = self.name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{msg}"),
+            Level::Debug => tracing::debug!(plugin, "{msg}"),
+            Level::Info => tracing::info!(plugin, "{msg}"),
+            Level::Warn => tracing::warn!(plugin, "{msg}"),
+            Level::Error => tracing::error!(plugin, "{msg}"),
+        }
+    }
+
+    /// Guest stdout/stderr after a call, logged line by line under the same rate limit.
+    pub fn guest_output(&self, stream: &'static str, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        for line in String::from_utf8_lossy(bytes).lines() {
+            if !self.log_allowed() {
+                return;
+            }
+            tracing::info!(plugin = %self.name, stream, "{}", truncate(line, MAX_LOG_LINE));
+        }
+    }
+
+    fn metric_name_ok(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_GUEST_METRIC_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    }
+
+    pub fn guest_counter(&self, name: &str, value: u64) {
+        let mut c = self.counters.lock();
+        if let Some(v) = c.get_mut(name) {
+            *v = v.saturating_add(value);
+            return;
+        }
+        if c.len() >= MAX_GUEST_METRICS || !Self::metric_name_ok(name) {
+            self.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        c.insert(name.to_string(), value);
+    }
+
+    pub fn guest_histogram(&self, name: &str, value: f64) {
+        if !value.is_finite() || value < 0.0 {
+            self.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let d = Duration::from_secs_f64(value.min(1e9));
+        let mut h = self.histograms.lock();
+        if let Some(x) = h.get(name) {
+            x.observe(d);
+            return;
+        }
+        if h.len() >= MAX_GUEST_METRICS || !Self::metric_name_ok(name) {
+            self.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let x = Histogram::new(GUEST_BUCKETS);
+        x.observe(d);
+        h.insert(name.to_string(), x);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let q = self.quarantine.lock();
+        let now = Instant::now();
+        StatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: FAILURE_KINDS
+                .iter()
+                .zip(&self.failures)
+                .map(|(k, c)| (k.as_str(), c.load(Ordering::Relaxed)))
+                .collect(),
+            cpu_seconds: self.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            memory_high_water_bytes: self.memory_high_water.load(Ordering::Relaxed),
+            quarantined_for_ms: q
+                .until
+                .and_then(|u| u.checked_duration_since(now))
+                .map(|d| d.as_millis() as u64),
+            quarantines: q.total,
+            last_error: self.last_error.lock().as_ref().map(|(at, e)| LastError {
+                at_unix_ms: at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                error: e.clone(),
+            }),
+        }
+    }
+
+    /// Appends this plugin's series; `first` adds HELP/TYPE lines (once per family).
+    pub fn render(&self, out: &mut String) {
+        let n = &self.name;
+        let s = self.snapshot();
+        let _ = writeln!(out, "portcullis_plugin_calls_total{{plugin=\"{n}\"}} {}", s.calls);
+        for (k, v) in &s.failures {
+            let _ = writeln!(
+                out,
+                "portcullis_plugin_failures_total{{plugin=\"{n}\",kind=\"{k}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_cpu_seconds_total{{plugin=\"{n}\"}} {}",
+            s.cpu_seconds
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_memory_high_water_bytes{{plugin=\"{n}\"}} {}",
+            s.memory_high_water_bytes
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_quarantined{{plugin=\"{n}\"}} {}",
+            u8::from(s.quarantined_for_ms.is_some())
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_guest_logs_dropped_total{{plugin=\"{n}\"}} {}",
+            self.logs_dropped.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_guest_metrics_dropped_total{{plugin=\"{n}\"}} {}",
+            self.metrics_dropped.load(Ordering::Relaxed)
+        );
+        for (name, v) in self.counters.lock().iter() {
+            let _ = writeln!(
+                out,
+                "portcullis_plugin_guest_counter_total{{plugin=\"{n}\",name=\"{name}\"}} {v}"
+            );
+        }
+        for (name, h) in self.histograms.lock().iter() {
+            h.render(
+                out,
+                "portcullis_plugin_guest_histogram",
+                &format!("plugin=\"{n}\",name=\"{name}\""),
+            );
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsSnapshot {
+    pub calls: u64,
+    pub failures: BTreeMap<&'static str, u64>,
+    pub cpu_seconds: f64,
+    pub memory_high_water_bytes: u64,
+    pub quarantined_for_ms: Option<u64>,
+    pub quarantines: u64,
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastError {
+    pub at_unix_ms: u64,
+    pub error: String,
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_after_n_failures_with_doubling_backoff_and_reset_on_success() {
+        let s = PluginStats::new("p");
+        let pol = QuarantinePolicy {
+            after: 2,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(25),
+        };
+        assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
+        assert!(s.record_failure(FailureKind::Trap, "x", &pol));
+        let first = s.quarantined(Instant::now()).expect("quarantined");
+        assert!(first <= Duration::from_secs(10) && first > Duration::from_secs(9));
+        assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
+        assert!(s.record_failure(FailureKind::CpuExceeded, "x", &pol));
+        let second = s.quarantined(Instant::now()).expect("quarantined");
+        assert!(second > Duration::from_secs(19), "doubled: {second:?}");
+        // Overload is not the plugin's fault.
+        for _ in 0..10 {
+            assert!(!s.record_failure(FailureKind::Overloaded, "x", &pol));
+        }
+        s.record_success();
+        assert_eq!(s.snapshot().quarantines, 2);
+    }
+
+    #[test]
+    fn guest_metrics_are_bounded() {
+        let s = PluginStats::new("p");
+        for i in 0..100 {
+            s.guest_counter(&format!("c{i}"), 1);
+        }
+        s.guest_counter("bad name\"}", 1);
+        let mut out = String::new();
+        s.render(&mut out);
+        assert_eq!(out.matches("portcullis_plugin_guest_counter_total").count(), 64);
+        assert!(out.contains("portcullis_plugin_guest_metrics_dropped_total{plugin=\"p\"} 37"));
+    }
+}

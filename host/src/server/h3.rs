@@ -1,0 +1,230 @@
+//! HTTP/3 over QUIC (quinn + h3) on a TLS listener's port, over UDP.
+//!
+//! Requests go through the same state machine as h1 and h2 (`request::handle_any`): routing,
+//! filters, limits, passports and metrics are identical; the protocol is only a label. 0-RTT
+//! is off (`max_early_data_size = 0`): replayable early data is a risk we do not take by
+//! default.
+
+use crate::gateway::Ctx;
+use crate::request::body::{BoxError, ClientBody, RespBody};
+use crate::request::{self, ConnInfo, ConnState};
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use quinn::crypto::rustls::QuicServerConfig;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::watch;
+
+type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// A request body arriving on an HTTP/3 stream.
+pub struct H3Body {
+    recv: H3Recv,
+    done: bool,
+}
+
+impl Body for H3Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.recv.poll_recv_data(cx) {
+            Poll::Ready(Ok(Some(mut buf))) => {
+                let b = buf.copy_to_bytes(buf.remaining());
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Ok(None)) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+pub struct H3Listener {
+    pub index: usize,
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub max_connections: usize,
+    pub max_streams: u32,
+    pub idle_timeout: Duration,
+}
+
+/// Binds the UDP endpoint. Separate from `serve` so bind errors surface at startup.
+pub fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
+    let mut crypto = (*l.tls).clone();
+    crypto.alpn_protocols = vec![b"h3".to_vec()];
+    crypto.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(crypto)
+        .map_err(|e| anyhow::anyhow!("QUIC TLS config: {e}"))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(l.max_streams.into())
+        .max_concurrent_uni_streams(8u32.into())
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(l.idle_timeout)
+                .map_err(|e| anyhow::anyhow!("http3 idle timeout: {e}"))?,
+        ));
+    server.transport_config(Arc::new(transport));
+    Ok(quinn::Endpoint::server(server, l.addr)?)
+}
+
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    l: H3Listener,
+    endpoint: quinn::Endpoint,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let Some(metrics) = ctx.metrics.listeners.get(l.index) else {
+        return;
+    };
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        if metrics.active.load(Ordering::Relaxed) >= l.max_connections as i64 {
+            metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        metrics.active.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        let index = l.index;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(ctx.clone(), index, incoming, stop).await {
+                tracing::debug!(error = %e, "HTTP/3 connection ended with error");
+            }
+            if let Some(m) = ctx.metrics.listeners.get(index) {
+                m.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    // Stop taking new connections; let open ones finish (they got GOAWAY) up to the drain.
+    endpoint.set_server_config(None);
+    let _ = tokio::time::timeout(drain, endpoint.wait_idle()).await;
+    endpoint.close(0u32.into(), b"shutdown");
+}
+
+async fn connection(
+    ctx: Arc<Ctx>,
+    index: usize,
+    incoming: quinn::Incoming,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let conn = incoming.await?;
+    let client = conn.remote_address();
+    let mut h3c: h3::server::Connection<h3_quinn::Connection, Bytes> =
+        h3::server::Connection::new(h3_quinn::Connection::new(conn)).await?;
+    let info = Arc::new(ConnInfo {
+        client,
+        tls: true,
+        listener: index,
+        state: Arc::new(ConnState::default()),
+        alt_svc: None,
+    });
+    let mut draining = *stop.borrow();
+    if draining {
+        let _ = h3c.shutdown(0).await;
+    }
+    loop {
+        let next = tokio::select! {
+            r = h3c.accept() => r,
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                let _ = h3c.shutdown(0).await;
+                continue;
+            }
+        };
+        let resolver = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if e.is_h3_no_error() {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        };
+        let ctx = ctx.clone();
+        let info = info.clone();
+        tokio::spawn(async move {
+            let (req, stream) = match resolver.resolve_request().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad HTTP/3 request");
+                    return;
+                }
+            };
+            let (send, recv) = stream.split();
+            let req = req.map(|()| ClientBody::H3(H3Body { recv, done: false }));
+            let resp = request::handle_any(ctx, info, req).await;
+            respond(send, resp).await;
+        });
+    }
+}
+
+async fn respond(mut send: H3Send, resp: http::Response<RespBody>) {
+    let (parts, mut body) = resp.into_parts();
+    if send
+        .send_response(http::Response::from_parts(parts, ()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => {
+                    if send.send_data(d).await.is_err() {
+                        return;
+                    }
+                }
+                Err(f) => {
+                    if let Ok(t) = f.into_trailers() {
+                        let _ = send.send_trailers(t).await;
+                    }
+                }
+            },
+            Err(_) => {
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        }
+    }
+    let _ = send.finish().await;
+}

@@ -1,0 +1,74 @@
+//! A generic fan-out endpoint, used by the gateway's tests and benchmark: calls every cluster
+//! in `clusters` at `path` (concurrently, or one after another with `sequential = true`) and
+//! reports each result.
+//!
+//! ```toml
+//! kind = "endpoint"
+//! [config]
+//! clusters = "a,b,c"
+//! path = "/"
+//! timeout_ms = 1000
+//! sequential = false
+//! mode = "ok"            # or "loop" / "memory": misbehave before calling anything
+//! ```
+
+use portcullis_sdk::json::{self, json, Value};
+use portcullis_sdk::prelude::*;
+use std::hint::black_box;
+
+struct Fanout;
+
+impl Endpoint for Fanout {
+    fn handle(req: Request) -> Response {
+        match config::get_or("mode", "ok").as_str() {
+            "loop" => {
+                let mut x = 0u64;
+                loop {
+                    x = black_box(x.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            _ => {}
+        }
+        let clusters = config::get_or("clusters", "");
+        let path = config::get_or("path", "/");
+        let timeout: u32 = config::parse("timeout_ms").unwrap_or(1000);
+        // `?cluster=x` adds one more call, so tests can name an unknown cluster.
+        let extra = req.query("cluster").map(str::to_string);
+        let calls: Vec<Call> = clusters
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .chain(extra)
+            .map(|c| Call::get(&c, &path).timeout_ms(timeout).forward_context(&req))
+            .collect();
+        let names: Vec<String> = calls.iter().map(|c| c.cluster.clone()).collect();
+        let results = if config::parse::<bool>("sequential").unwrap_or(false) {
+            calls.into_iter().map(fetch).collect()
+        } else {
+            fetch_all(calls)
+        };
+        let report: Vec<Value> = names
+            .iter()
+            .zip(results)
+            .map(|(name, r)| match r {
+                Ok(reply) => json!({
+                    "cluster": name,
+                    "status": reply.status,
+                    "bytes": reply.body.len(),
+                    "body": String::from_utf8_lossy(&reply.body[..reply.body.len().min(256)]),
+                }),
+                Err(e) => json!({ "cluster": name, "error": e.to_string() }),
+            })
+            .collect();
+        json::response(200, &json!({ "results": report }))
+    }
+}
+
+export_endpoint!(Fanout);

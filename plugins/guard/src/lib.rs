@@ -1,0 +1,44 @@
+//! Request guard: allowed methods and a maximum declared body size, checked before any
+//! upstream sees the request.
+//!
+//! ```toml
+//! kind = "inbound"
+//! order = 5
+//! [config]
+//! methods = ["GET", "HEAD", "POST"]   # others get 405
+//! max_body_bytes = 1048576            # a larger Content-Length gets 413
+//! require_content_length = false      # true: bodies without Content-Length get 411
+//! ```
+
+use portcullis_sdk::prelude::*;
+
+struct Guard;
+
+impl Filter for Guard {
+    fn on_request(req: Request) -> InboundAction {
+        if let Some(methods) = config::parse::<Vec<String>>("methods") {
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(&req.method)) {
+                metrics::count("rejected_method", 1);
+                return reject(405, &format!("method {} is not allowed here", req.method));
+            }
+        }
+        let max: Option<u64> = config::parse("max_body_bytes");
+        let declared = req.header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = req
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        if chunked && config::parse::<bool>("require_content_length").unwrap_or(false) {
+            metrics::count("rejected_length_required", 1);
+            return reject(411, "a Content-Length is required");
+        }
+        if let (Some(max), Some(n)) = (max, declared) {
+            if n > max {
+                metrics::count("rejected_size", 1);
+                return reject(413, &format!("body of {n} bytes exceeds the limit of {max}"));
+            }
+        }
+        InboundAction::Continue
+    }
+}
+
+export_filter!(Guard);

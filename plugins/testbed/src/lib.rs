@@ -1,0 +1,138 @@
+//! A deliberately misbehaving filter for the gateway's own tests. `[config] mode` picks the
+//! misbehaviour; every mode is something a real plugin might do by mistake.
+//!
+//! | mode          | what it does                                              |
+//! |---------------|-----------------------------------------------------------|
+//! | `ok`          | adds `x-testbed: ok` (and echoes metadata on responses)   |
+//! | `loop`        | spins forever                                             |
+//! | `memory`      | allocates without end                                     |
+//! | `recursion`   | recurses without end                                      |
+//! | `trap`        | executes `unreachable`                                    |
+//! | `panic`       | panics                                                    |
+//! | `huge-headers`| returns 100 000 headers                                 |
+//! | `bad-header`  | returns a header name that is not valid HTTP              |
+//! | `slow`        | burns `spin_ms` of CPU, then continues                    |
+//! | `respond`     | answers 200 itself                                        |
+//! | `reject`      | rejects with 403                                          |
+//! | `print`       | writes to stdout and logs                                 |
+
+use portcullis_sdk::prelude::*;
+use std::hint::black_box;
+
+struct Testbed;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(n: u64, buf: &mut [u8; 256]) -> u64 {
+    buf[(n % 256) as usize] = n as u8;
+    let mut next = [0u8; 256];
+    black_box(&mut next);
+    recurse(n + 1, &mut next) + u64::from(buf[0])
+}
+
+fn spin(ms: u64) {
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed().as_millis() < u128::from(ms) {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+fn misbehave(mode: &str) -> Option<InboundAction> {
+    match mode {
+        "loop" => {
+            let mut x = 0u64;
+            loop {
+                x = black_box(x.wrapping_add(1));
+            }
+        }
+        "memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                chunk[0] = 1;
+                hoard.push(black_box(chunk));
+            }
+        }
+        "recursion" => {
+            let mut buf = [0u8; 256];
+            black_box(recurse(0, &mut buf));
+            None
+        }
+        "trap" => {
+            #[cfg(target_arch = "wasm32")]
+            core::arch::wasm32::unreachable();
+            #[cfg(not(target_arch = "wasm32"))]
+            None
+        }
+        "panic" => panic!("testbed panicked on purpose"),
+        "huge-headers" => {
+            let mut c = Changes::new();
+            for i in 0..100_000 {
+                c = c.set_header(&format!("x-h{i}"), "v");
+            }
+            Some(c.inbound())
+        }
+        "bad-header" => Some(Changes::new().set_header("bad header\n", "v").inbound()),
+        "slow" => {
+            spin(config::parse("spin_ms").unwrap_or(5));
+            None
+        }
+        "respond" => Some(respond(200, "answered by testbed\n")),
+        "reject" => Some(reject(403, "testbed says no")),
+        "print" => {
+            println!("hello from testbed stdout");
+            log::info("hello from testbed log");
+            metrics::count("prints", 1);
+            None
+        }
+        _ => None,
+    }
+}
+
+impl Filter for Testbed {
+    fn on_request(req: Request) -> InboundAction {
+        let mode = config::get_or("mode", "ok");
+        if let Some(a) = misbehave(&mode) {
+            return a;
+        }
+        let mut c = Changes::new()
+            .set_header("x-testbed", &mode)
+            .meta("testbed", &mode);
+        if let Some(to) = config::get("rewrite_to") {
+            let q = req.path.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+            c = c.path(&format!("{to}{q}"));
+        }
+        if let Some(cluster) = config::get("cluster") {
+            c = c.cluster(&cluster);
+        }
+        c.inbound()
+    }
+
+    fn on_response(req: Request, resp: ResponseHead) -> OutboundAction {
+        let mode = config::get_or("mode", "ok");
+        if let Some(InboundAction::Modify(_)) = misbehave(&mode) {
+            // huge-headers / bad-header apply to responses as well
+            let c = if mode == "bad-header" {
+                Changes::new().set_header("bad header\n", "v")
+            } else {
+                let mut c = Changes::new();
+                for i in 0..100_000 {
+                    c = c.set_header(&format!("x-h{i}"), "v");
+                }
+                c
+            };
+            return c.outbound();
+        }
+        let mut c = Changes::new().set_header("x-testbed-out", &resp.status.to_string());
+        if let Some(m) = req.meta("testbed") {
+            c = c.set_header("x-testbed-meta", m);
+        }
+        if let Some(s) = config::parse::<u16>("status") {
+            c = c.status(s);
+        }
+        c.outbound()
+    }
+}
+
+export_filter!(Testbed);

@@ -1,0 +1,62 @@
+//! The `filter` world: Zuul-style inbound and outbound filters.
+
+use crate::types::{InboundAction, OutboundAction, Request, ResponseHead};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "portcullis:plugin/filter",
+        pub_export_macro: true,
+        export_macro_name: "__export_filter_world",
+        default_bindings_module: "portcullis_sdk::filter::bindings",
+        runtime_path: "portcullis_sdk::__private::wit_bindgen::rt",
+        additional_derives: [Clone, PartialEq],
+    });
+}
+
+/// A filter. The manifest's `kind` decides which method the gateway calls; the other keeps
+/// its default and is never called.
+///
+/// Each call runs in a fresh instance: keep no state in statics between calls (use request
+/// `metadata` to pass facts from inbound to outbound filters).
+pub trait Filter {
+    /// `kind = "inbound"`: runs before routing. The default continues unchanged.
+    ///
+    /// Return [`InboundAction::Continue`], [`InboundAction::Modify`] (see [`crate::Changes`]),
+    /// [`InboundAction::Respond`] (see [`crate::respond`]) or [`InboundAction::Reject`]
+    /// (see [`crate::reject`]).
+    fn on_request(req: Request) -> InboundAction {
+        let _ = req;
+        InboundAction::Continue
+    }
+
+    /// `kind = "outbound"`: runs on the response head before it is sent. The default
+    /// continues unchanged.
+    fn on_response(req: Request, resp: ResponseHead) -> OutboundAction {
+        let _ = (req, resp);
+        OutboundAction::Continue
+    }
+}
+
+/// Registers a [`Filter`] implementation as the component's exports. Use once per plugin.
+#[macro_export]
+macro_rules! export_filter {
+    ($t:ty) => {
+        const _: () = {
+            struct __PortcullisFilter;
+            impl $crate::filter::bindings::Guest for __PortcullisFilter {
+                fn on_request(req: $crate::Request) -> $crate::InboundAction {
+                    <$t as $crate::Filter>::on_request(req)
+                }
+                fn on_response(
+                    req: $crate::Request,
+                    resp: $crate::ResponseHead,
+                ) -> $crate::OutboundAction {
+                    <$t as $crate::Filter>::on_response(req, resp)
+                }
+            }
+            $crate::filter::bindings::__export_filter_world!(__PortcullisFilter);
+        };
+    };
+}

@@ -1,0 +1,214 @@
+//! Small conveniences over the generated types and host imports.
+
+use crate::types::{
+    Header, InboundAction, Priority, Rejection, Request, RequestChanges, Response,
+    ResponseChanges, ResponseHead,
+};
+
+pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Request {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+    /// Path without the query.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+    /// Value of query parameter `name` (no percent-decoding).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let q = self.path.split_once('?')?.1;
+        q.split('&').find_map(|kv| match kv.split_once('=') {
+            Some((k, v)) if k == name => Some(v),
+            None if kv == name => Some(""),
+            _ => None,
+        })
+    }
+    /// Value of cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+            .flat_map(|(_, v)| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })
+    }
+    /// Metadata value set by an earlier inbound filter.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl ResponseHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A direct answer from an inbound filter, as `text/plain`.
+pub fn respond(status: u16, body: &str) -> InboundAction {
+    InboundAction::Respond(Response {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+/// Rejects the request with `status` and `reason` (the gateway adds
+/// `portcullis-error: plugin-rejected`).
+pub fn reject(status: u16, reason: &str) -> InboundAction {
+    InboundAction::Reject(Rejection {
+        status,
+        reason: reason.to_string(),
+    })
+}
+
+/// Builder for request or response changes.
+///
+/// ```ignore
+/// Changes::new().set_header("x-canary", "1").cluster("api-canary").inbound()
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    set: Vec<Header>,
+    remove: Vec<String>,
+    path: Option<String>,
+    cluster: Option<String>,
+    priority: Option<Priority>,
+    metadata: Vec<(String, String)>,
+    status: Option<u16>,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.set.push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+    pub fn remove_header(mut self, name: &str) -> Self {
+        self.remove.push(name.to_ascii_lowercase());
+        self
+    }
+    pub fn path(mut self, path_and_query: &str) -> Self {
+        self.path = Some(path_and_query.to_string());
+        self
+    }
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.cluster = Some(name.to_string());
+        self
+    }
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = Some(p);
+        self
+    }
+    pub fn meta(mut self, key: &str, value: &str) -> Self {
+        self.metadata.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// Outbound only: replace the response status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.remove.is_empty()
+            && self.path.is_none()
+            && self.cluster.is_none()
+            && self.priority.is_none()
+            && self.metadata.is_empty()
+            && self.status.is_none()
+    }
+    /// As an inbound action (`Continue` when empty).
+    pub fn inbound(self) -> InboundAction {
+        if self.is_empty() {
+            return InboundAction::Continue;
+        }
+        InboundAction::Modify(RequestChanges {
+            set_headers: self.set,
+            remove_headers: self.remove,
+            path: self.path,
+            cluster: self.cluster,
+            priority: self.priority,
+            metadata: self.metadata,
+        })
+    }
+    /// As an outbound action (`Continue` when empty).
+    pub fn outbound(self) -> crate::OutboundAction {
+        if self.is_empty() {
+            return crate::OutboundAction::Continue;
+        }
+        crate::OutboundAction::Modify(ResponseChanges {
+            status: self.status,
+            set_headers: self.set,
+            remove_headers: self.remove,
+        })
+    }
+}
+
+/// The manifest's `[config]` table.
+pub mod config {
+    use crate::filter::bindings::portcullis::plugin::config as wit;
+
+    /// String value of `key` (non-strings as JSON text).
+    pub fn get(key: &str) -> Option<String> {
+        wit::get(key)
+    }
+    /// String value of `key`, or `default`.
+    pub fn get_or(key: &str, default: &str) -> String {
+        wit::get(key).unwrap_or_else(|| default.to_string())
+    }
+    /// `key` parsed from its JSON text (numbers, booleans, arrays).
+    pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
+        let raw = wit::get(key)?;
+        serde_json::from_str(&raw)
+            .ok()
+            .or_else(|| serde_json::from_value(serde_json::Value::String(raw)).ok())
+    }
+    /// The whole table as JSON.
+    pub fn all() -> serde_json::Value {
+        serde_json::from_str(&wit::all()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Logging into the gateway's log (tagged with the plugin's name, rate-limited).
+pub mod log {
+    use crate::filter::bindings::portcullis::plugin::log::{log, Level};
+    pub fn debug(msg: &str) {
+        log(Level::Debug, msg)
+    }
+    pub fn info(msg: &str) {
+        log(Level::Info, msg)
+    }
+    pub fn warn(msg: &str) {
+        log(Level::Warn, msg)
+    }
+    pub fn error(msg: &str) {
+        log(Level::Error, msg)
+    }
+}
+
+/// Plugin-scoped metrics.
+pub mod metrics {
+    use crate::filter::bindings::portcullis::plugin::metrics as wit;
+    pub fn count(name: &str, value: u64) {
+        wit::counter_add(name, value)
+    }
+    pub fn observe(name: &str, value: f64) {
+        wit::histogram_observe(name, value)
+    }
+}

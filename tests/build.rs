@@ -1,0 +1,5 @@
+include!("../plugins/build_guests.rs");
+
+fn main() {
+    build_guests();
+}

@@ -1,0 +1,441 @@
+//! The plugin runtime with real Wasm components built from `plugins/`: filter semantics,
+//! every limit against a real misbehaving guest, failure policy, quarantine, hot reload,
+//! upload and the admin API.
+
+use http::Request;
+use portcullis_tests::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn config(up: std::net::SocketAddr, dir: &Path, extra: &str) -> String {
+    basic_config(
+        &[("up", up)],
+        &format!(
+            "[[cluster]]\nname = \"other\"\nendpoints = [\"{up}\"]\n[[route]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"up\"\n[plugins]\ndir = \"{}\"\nadmin_token = \"s3cret\"\n{extra}",
+            dir.display()
+        ),
+    )
+}
+
+fn echo(body: &bytes::Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).expect("echo json")
+}
+
+#[tokio::test]
+async fn inbound_filters_change_requests_in_order_and_outbound_filters_see_metadata() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-basic");
+    // Order 10 rewrites the path; order 20 (a second copy) sees the rewritten request.
+    install_plugin(
+        &dir,
+        "rewrite",
+        "testbed",
+        "kind = \"inbound\"\norder = 10\n[match]\npath_prefix = \"/old\"\n[config]\nmode = \"first\"\nrewrite_to = \"/up/new\"\n",
+    );
+    install_plugin(
+        &dir,
+        "second",
+        "testbed",
+        "kind = \"inbound\"\norder = 20\n[match]\npath_prefix = \"/up/new\"\n[config]\nmode = \"second\"\n",
+    );
+    install_plugin(
+        &dir,
+        "out",
+        "testbed",
+        "kind = \"outbound\"\n[match]\npath_prefix = \"/up\"\n[config]\nmode = \"ok\"\n",
+    );
+    install_plugin(
+        &dir,
+        "headers",
+        "add-header",
+        "kind = \"outbound\"\n[config]\nset = { \"x-frame-options\" = \"DENY\" }\nremove = [\"x-upstream\"]\n",
+    );
+    let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let (p, b) = send(addr, get(addr, "/old/thing?q=1")).await;
+    assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&b));
+    let e = echo(&b);
+    assert_eq!(e["path"], "/up/new?q=1", "path rewritten, query kept");
+    // The later filter overwrote the earlier one's header: it ran second.
+    assert_eq!(e["headers"]["x-testbed"], "second");
+    // Outbound: metadata from the inbound filters is visible, the status too.
+    assert_eq!(header(&p, "x-testbed-meta"), "second");
+    assert_eq!(header(&p, "x-testbed-out"), "200");
+    assert_eq!(header(&p, "x-frame-options"), "DENY");
+    assert_eq!(header(&p, "x-upstream"), "", "removed by the outbound filter");
+
+    // A filter whose match does not apply is skipped without entering Wasm.
+    let m = metrics(gw.admin_addr()).await;
+    let calls = sample(&m, "portcullis_plugin_calls_total{plugin=\"rewrite\"}").unwrap_or(-1.0);
+    let (_, b) = send(addr, get(addr, "/up/plain")).await;
+    assert_eq!(echo(&b)["path"], "/up/plain");
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(
+        sample(&m, "portcullis_plugin_calls_total{plugin=\"rewrite\"}"),
+        Some(calls)
+    );
+}
+
+#[tokio::test]
+async fn respond_reject_and_cluster_override() {
+    let up = Upstream::start("up").await;
+    let other = Upstream::start("other-up").await;
+    let dir = temp_dir("plugins-respond");
+    install_plugin(&dir, "answer", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/answer\"\n[config]\nmode = \"respond\"\n");
+    install_plugin(&dir, "deny", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/deny\"\n[config]\nmode = \"reject\"\n");
+    install_plugin(&dir, "move", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/move\"\n[config]\nmode = \"ok\"\ncluster = \"elsewhere\"\n");
+    let cfg = config(
+        up.addr,
+        &dir,
+        "",
+    )
+    .replace("[plugins]", &format!("[[cluster]]\nname = \"elsewhere\"\nendpoints = [\"{}\"]\n[plugins]", other.addr));
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let (p, b) = send(addr, get(addr, "/answer")).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(&b[..], b"answered by testbed\n");
+    assert_eq!(up.requests(), 0, "no upstream call for a direct answer");
+
+    let (p, b) = send(addr, get(addr, "/deny")).await;
+    assert_eq!(p.status, 403);
+    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
+    assert!(String::from_utf8_lossy(&b).contains("testbed says no"));
+
+    let (p, b) = send(addr, get(addr, "/move")).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(echo(&b)["upstream"], "other-up");
+}
+
+/// Every limit, against a real misbehaving guest; each time a concurrent well-behaved request
+/// is served promptly. `#[tokio::test]` is single-threaded: if a guest did not yield, the good
+/// request could not be served until it stopped.
+#[tokio::test]
+async fn misbehaving_guests_are_contained_and_do_not_stall_other_requests() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-limits");
+    let cases = [
+        ("loop", "plugin-cpu-exceeded", "PLUGIN_CPU_EXCEEDED"),
+        ("memory", "plugin-memory-exceeded", "PLUGIN_MEMORY_EXCEEDED"),
+        ("recursion", "plugin-trap", "PLUGIN_TRAP"),
+        ("trap", "plugin-trap", "PLUGIN_TRAP"),
+        ("panic", "plugin-trap", "PLUGIN_TRAP"),
+        ("huge-headers", "plugin-bad-output", "PLUGIN_TRAP"),
+        ("bad-header", "plugin-bad-output", "PLUGIN_TRAP"),
+    ];
+    for (mode, _, _) in cases {
+        install_plugin(
+            &dir,
+            &format!("bad-{mode}"),
+            "testbed",
+            &format!("kind = \"inbound\"\nfailure = \"fail_closed\"\n[match]\npath_prefix = \"/bad/{mode}\"\n[limits]\ncpu_ms = 200\nmemory_mb = 16\ntimeout_ms = 2000\n[config]\nmode = \"{mode}\"\n"),
+        );
+    }
+    let gw = gateway(
+        &config(up.addr, &dir, "quarantine_after = 1000\n"),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").expect("listener");
+    let admin = gw.admin_addr();
+
+    for (mode, code, state) in cases {
+        let bad = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = send(addr, get(addr, &format!("/bad/{mode}"))).await;
+            (r, t0.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        let (p, _) = send(addr, get(addr, "/up/good")).await;
+        let good_took = t0.elapsed();
+        assert_eq!(p.status, 200, "{mode}: the good request is served");
+        let ((p, b), bad_took) = bad.await.expect("bad request task");
+        assert!(p.status.is_server_error(), "{mode}: {}", p.status);
+        assert_eq!(header(&p, "portcullis-error"), code, "{mode}: {}", String::from_utf8_lossy(&b));
+        assert!(bad_took < Duration::from_millis(1500), "{mode}: stopped in time ({bad_took:?})");
+        if mode == "loop" {
+            // The loop ran its whole 200 ms budget; the good request did not wait for it.
+            assert!(bad_took >= Duration::from_millis(150), "{bad_took:?}");
+            assert!(good_took < Duration::from_millis(150), "good request stalled {good_took:?}");
+        }
+        let (_, passports) = send(admin, get(admin, "/admin/passports")).await;
+        let text = String::from_utf8_lossy(&passports);
+        assert!(text.contains(state), "{mode}: passport shows {state}: {text}");
+        let m = metrics(admin).await;
+        let kind = code.trim_start_matches("plugin-");
+        assert!(
+            sample(&m, &format!("portcullis_plugin_failures_total{{plugin=\"bad-{mode}\",kind=\"{kind}\"}}")) >= Some(1.0),
+            "{mode}: failure metric"
+        );
+    }
+    // Memory high-water is reported and bounded by the limit.
+    let m = metrics(admin).await;
+    let hw = sample(&m, "portcullis_plugin_memory_high_water_bytes{plugin=\"bad-memory\"}").expect("hw");
+    assert!(hw > 1e6 && hw <= 16.0 * 1024.0 * 1024.0, "{hw}");
+}
+
+#[tokio::test]
+async fn fail_open_skips_a_broken_filter_and_fail_closed_refuses() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-policy");
+    install_plugin(&dir, "open", "testbed", "kind = \"inbound\"\nfailure = \"fail_open\"\n[match]\npath_prefix = \"/up/open\"\n[config]\nmode = \"trap\"\n");
+    install_plugin(&dir, "closed", "testbed", "kind = \"inbound\"\nfailure = \"fail_closed\"\n[match]\npath_prefix = \"/up/closed\"\n[config]\nmode = \"trap\"\n");
+    let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let (p, b) = send(addr, get(addr, "/up/open")).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(echo(&b)["upstream"], "up");
+    let (p, _) = send(addr, get(addr, "/up/closed")).await;
+    assert_eq!(p.status, 500);
+    assert_eq!(header(&p, "portcullis-error"), "plugin-trap");
+    assert_eq!(up.requests(), 1, "only the fail_open request reached the upstream");
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(sample(&m, "portcullis_plugin_failures_total{plugin=\"open\",kind=\"trap\"}"), Some(1.0));
+}
+
+#[tokio::test]
+async fn repeated_traps_quarantine_with_backoff_then_probe_again() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-quarantine");
+    install_plugin(&dir, "flaky", "testbed", "kind = \"inbound\"\n[config]\nmode = \"trap\"\n");
+    let gw = gateway(
+        &config(up.addr, &dir, "quarantine_after = 2\nquarantine_base_ms = 400\n"),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for _ in 0..2 {
+        let (p, _) = send(addr, get(addr, "/up/x")).await;
+        assert_eq!(header(&p, "portcullis-error"), "plugin-trap");
+    }
+    let (p, _) = send(addr, get(addr, "/up/x")).await;
+    assert_eq!(p.status, 503);
+    assert_eq!(header(&p, "portcullis-error"), "plugin-quarantined");
+    let (_, b) = send(gw.admin_addr(), get(gw.admin_addr(), "/admin/plugins/flaky")).await;
+    let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+    assert_eq!(v["state"], "quarantined", "{v}");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The quarantine ended: the next request probes the plugin again (and it traps again).
+    let (p, _) = send(addr, get(addr, "/up/x")).await;
+    assert_eq!(header(&p, "portcullis-error"), "plugin-trap");
+}
+
+#[tokio::test]
+async fn hot_reload_under_load_swaps_versions_without_failures_and_unloads_deleted() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-reload");
+    let manifest = |v: &str| format!("kind = \"inbound\"\n[config]\nmode = \"{v}\"\n");
+    install_plugin(&dir, "ver", "testbed", &manifest("v1"));
+    let gw = gateway(
+        &config(up.addr, &dir, "reload_debounce_ms = 50\n"),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let client = h1_client();
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = client
+                    .request(get(addr, "/up/load"))
+                    .await
+                    .expect("response");
+                let status = resp.status().as_u16();
+                let b = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                let v = if status == 200 {
+                    echo(&b)["headers"]["x-testbed"].as_str().unwrap_or("none").to_string()
+                } else {
+                    format!("status {status}")
+                };
+                seen.push(v);
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    install_plugin(&dir, "ver", "testbed", &manifest("v2"));
+    let mut switched = None;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let (_, b) = send(addr, get(addr, "/up/probe")).await;
+        if echo(&b)["headers"]["x-testbed"] == "v2" {
+            switched = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let switched = switched.expect("v2 served");
+    assert!(switched < Duration::from_secs(2), "served within 2 s: {switched:?}");
+
+    // A broken version never replaces the working one.
+    install_plugin_bytes(&dir, "ver", b"\0asm garbage", &manifest("v3"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, b) = send(addr, get(addr, "/up/probe")).await;
+    assert_eq!(echo(&b)["headers"]["x-testbed"], "v2");
+    let (_, b) = send(gw.admin_addr(), get(gw.admin_addr(), "/admin/plugins/ver")).await;
+    let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+    assert_eq!(v["state"], "loaded-with-failed-update", "{v}");
+    assert!(v["last_error"].as_str().unwrap_or("").contains("ver.wasm"), "{v}");
+    let m = metrics(gw.admin_addr()).await;
+    assert!(sample(&m, "portcullis_plugin_reloads_total{result=\"failed\"}") >= Some(1.0));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for h in load {
+        let seen = h.await.expect("load task");
+        total += seen.len();
+        assert!(
+            seen.iter().all(|s| s == "v1" || s == "v2"),
+            "every request served by one version or the other: {:?}",
+            seen.iter().filter(|s| *s != "v1" && *s != "v2").take(3).collect::<Vec<_>>()
+        );
+    }
+    assert!(total > 20, "load ran ({total} requests)");
+
+    // Delete: the filter is unloaded.
+    std::fs::remove_file(dir.join("ver.wasm")).expect("rm");
+    std::fs::remove_file(dir.join("ver.toml")).expect("rm");
+    assert!(
+        eventually_async(Duration::from_secs(3), || async {
+            let (_, b) = send(addr, get(addr, "/up/probe")).await;
+            echo(&b)["headers"].get("x-testbed").is_none()
+        })
+        .await,
+        "deleted plugin unloaded"
+    );
+}
+
+async fn eventually_async<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn admin_upload_needs_the_token_validates_and_deletes() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-admin");
+    let gw = gateway(&config(up.addr, &dir, "max_upload_bytes = 8388608\n"), Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    let admin = gw.admin_addr();
+    let wasm = std::fs::read(guest("testbed")).expect("guest");
+    let manifest = b"kind = \"inbound\"\n[config]\nmode = \"uploaded\"\n";
+
+    let put = |token: Option<&str>, parts: &[(&str, &[u8])]| {
+        let (ct, body_bytes) = multipart(parts);
+        let mut b = Request::builder()
+            .method("PUT")
+            .uri(format!("http://{admin}/admin/plugins/up1"))
+            .header("host", "admin")
+            .header("content-type", ct);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(body(body_bytes)).expect("request")
+    };
+    let (p, _) = send(admin, put(None, &[("manifest", manifest), ("wasm", &wasm)])).await;
+    assert_eq!(p.status, 401);
+    let (p, _) = send(admin, put(Some("wrong"), &[("manifest", manifest), ("wasm", &wasm)])).await;
+    assert_eq!(p.status, 401);
+    assert!(!dir.join("up1.wasm").exists());
+
+    let (p, b) = send(admin, put(Some("s3cret"), &[("manifest", manifest), ("wasm", &wasm)])).await;
+    assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&b));
+    let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+    assert_eq!(v["state"], "loaded");
+    assert_eq!(v["kind"], "inbound");
+    assert!(dir.join("up1.wasm").exists() && dir.join("up1.toml").exists());
+    let (_, b) = send(addr, get(addr, "/up/x")).await;
+    assert_eq!(echo(&b)["headers"]["x-testbed"], "uploaded");
+
+    // A broken upload is refused and the working version keeps serving.
+    let (p, b) = send(admin, put(Some("s3cret"), &[("manifest", manifest), ("wasm", b"not wasm")])).await;
+    assert_eq!(p.status, 422, "{}", String::from_utf8_lossy(&b));
+    let (p, _) = send(
+        admin,
+        put(Some("s3cret"), &[("manifest", b"kind = \"inbound\"\n[limits]\ncpu_ms = 999999\n"), ("wasm", &wasm)]),
+    )
+    .await;
+    assert_eq!(p.status, 422);
+    let (_, b) = send(addr, get(addr, "/up/x")).await;
+    assert_eq!(echo(&b)["headers"]["x-testbed"], "uploaded");
+    let (_, b) = send(admin, get(admin, "/admin/plugins")).await;
+    let list: serde_json::Value = serde_json::from_slice(&b).expect("json");
+    assert!(list[0]["last_error"].as_str().unwrap_or("").contains("cpu_ms"), "{list}");
+
+    // Delete needs the token too.
+    let del = |token: Option<&str>| {
+        let mut b = Request::builder()
+            .method("DELETE")
+            .uri(format!("http://{admin}/admin/plugins/up1"))
+            .header("host", "admin");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(body("")).expect("request")
+    };
+    let (p, _) = send(admin, del(None)).await;
+    assert_eq!(p.status, 401);
+    let (p, _) = send(admin, del(Some("s3cret"))).await;
+    assert_eq!(p.status, 200);
+    let (_, b) = send(addr, get(addr, "/up/x")).await;
+    assert!(echo(&b)["headers"].get("x-testbed").is_none());
+    assert!(!dir.join("up1.wasm").exists());
+}
+
+#[tokio::test]
+async fn a_bad_plugin_at_boot_refuses_to_start_naming_the_file_and_key() {
+    let dir = temp_dir("plugins-boot");
+    install_plugin(&dir, "typo", "testbed", "kind = \"inbound\"\nordr = 3\n");
+    let cfg = portcullis::Config::parse(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{}\"\n", dir.display()),
+        Path::new("."),
+    )
+    .expect("config");
+    let err = match portcullis::Gateway::start(cfg).await {
+        Ok(_) => panic!("must not start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("typo.toml") && err.contains("ordr"), "{err}");
+}
+
+#[tokio::test]
+async fn guest_logs_stdout_and_metrics_are_exported() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-metrics");
+    install_plugin(&dir, "printer", "testbed", "kind = \"inbound\"\n[config]\nmode = \"print\"\n");
+    let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for _ in 0..3 {
+        let (p, _) = send(addr, get(addr, "/up/x")).await;
+        assert_eq!(p.status, 200);
+    }
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(
+        sample(&m, "portcullis_plugin_guest_counter_total{plugin=\"printer\",name=\"prints\"}"),
+        Some(3.0)
+    );
+    assert_eq!(sample(&m, "portcullis_plugin_calls_total{plugin=\"printer\"}"), Some(3.0));
+    assert!(sample(&m, "portcullis_plugin_cpu_seconds_total{plugin=\"printer\"}") > Some(0.0));
+}
