@@ -134,7 +134,7 @@ async fn misbehaving_guests_are_contained_and_do_not_stall_other_requests() {
         );
     }
     let gw = gateway(
-        &config(up.addr, &dir, "quarantine_after = 1000\n"),
+        &config(up.addr, &dir, "quarantine_after = 1000\nmax_cpu_ms = 500\n"),
         Path::new("."),
     )
     .await;

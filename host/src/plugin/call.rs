@@ -87,9 +87,9 @@ impl Plugin {
                     FailureKind::CpuExceeded
                 } else if d.limiter.denied {
                     FailureKind::MemoryExceeded
-                } else if e
-                    .chain()
-                    .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+                } else if e.is::<wasmtime::PoolConcurrencyLimitError>()
+                    || e.chain()
+                        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
                 {
                     FailureKind::Overloaded
                 } else {
@@ -99,7 +99,10 @@ impl Plugin {
             }
             Err(_) => (
                 FailureKind::Timeout,
-                anyhow::anyhow!("call exceeded timeout_ms = {}", self.manifest.timeout.as_millis()),
+                wasmtime::Error::msg(format!(
+                    "call exceeded timeout_ms = {}",
+                    self.manifest.timeout.as_millis()
+                )),
             ),
         };
         let detail = match kind {
@@ -176,7 +179,7 @@ impl Plugin {
                     .data_mut()
                     .fanout
                     .take()
-                    .ok_or_else(|| anyhow::anyhow!("fan-out context lost"))?;
+                    .ok_or_else(|| wasmtime::Error::msg("fan-out context lost"))?;
                 Ok((resp, fanout))
             })
         })
@@ -194,7 +197,7 @@ impl Plugin {
             }
         };
         match tokio::time::timeout(self.manifest.timeout, fut).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(super::engine::wasm_err),
             Err(_) => anyhow::bail!("instantiation exceeded timeout_ms"),
         }
     }

@@ -65,19 +65,20 @@ impl WasmHost {
         wc.epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
             .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
-            .wasm_backtrace(true)
             // Reserve only what a memory may grow to: many gateways (and tests) can share
             // one address space without reserving terabytes.
             .memory_reservation(max_memory as u64)
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wc)?;
+        let engine = Engine::new(&wc).map_err(wasm_err)?;
 
         let mut linker: Linker<StoreData> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        filter::Filter::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)?;
-        upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
+        filter::Filter::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(wasm_err)?;
+        upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(wasm_err)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
@@ -142,11 +143,21 @@ impl WasmHost {
                 d.cpu_exceeded = true;
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            // Let other tasks on this worker run before continuing.
-            Ok(wasmtime::UpdateDeadline::Yield(1))
+            // Let other tasks on this worker run before continuing. tokio's `yield_now`
+            // defers the wake-up until the I/O driver has been polled, so sockets on this
+            // worker make progress too (a plain self-wake would starve the driver).
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         (store, Stdio { stdout, stderr })
     }
+}
+
+/// wasmtime has its own error type; at the edges we speak anyhow.
+pub fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
 }
 
 /// The guest's captured stdout and stderr for one call.
@@ -193,7 +204,7 @@ impl wasmtime::ResourceLimiter for MemLimiter {
         _current: usize,
         desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -207,7 +218,7 @@ impl wasmtime::ResourceLimiter for MemLimiter {
         _current: usize,
         desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

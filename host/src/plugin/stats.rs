@@ -179,7 +179,7 @@ impl PluginStats {
     }
 
     /// Logs a trap with its Wasm backtrace, at most once per second per plugin.
-    pub fn log_trap(&self, kind: FailureKind, err: &anyhow::Error) {
+    pub fn log_trap(&self, kind: FailureKind, err: &wasmtime::Error) {
         let now = Instant::now();
         {
             let mut last = self.last_trap_log.lock();
