@@ -73,7 +73,11 @@ impl Gateway {
             Duration::from_millis(cfg.admin.slow_request_ms),
         ));
         let plugins = match &cfg.plugins {
-            Some(p) => Some(PluginRuntime::start(p, &cfg.limits).await.context("starting the plugin runtime")?),
+            Some(p) => Some(
+                PluginRuntime::start(p, &cfg.limits)
+                    .await
+                    .context("starting the plugin runtime")?,
+            ),
             None => None,
         };
         let ctx = Arc::new(Ctx {
@@ -107,8 +111,9 @@ impl Gateway {
                             max_streams: l.http3_max_streams,
                             idle_timeout: Duration::from_millis(l.http3_idle_timeout_ms),
                         };
-                        let endpoint = server::h3::bind(&h3l)
-                            .with_context(|| format!("listener `{}` HTTP/3 on udp {addr}", l.name))?;
+                        let endpoint = server::h3::bind(&h3l).with_context(|| {
+                            format!("listener `{}` HTTP/3 on udp {addr}", l.name)
+                        })?;
                         tracing::info!(listener = %l.name, %addr, "serving HTTP/3 over QUIC");
                         alt_svc = http::HeaderValue::from_str(&format!(
                             "h3=\":{}\"; ma=86400",

@@ -80,7 +80,8 @@ impl Call {
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {

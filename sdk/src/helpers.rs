@@ -1,8 +1,8 @@
 //! Small conveniences over the generated types and host imports.
 
 use crate::types::{
-    Header, InboundAction, Priority, Rejection, Request, RequestChanges, Response,
-    ResponseChanges, ResponseHead,
+    Header, InboundAction, Priority, Rejection, Request, RequestChanges, Response, ResponseChanges,
+    ResponseHead,
 };
 
 pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
@@ -77,7 +77,7 @@ pub fn reject(status: u16, reason: &str) -> InboundAction {
 
 /// Builder for request or response changes.
 ///
-/// ```ignore
+/// ```text
 /// Changes::new().set_header("x-canary", "1").cluster("api-canary").inbound()
 /// ```
 #[derive(Debug, Default, Clone)]
@@ -96,7 +96,8 @@ impl Changes {
         Self::default()
     }
     pub fn set_header(mut self, name: &str, value: &str) -> Self {
-        self.set.push((name.to_ascii_lowercase(), value.to_string()));
+        self.set
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
     pub fn remove_header(mut self, name: &str) -> Self {

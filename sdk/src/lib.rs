@@ -8,7 +8,7 @@
 //! * [`Filter`] + [`export_filter!`]: a Zuul-style inbound or outbound filter.
 //! * [`Endpoint`] + [`export_endpoint!`]: an aggregate API that fans out to clusters.
 //!
-//! ```ignore
+//! ```text
 //! use portcullis_sdk::prelude::*;
 //!
 //! struct Hello;

@@ -28,10 +28,23 @@ async fn calls_run_concurrently_and_the_passport_shows_the_fanout() {
     let b = Upstream::start_fixed("b", 200, 100).await;
     let c = Upstream::start_fixed("c", 200, 100).await;
     let dir = temp_dir("ep-concurrent");
-    install_plugin(&dir, "fan", "fanout", &fan_manifest("clusters = \"a,b,c\"\npath = \"/x\"", ""));
-    install_plugin(&dir, "seq", "fanout", &fan_manifest("clusters = \"a,b,c\"\npath = \"/x\"\nsequential = true", ""));
-    let config = cfg(&[("a", a.addr), ("b", b.addr), ("c", c.addr)], &dir, "")
-        .replacen("[admin]\n", "[admin]\nslow_request_ms = 50\n", 1);
+    install_plugin(
+        &dir,
+        "fan",
+        "fanout",
+        &fan_manifest("clusters = \"a,b,c\"\npath = \"/x\"", ""),
+    );
+    install_plugin(
+        &dir,
+        "seq",
+        "fanout",
+        &fan_manifest("clusters = \"a,b,c\"\npath = \"/x\"\nsequential = true", ""),
+    );
+    let config = cfg(&[("a", a.addr), ("b", b.addr), ("c", c.addr)], &dir, "").replacen(
+        "[admin]\n",
+        "[admin]\nslow_request_ms = 50\n",
+        1,
+    );
     let config = config.replace(
         "[plugins]",
         "[[route]]\nname = \"seq\"\nmatch = { path_prefix = \"/seq\" }\nendpoint = \"seq\"\n[plugins]",
@@ -53,8 +66,14 @@ async fn calls_run_concurrently_and_the_passport_shows_the_fanout() {
     let (p, _) = send(addr, get(addr, "/seq")).await;
     let sequential = t0.elapsed();
     assert_eq!(p.status, 200);
-    assert!(concurrent < Duration::from_millis(250), "three 100 ms calls at once: {concurrent:?}");
-    assert!(sequential >= Duration::from_millis(300), "one after another: {sequential:?}");
+    assert!(
+        concurrent < Duration::from_millis(250),
+        "three 100 ms calls at once: {concurrent:?}"
+    );
+    assert!(
+        sequential >= Duration::from_millis(300),
+        "one after another: {sequential:?}"
+    );
 
     // The passport lists each call and counts the waiting as waiting, not overhead.
     let admin = gw.admin_addr();
@@ -68,10 +87,23 @@ async fn calls_run_concurrently_and_the_passport_shows_the_fanout() {
         .expect("fan passport (slow > 50 ms)");
     let calls = pp["calls"].as_array().expect("calls");
     assert_eq!(calls.len(), 3, "{pp}");
-    assert!(calls.iter().all(|c| c["status"] == 200 && c["endpoint"].is_string()));
-    let states: Vec<&str> = pp["states"].as_array().expect("states").iter().filter_map(|s| s["state"].as_str()).collect();
-    assert!(states.contains(&"ENDPOINT_START") && states.contains(&"FANOUT_CALL_END"), "{states:?}");
-    assert!(pp["overhead_us"].as_u64().expect("overhead") < 50_000, "{pp}");
+    assert!(calls
+        .iter()
+        .all(|c| c["status"] == 200 && c["endpoint"].is_string()));
+    let states: Vec<&str> = pp["states"]
+        .as_array()
+        .expect("states")
+        .iter()
+        .filter_map(|s| s["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"ENDPOINT_START") && states.contains(&"FANOUT_CALL_END"),
+        "{states:?}"
+    );
+    assert!(
+        pp["overhead_us"].as_u64().expect("overhead") < 50_000,
+        "{pp}"
+    );
 }
 
 #[tokio::test]
@@ -83,14 +115,24 @@ async fn per_call_timeout_unknown_cluster_and_fanout_cap() {
         &dir,
         "fan",
         "fanout",
-        &fan_manifest("clusters = \"fast,slow\"\npath = \"/x\"\ntimeout_ms = 150", "[fanout]\nmax_fanout = 3\n"),
+        &fan_manifest(
+            "clusters = \"fast,slow\"\npath = \"/x\"\ntimeout_ms = 150",
+            "[fanout]\nmax_fanout = 3\n",
+        ),
     );
-    let gw = gateway(&cfg(&[("fast", fast.addr), ("slow", slow.addr)], &dir, ""), Path::new(".")).await;
+    let gw = gateway(
+        &cfg(&[("fast", fast.addr), ("slow", slow.addr)], &dir, ""),
+        Path::new("."),
+    )
+    .await;
     let addr = gw.listener_addr("main").expect("listener");
 
     let t0 = Instant::now();
     let (p, b) = send(addr, get(addr, "/fan?cluster=nope")).await;
-    assert!(t0.elapsed() < Duration::from_millis(1000), "bounded by the call timeout");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "bounded by the call timeout"
+    );
     assert_eq!(p.status, 200);
     let v = json(&b);
     let r = v["results"].as_array().expect("results");
@@ -104,7 +146,10 @@ async fn per_call_timeout_unknown_cluster_and_fanout_cap() {
     let v = json(&b);
     assert!(v["results"].as_array().expect("r").len() == 3);
     let _ = before;
-    let over = fan_manifest("clusters = \"fast,fast,fast,fast\"\npath = \"/x\"", "[fanout]\nmax_fanout = 3\n");
+    let over = fan_manifest(
+        "clusters = \"fast,fast,fast,fast\"\npath = \"/x\"",
+        "[fanout]\nmax_fanout = 3\n",
+    );
     install_plugin(&dir, "fan", "fanout", &over);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before = fast.requests();
@@ -112,7 +157,11 @@ async fn per_call_timeout_unknown_cluster_and_fanout_cap() {
     let v = json(&b);
     let r = v["results"].as_array().expect("results");
     assert_eq!(r.len(), 4);
-    assert!(r.iter().all(|x| x["error"].as_str().unwrap_or("").contains("max_fanout")), "{v}");
+    assert!(
+        r.iter()
+            .all(|x| x["error"].as_str().unwrap_or("").contains("max_fanout")),
+        "{v}"
+    );
     assert_eq!(fast.requests(), before, "no call was made");
 }
 
@@ -120,9 +169,18 @@ async fn per_call_timeout_unknown_cluster_and_fanout_cap() {
 async fn the_request_deadline_bounds_the_whole_fanout() {
     let slow = Upstream::start_fixed("slow", 200, 3000).await;
     let dir = temp_dir("ep-deadline");
-    install_plugin(&dir, "fan", "fanout", &fan_manifest("clusters = \"slow\"\npath = \"/x\"\ntimeout_ms = 5000", ""));
+    install_plugin(
+        &dir,
+        "fan",
+        "fanout",
+        &fan_manifest("clusters = \"slow\"\npath = \"/x\"\ntimeout_ms = 5000", ""),
+    );
     let gw = gateway(
-        &cfg(&[("slow", slow.addr)], &dir, "timeouts = { request_deadline_ms = 300 }"),
+        &cfg(
+            &[("slow", slow.addr)],
+            &dir,
+            "timeouts = { request_deadline_ms = 300 }",
+        ),
         Path::new("."),
     )
     .await;
@@ -139,8 +197,18 @@ async fn the_request_deadline_bounds_the_whole_fanout() {
 async fn cpu_and_memory_limits_apply_to_endpoints() {
     let a = Upstream::start("a").await;
     let dir = temp_dir("ep-limits");
-    install_plugin(&dir, "fan", "fanout", &fan_manifest("mode = \"loop\"", "[limits]\ncpu_ms = 50\n"));
-    install_plugin(&dir, "mem", "fanout", &fan_manifest("mode = \"memory\"", "[limits]\nmemory_mb = 8\n"));
+    install_plugin(
+        &dir,
+        "fan",
+        "fanout",
+        &fan_manifest("mode = \"loop\"", "[limits]\ncpu_ms = 50\n"),
+    );
+    install_plugin(
+        &dir,
+        "mem",
+        "fanout",
+        &fan_manifest("mode = \"memory\"", "[limits]\nmemory_mb = 8\n"),
+    );
     let config = cfg(&[("a", a.addr)], &dir, "").replace(
         "[plugins]",
         "[[route]]\nname = \"mem\"\nmatch = { path_prefix = \"/mem\" }\nendpoint = \"mem\"\n[plugins]",
@@ -160,14 +228,32 @@ async fn cpu_and_memory_limits_apply_to_endpoints() {
 #[tokio::test]
 async fn home_degrades_failed_sections_and_forwards_context() {
     use portcullis_examples::{spawn, Behavior};
-    let profile = spawn("127.0.0.1:0", Behavior::from_env("profile", 0, 0.0)).await.expect("profile");
-    let recs = spawn("127.0.0.1:0", Behavior::from_env("recommendations", 0, 0.0)).await.expect("recs");
-    let ratings = spawn("127.0.0.1:0", Behavior::from_env("ratings", 0, 1.0)).await.expect("ratings");
-    let artwork = spawn("127.0.0.1:0", Behavior::from_env("artwork", 2000, 0.0)).await.expect("artwork");
+    let profile = spawn("127.0.0.1:0", Behavior::from_env("profile", 0, 0.0))
+        .await
+        .expect("profile");
+    let recs = spawn("127.0.0.1:0", Behavior::from_env("recommendations", 0, 0.0))
+        .await
+        .expect("recs");
+    let ratings = spawn("127.0.0.1:0", Behavior::from_env("ratings", 0, 1.0))
+        .await
+        .expect("ratings");
+    let artwork = spawn("127.0.0.1:0", Behavior::from_env("artwork", 2000, 0.0))
+        .await
+        .expect("artwork");
     let dir = temp_dir("ep-home");
-    install_plugin(&dir, "home", "home", "kind = \"endpoint\"\n[config]\ntimeout_ms = 200\n");
+    install_plugin(
+        &dir,
+        "home",
+        "home",
+        "kind = \"endpoint\"\n[config]\ntimeout_ms = 200\n",
+    );
     let config = cfg(
-        &[("profile", profile), ("recommendations", recs), ("ratings", ratings), ("artwork", artwork)],
+        &[
+            ("profile", profile),
+            ("recommendations", recs),
+            ("ratings", ratings),
+            ("artwork", artwork),
+        ],
         &dir,
         "",
     );
@@ -177,10 +263,26 @@ async fn home_degrades_failed_sections_and_forwards_context() {
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&b));
     let v = json(&b);
     assert_eq!(v["profile"]["user"], 2);
-    assert_eq!(v["recommendations"]["items"].as_array().map(|a| a.len()), Some(5));
-    assert_eq!(v["ratings"]["ratings"], serde_json::json!([]), "failed section defaulted");
-    assert_eq!(v["artwork"]["images"], serde_json::json!([]), "timed-out section defaulted");
-    let degraded: Vec<&str> = v["degraded"].as_array().expect("degraded").iter().filter_map(|d| d["section"].as_str()).collect();
+    assert_eq!(
+        v["recommendations"]["items"].as_array().map(|a| a.len()),
+        Some(5)
+    );
+    assert_eq!(
+        v["ratings"]["ratings"],
+        serde_json::json!([]),
+        "failed section defaulted"
+    );
+    assert_eq!(
+        v["artwork"]["images"],
+        serde_json::json!([]),
+        "timed-out section defaulted"
+    );
+    let degraded: Vec<&str> = v["degraded"]
+        .as_array()
+        .expect("degraded")
+        .iter()
+        .filter_map(|d| d["section"].as_str())
+        .collect();
     assert_eq!(degraded, ["ratings", "artwork"]);
     let (p, _) = send(addr, get(addr, "/api/home?user=abc")).await;
     assert_eq!(p.status, 400);

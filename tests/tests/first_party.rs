@@ -39,7 +39,12 @@ async fn env(plugins: &[(&str, &str, &str)]) -> Env {
     }
 }
 
-fn req(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Request<BoxBody> {
+fn req(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Request<BoxBody> {
     let mut b = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -86,7 +91,12 @@ async fn api_key_auth_rejects_missing_and_wrong_keys_and_sets_the_principal() {
     // A forged principal header is replaced.
     let (p, b) = send(
         e.addr,
-        req(e.addr, "GET", "/x", &[("x-api-key", "k-bbb"), ("x-portcullis-principal", "admin")]),
+        req(
+            e.addr,
+            "GET",
+            "/x",
+            &[("x-api-key", "k-bbb"), ("x-portcullis-principal", "admin")],
+        ),
     )
     .await;
     assert_eq!(p.status, 200);
@@ -101,20 +111,53 @@ async fn jwt_auth_checks_signature_expiry_issuer_and_audience() {
         "kind = \"inbound\"\n[config]\nmode = \"jwt\"\nsecret = \"topsecret\"\nissuer = \"https://id.example\"\naudience = \"gw\"\nleeway_s = 0\n",
     )])
     .await;
-    let good = jwt("topsecret", serde_json::json!({"sub": "user-7", "iss": "https://id.example", "aud": "gw", "exp": now() + 60}));
-    let (p, b) = send(e.addr, req(e.addr, "GET", "/x", &[("authorization", &format!("Bearer {good}"))])).await;
+    let good = jwt(
+        "topsecret",
+        serde_json::json!({"sub": "user-7", "iss": "https://id.example", "aud": "gw", "exp": now() + 60}),
+    );
+    let (p, b) = send(
+        e.addr,
+        req(
+            e.addr,
+            "GET",
+            "/x",
+            &[("authorization", &format!("Bearer {good}"))],
+        ),
+    )
+    .await;
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(echo(&b)["headers"]["x-portcullis-principal"], "user-7");
 
     let cases = [
-        jwt("wrong-secret", serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "gw", "exp": now() + 60})),
-        jwt("topsecret", serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "gw", "exp": now() - 10})),
-        jwt("topsecret", serde_json::json!({"sub": "u", "iss": "https://evil.example", "aud": "gw", "exp": now() + 60})),
-        jwt("topsecret", serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "other", "exp": now() + 60})),
+        jwt(
+            "wrong-secret",
+            serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "gw", "exp": now() + 60}),
+        ),
+        jwt(
+            "topsecret",
+            serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "gw", "exp": now() - 10}),
+        ),
+        jwt(
+            "topsecret",
+            serde_json::json!({"sub": "u", "iss": "https://evil.example", "aud": "gw", "exp": now() + 60}),
+        ),
+        jwt(
+            "topsecret",
+            serde_json::json!({"sub": "u", "iss": "https://id.example", "aud": "other", "exp": now() + 60}),
+        ),
         "not.a.jwt".to_string(),
     ];
     for (i, t) in cases.iter().enumerate() {
-        let (p, b) = send(e.addr, req(e.addr, "GET", "/x", &[("authorization", &format!("Bearer {t}"))])).await;
+        let (p, b) = send(
+            e.addr,
+            req(
+                e.addr,
+                "GET",
+                "/x",
+                &[("authorization", &format!("Bearer {t}"))],
+            ),
+        )
+        .await;
         assert_eq!(p.status, 401, "case {i}: {}", String::from_utf8_lossy(&b));
     }
     let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[])).await;
@@ -129,9 +172,22 @@ async fn canary_by_header_cookie_and_sticky_percentage() {
         "kind = \"inbound\"\n[config]\ncluster = \"canary\"\nheader = \"x-canary\"\nheader_value = \"1\"\ncookie = \"canary\"\npercent = 30\nsticky_header = \"x-user\"\n",
     )])
     .await;
-    let (_, b) = send(e.addr, req(e.addr, "GET", "/x", &[("x-canary", "1"), ("x-user", "u0")])).await;
+    let (_, b) = send(
+        e.addr,
+        req(e.addr, "GET", "/x", &[("x-canary", "1"), ("x-user", "u0")]),
+    )
+    .await;
     assert_eq!(echo(&b)["upstream"], "canary");
-    let (_, b) = send(e.addr, req(e.addr, "GET", "/x", &[("cookie", "a=b; canary=true"), ("x-user", "u0")])).await;
+    let (_, b) = send(
+        e.addr,
+        req(
+            e.addr,
+            "GET",
+            "/x",
+            &[("cookie", "a=b; canary=true"), ("x-user", "u0")],
+        ),
+    )
+    .await;
     assert_eq!(echo(&b)["upstream"], "canary");
     // The percentage is sticky per user and close to the configured share.
     let mut to_canary = 0;
@@ -139,12 +195,19 @@ async fn canary_by_header_cookie_and_sticky_percentage() {
         let user = format!("user-{u}");
         let (_, b1) = send(e.addr, req(e.addr, "GET", "/x", &[("x-user", &user)])).await;
         let (_, b2) = send(e.addr, req(e.addr, "GET", "/x", &[("x-user", &user)])).await;
-        assert_eq!(echo(&b1)["upstream"], echo(&b2)["upstream"], "sticky for {user}");
+        assert_eq!(
+            echo(&b1)["upstream"],
+            echo(&b2)["upstream"],
+            "sticky for {user}"
+        );
         if echo(&b1)["upstream"] == "canary" {
             to_canary += 1;
         }
     }
-    assert!((15..=45).contains(&to_canary), "about 30% to canary: {to_canary}");
+    assert!(
+        (15..=45).contains(&to_canary),
+        "about 30% to canary: {to_canary}"
+    );
     assert!(e.canary.requests() > 0);
 }
 
@@ -152,29 +215,63 @@ async fn canary_by_header_cookie_and_sticky_percentage() {
 async fn cors_answers_preflight_and_decorates_responses() {
     let cfg = "[config]\norigins = [\"https://app.example\"]\nmethods = [\"GET\", \"POST\"]\nheaders = [\"authorization\"]\nmax_age = 300\n";
     let e = env(&[
-        ("cors-preflight", "cors", &format!("kind = \"inbound\"\n{cfg}")),
+        (
+            "cors-preflight",
+            "cors",
+            &format!("kind = \"inbound\"\n{cfg}"),
+        ),
         ("cors", "cors", &format!("kind = \"outbound\"\n{cfg}")),
     ])
     .await;
     let (p, _) = send(
         e.addr,
-        req(e.addr, "OPTIONS", "/x", &[("origin", "https://app.example"), ("access-control-request-method", "POST")]),
+        req(
+            e.addr,
+            "OPTIONS",
+            "/x",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        ),
     )
     .await;
     assert_eq!(p.status, 204);
-    assert_eq!(header(&p, "access-control-allow-origin"), "https://app.example");
+    assert_eq!(
+        header(&p, "access-control-allow-origin"),
+        "https://app.example"
+    );
     assert_eq!(header(&p, "access-control-allow-methods"), "GET, POST");
     assert_eq!(header(&p, "access-control-max-age"), "300");
     let (p, _) = send(
         e.addr,
-        req(e.addr, "OPTIONS", "/x", &[("origin", "https://evil.example"), ("access-control-request-method", "POST")]),
+        req(
+            e.addr,
+            "OPTIONS",
+            "/x",
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        ),
     )
     .await;
     assert_eq!(p.status, 403);
-    let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[("origin", "https://app.example")])).await;
+    let (p, _) = send(
+        e.addr,
+        req(e.addr, "GET", "/x", &[("origin", "https://app.example")]),
+    )
+    .await;
     assert_eq!(p.status, 200);
-    assert_eq!(header(&p, "access-control-allow-origin"), "https://app.example");
-    let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[("origin", "https://evil.example")])).await;
+    assert_eq!(
+        header(&p, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    let (p, _) = send(
+        e.addr,
+        req(e.addr, "GET", "/x", &[("origin", "https://evil.example")]),
+    )
+    .await;
     assert_eq!(header(&p, "access-control-allow-origin"), "");
 }
 
@@ -201,7 +298,10 @@ async fn guard_refuses_methods_and_oversized_bodies_and_headers_are_injected() {
     assert_eq!(header(&p, "strict-transport-security"), "max-age=600");
     let m = metrics(e.gw.admin_addr()).await;
     assert_eq!(
-        sample(&m, "portcullis_plugin_guest_counter_total{plugin=\"guard\",name=\"rejected_method\"}"),
+        sample(
+            &m,
+            "portcullis_plugin_guest_counter_total{plugin=\"guard\",name=\"rejected_method\"}"
+        ),
         Some(1.0)
     );
 }

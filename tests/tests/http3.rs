@@ -65,13 +65,16 @@ async fn tls_get(
         .body(body(""))
         .expect("request");
     let resp = if alpn == b"h2" {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2");
+        let (mut tx, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .expect("h2");
         tokio::spawn(conn);
         tx.send_request(req).await.expect("response")
     } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("h1");
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("h1");
         tokio::spawn(conn);
         tx.send_request(req).await.expect("response")
     };
@@ -85,8 +88,18 @@ async fn http3_serves_the_same_answers_as_h1_and_h2_and_is_advertised() {
     let a = Upstream::start("a").await;
     let dir = temp_dir("h3");
     let der = write_cert(&dir, "site", &["localhost"]);
-    install_plugin(&dir, "tag", "add-header", "kind = \"outbound\"\n[config]\nset = { \"x-tag\" = \"filtered\" }\n");
-    install_plugin(&dir, "fan", "fanout", "kind = \"endpoint\"\n[config]\nclusters = \"a\"\npath = \"/a/x\"\n");
+    install_plugin(
+        &dir,
+        "tag",
+        "add-header",
+        "kind = \"outbound\"\n[config]\nset = { \"x-tag\" = \"filtered\" }\n",
+    );
+    install_plugin(
+        &dir,
+        "fan",
+        "fanout",
+        "kind = \"endpoint\"\n[config]\nclusters = \"a\"\npath = \"/a/x\"\n",
+    );
     let cfg = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\nhttp3 = true\ntls = {{ cert = \"site.crt\", key = \"site.key\" }}\n\
          [[cluster]]\nname = \"a\"\nendpoints = [\"{}\"]\n\
@@ -104,7 +117,11 @@ async fn http3_serves_the_same_answers_as_h1_and_h2_and_is_advertised() {
     assert_eq!((s1.as_u16(), s2.as_u16(), s3.as_u16()), (200, 200, 200));
     let path = |b: &[u8]| {
         let v: serde_json::Value = serde_json::from_slice(b).expect("json");
-        (v["upstream"].clone(), v["path"].clone(), v["method"].clone())
+        (
+            v["upstream"].clone(),
+            v["path"].clone(),
+            v["method"].clone(),
+        )
     };
     assert_eq!(path(&b1), path(&b3));
     assert_eq!(path(&b2), path(&b3));
@@ -128,5 +145,8 @@ async fn http3_serves_the_same_answers_as_h1_and_h2_and_is_advertised() {
 
     // The protocol is a label in the metrics.
     let m = metrics(gw.admin_addr()).await;
-    assert!(sample(&m, "portcullis_requests_by_protocol_total{protocol=\"h3\"}") >= Some(2.0), "h3 label in metrics");
+    assert!(
+        sample(&m, "portcullis_requests_by_protocol_total{protocol=\"h3\"}") >= Some(2.0),
+        "h3 label in metrics"
+    );
 }

@@ -63,7 +63,11 @@ async fn inbound_filters_change_requests_in_order_and_outbound_filters_see_metad
     assert_eq!(header(&p, "x-testbed-meta"), "second");
     assert_eq!(header(&p, "x-testbed-out"), "200");
     assert_eq!(header(&p, "x-frame-options"), "DENY");
-    assert_eq!(header(&p, "x-upstream"), "", "removed by the outbound filter");
+    assert_eq!(
+        header(&p, "x-upstream"),
+        "",
+        "removed by the outbound filter"
+    );
 
     // A filter whose match does not apply is skipped without entering Wasm.
     let m = metrics(gw.admin_addr()).await;
@@ -82,15 +86,26 @@ async fn respond_reject_and_cluster_override() {
     let up = Upstream::start("up").await;
     let other = Upstream::start("other-up").await;
     let dir = temp_dir("plugins-respond");
-    install_plugin(&dir, "answer", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/answer\"\n[config]\nmode = \"respond\"\n");
-    install_plugin(&dir, "deny", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/deny\"\n[config]\nmode = \"reject\"\n");
-    install_plugin(&dir, "move", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/move\"\n[config]\nmode = \"ok\"\ncluster = \"elsewhere\"\n");
-    let cfg = config(
-        up.addr,
+    install_plugin(
         &dir,
-        "",
-    )
-    .replace("[plugins]", &format!("[[cluster]]\nname = \"elsewhere\"\nendpoints = [\"{}\"]\n[plugins]", other.addr));
+        "answer",
+        "testbed",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/answer\"\n[config]\nmode = \"respond\"\n",
+    );
+    install_plugin(
+        &dir,
+        "deny",
+        "testbed",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/deny\"\n[config]\nmode = \"reject\"\n",
+    );
+    install_plugin(&dir, "move", "testbed", "kind = \"inbound\"\n[match]\npath_prefix = \"/move\"\n[config]\nmode = \"ok\"\ncluster = \"elsewhere\"\n");
+    let cfg = config(up.addr, &dir, "").replace(
+        "[plugins]",
+        &format!(
+            "[[cluster]]\nname = \"elsewhere\"\nendpoints = [\"{}\"]\n[plugins]",
+            other.addr
+        ),
+    );
     let gw = gateway(&cfg, Path::new(".")).await;
     let addr = gw.listener_addr("main").expect("listener");
 
@@ -154,26 +169,49 @@ async fn misbehaving_guests_are_contained_and_do_not_stall_other_requests() {
         assert_eq!(p.status, 200, "{mode}: the good request is served");
         let ((p, b), bad_took) = bad.await.expect("bad request task");
         assert!(p.status.is_server_error(), "{mode}: {}", p.status);
-        assert_eq!(header(&p, "portcullis-error"), code, "{mode}: {}", String::from_utf8_lossy(&b));
-        assert!(bad_took < Duration::from_millis(1500), "{mode}: stopped in time ({bad_took:?})");
+        assert_eq!(
+            header(&p, "portcullis-error"),
+            code,
+            "{mode}: {}",
+            String::from_utf8_lossy(&b)
+        );
+        assert!(
+            bad_took < Duration::from_millis(1500),
+            "{mode}: stopped in time ({bad_took:?})"
+        );
         if mode == "loop" {
             // The loop ran its whole 200 ms budget; the good request did not wait for it.
             assert!(bad_took >= Duration::from_millis(150), "{bad_took:?}");
-            assert!(good_took < Duration::from_millis(150), "good request stalled {good_took:?}");
+            assert!(
+                good_took < Duration::from_millis(150),
+                "good request stalled {good_took:?}"
+            );
         }
         let (_, passports) = send(admin, get(admin, "/admin/passports")).await;
         let text = String::from_utf8_lossy(&passports);
-        assert!(text.contains(state), "{mode}: passport shows {state}: {text}");
+        assert!(
+            text.contains(state),
+            "{mode}: passport shows {state}: {text}"
+        );
         let m = metrics(admin).await;
         let kind = code.trim_start_matches("plugin-");
         assert!(
-            sample(&m, &format!("portcullis_plugin_failures_total{{plugin=\"bad-{mode}\",kind=\"{kind}\"}}")) >= Some(1.0),
+            sample(
+                &m,
+                &format!(
+                    "portcullis_plugin_failures_total{{plugin=\"bad-{mode}\",kind=\"{kind}\"}}"
+                )
+            ) >= Some(1.0),
             "{mode}: failure metric"
         );
     }
     // Memory high-water is reported and bounded by the limit.
     let m = metrics(admin).await;
-    let hw = sample(&m, "portcullis_plugin_memory_high_water_bytes{plugin=\"bad-memory\"}").expect("hw");
+    let hw = sample(
+        &m,
+        "portcullis_plugin_memory_high_water_bytes{plugin=\"bad-memory\"}",
+    )
+    .expect("hw");
     assert!(hw > 1e6 && hw <= 16.0 * 1024.0 * 1024.0, "{hw}");
 }
 
@@ -192,18 +230,37 @@ async fn fail_open_skips_a_broken_filter_and_fail_closed_refuses() {
     let (p, _) = send(addr, get(addr, "/up/closed")).await;
     assert_eq!(p.status, 500);
     assert_eq!(header(&p, "portcullis-error"), "plugin-trap");
-    assert_eq!(up.requests(), 1, "only the fail_open request reached the upstream");
+    assert_eq!(
+        up.requests(),
+        1,
+        "only the fail_open request reached the upstream"
+    );
     let m = metrics(gw.admin_addr()).await;
-    assert_eq!(sample(&m, "portcullis_plugin_failures_total{plugin=\"open\",kind=\"trap\"}"), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_plugin_failures_total{plugin=\"open\",kind=\"trap\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn repeated_traps_quarantine_with_backoff_then_probe_again() {
     let up = Upstream::start("up").await;
     let dir = temp_dir("plugins-quarantine");
-    install_plugin(&dir, "flaky", "testbed", "kind = \"inbound\"\n[config]\nmode = \"trap\"\n");
+    install_plugin(
+        &dir,
+        "flaky",
+        "testbed",
+        "kind = \"inbound\"\n[config]\nmode = \"trap\"\n",
+    );
     let gw = gateway(
-        &config(up.addr, &dir, "quarantine_after = 2\nquarantine_base_ms = 400\n"),
+        &config(
+            up.addr,
+            &dir,
+            "quarantine_after = 2\nquarantine_base_ms = 400\n",
+        ),
         Path::new("."),
     )
     .await;
@@ -215,7 +272,11 @@ async fn repeated_traps_quarantine_with_backoff_then_probe_again() {
     let (p, _) = send(addr, get(addr, "/up/x")).await;
     assert_eq!(p.status, 503);
     assert_eq!(header(&p, "portcullis-error"), "plugin-quarantined");
-    let (_, b) = send(gw.admin_addr(), get(gw.admin_addr(), "/admin/plugins/flaky")).await;
+    let (_, b) = send(
+        gw.admin_addr(),
+        get(gw.admin_addr(), "/admin/plugins/flaky"),
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
     assert_eq!(v["state"], "quarantined", "{v}");
     tokio::time::sleep(Duration::from_millis(450)).await;
@@ -255,7 +316,10 @@ async fn hot_reload_under_load_swaps_versions_without_failures_and_unloads_delet
                     .expect("body")
                     .to_bytes();
                 let v = if status == 200 {
-                    echo(&b)["headers"]["x-testbed"].as_str().unwrap_or("none").to_string()
+                    echo(&b)["headers"]["x-testbed"]
+                        .as_str()
+                        .unwrap_or("none")
+                        .to_string()
                 } else {
                     format!("status {status}")
                 };
@@ -277,7 +341,10 @@ async fn hot_reload_under_load_swaps_versions_without_failures_and_unloads_delet
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let switched = switched.expect("v2 served");
-    assert!(switched < Duration::from_secs(2), "served within 2 s: {switched:?}");
+    assert!(
+        switched < Duration::from_secs(2),
+        "served within 2 s: {switched:?}"
+    );
 
     // A broken version never replaces the working one.
     install_plugin_bytes(&dir, "ver", b"\0asm garbage", &manifest("v3"));
@@ -287,7 +354,10 @@ async fn hot_reload_under_load_swaps_versions_without_failures_and_unloads_delet
     let (_, b) = send(gw.admin_addr(), get(gw.admin_addr(), "/admin/plugins/ver")).await;
     let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
     assert_eq!(v["state"], "loaded-with-failed-update", "{v}");
-    assert!(v["last_error"].as_str().unwrap_or("").contains("ver.wasm"), "{v}");
+    assert!(
+        v["last_error"].as_str().unwrap_or("").contains("ver.wasm"),
+        "{v}"
+    );
     let m = metrics(gw.admin_addr()).await;
     assert!(sample(&m, "portcullis_plugin_reloads_total{result=\"failed\"}") >= Some(1.0));
 
@@ -299,7 +369,10 @@ async fn hot_reload_under_load_swaps_versions_without_failures_and_unloads_delet
         assert!(
             seen.iter().all(|s| s == "v1" || s == "v2"),
             "every request served by one version or the other: {:?}",
-            seen.iter().filter(|s| *s != "v1" && *s != "v2").take(3).collect::<Vec<_>>()
+            seen.iter()
+                .filter(|s| *s != "v1" && *s != "v2")
+                .take(3)
+                .collect::<Vec<_>>()
         );
     }
     assert!(total > 20, "load ran ({total} requests)");
@@ -336,7 +409,11 @@ where
 async fn admin_upload_needs_the_token_validates_and_deletes() {
     let up = Upstream::start("up").await;
     let dir = temp_dir("plugins-admin");
-    let gw = gateway(&config(up.addr, &dir, "max_upload_bytes = 8388608\n"), Path::new(".")).await;
+    let gw = gateway(
+        &config(up.addr, &dir, "max_upload_bytes = 8388608\n"),
+        Path::new("."),
+    )
+    .await;
     let addr = gw.listener_addr("main").expect("listener");
     let admin = gw.admin_addr();
     let wasm = std::fs::read(guest("testbed")).expect("guest");
@@ -356,11 +433,19 @@ async fn admin_upload_needs_the_token_validates_and_deletes() {
     };
     let (p, _) = send(admin, put(None, &[("manifest", manifest), ("wasm", &wasm)])).await;
     assert_eq!(p.status, 401);
-    let (p, _) = send(admin, put(Some("wrong"), &[("manifest", manifest), ("wasm", &wasm)])).await;
+    let (p, _) = send(
+        admin,
+        put(Some("wrong"), &[("manifest", manifest), ("wasm", &wasm)]),
+    )
+    .await;
     assert_eq!(p.status, 401);
     assert!(!dir.join("up1.wasm").exists());
 
-    let (p, b) = send(admin, put(Some("s3cret"), &[("manifest", manifest), ("wasm", &wasm)])).await;
+    let (p, b) = send(
+        admin,
+        put(Some("s3cret"), &[("manifest", manifest), ("wasm", &wasm)]),
+    )
+    .await;
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&b));
     let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
     assert_eq!(v["state"], "loaded");
@@ -370,11 +455,27 @@ async fn admin_upload_needs_the_token_validates_and_deletes() {
     assert_eq!(echo(&b)["headers"]["x-testbed"], "uploaded");
 
     // A broken upload is refused and the working version keeps serving.
-    let (p, b) = send(admin, put(Some("s3cret"), &[("manifest", manifest), ("wasm", b"not wasm")])).await;
+    let (p, b) = send(
+        admin,
+        put(
+            Some("s3cret"),
+            &[("manifest", manifest), ("wasm", b"not wasm")],
+        ),
+    )
+    .await;
     assert_eq!(p.status, 422, "{}", String::from_utf8_lossy(&b));
     let (p, _) = send(
         admin,
-        put(Some("s3cret"), &[("manifest", b"kind = \"inbound\"\n[limits]\ncpu_ms = 999999\n"), ("wasm", &wasm)]),
+        put(
+            Some("s3cret"),
+            &[
+                (
+                    "manifest",
+                    b"kind = \"inbound\"\n[limits]\ncpu_ms = 999999\n",
+                ),
+                ("wasm", &wasm),
+            ],
+        ),
     )
     .await;
     assert_eq!(p.status, 422);
@@ -382,7 +483,13 @@ async fn admin_upload_needs_the_token_validates_and_deletes() {
     assert_eq!(echo(&b)["headers"]["x-testbed"], "uploaded");
     let (_, b) = send(admin, get(admin, "/admin/plugins")).await;
     let list: serde_json::Value = serde_json::from_slice(&b).expect("json");
-    assert!(list[0]["last_error"].as_str().unwrap_or("").contains("cpu_ms"), "{list}");
+    assert!(
+        list[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cpu_ms"),
+        "{list}"
+    );
 
     // Delete needs the token too.
     let del = |token: Option<&str>| {
@@ -424,7 +531,12 @@ async fn a_bad_plugin_at_boot_refuses_to_start_naming_the_file_and_key() {
 async fn guest_logs_stdout_and_metrics_are_exported() {
     let up = Upstream::start("up").await;
     let dir = temp_dir("plugins-metrics");
-    install_plugin(&dir, "printer", "testbed", "kind = \"inbound\"\n[config]\nmode = \"print\"\n");
+    install_plugin(
+        &dir,
+        "printer",
+        "testbed",
+        "kind = \"inbound\"\n[config]\nmode = \"print\"\n",
+    );
     let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
     let addr = gw.listener_addr("main").expect("listener");
     for _ in 0..3 {
@@ -433,9 +545,20 @@ async fn guest_logs_stdout_and_metrics_are_exported() {
     }
     let m = metrics(gw.admin_addr()).await;
     assert_eq!(
-        sample(&m, "portcullis_plugin_guest_counter_total{plugin=\"printer\",name=\"prints\"}"),
+        sample(
+            &m,
+            "portcullis_plugin_guest_counter_total{plugin=\"printer\",name=\"prints\"}"
+        ),
         Some(3.0)
     );
-    assert_eq!(sample(&m, "portcullis_plugin_calls_total{plugin=\"printer\"}"), Some(3.0));
-    assert!(sample(&m, "portcullis_plugin_cpu_seconds_total{plugin=\"printer\"}") > Some(0.0));
+    assert_eq!(
+        sample(&m, "portcullis_plugin_calls_total{plugin=\"printer\"}"),
+        Some(3.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "portcullis_plugin_cpu_seconds_total{plugin=\"printer\"}"
+        ) > Some(0.0)
+    );
 }

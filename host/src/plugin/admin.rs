@@ -92,12 +92,15 @@ fn list(reg: &Registry) -> Vec<PluginView> {
         .collect()
 }
 
-fn authorized(reg: &Registry, req: &Request<hyper::body::Incoming>) -> Result<(), Response<Full<Bytes>>> {
+fn authorized(
+    reg: &Registry,
+    req: &Request<hyper::body::Incoming>,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
     let Some(token) = reg.cfg.admin_token.as_deref() else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "plugin uploads are disabled: set [plugins] admin_token",
-        ));
+        )));
     };
     let given = req
         .headers()
@@ -112,7 +115,7 @@ fn authorized(reg: &Registry, req: &Request<hyper::body::Incoming>) -> Result<()
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
-            Err(r)
+            Err(Box::new(r))
         }
     }
 }
@@ -124,10 +127,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn handle(
-    reg: &Registry,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+pub async fn handle(reg: &Registry, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let name = path
         .strip_prefix("/admin/plugins")
@@ -142,7 +142,7 @@ pub async fn handle(
         },
         (Method::PUT, false) => {
             if let Err(r) = authorized(reg, &req) {
-                return r;
+                return *r;
             }
             if !valid_name(&name) {
                 return error(
@@ -154,7 +154,7 @@ pub async fn handle(
         }
         (Method::DELETE, false) => {
             if let Err(r) = authorized(reg, &req) {
-                return r;
+                return *r;
             }
             match reg.remove(&name) {
                 Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
@@ -191,7 +191,10 @@ async fn upload(
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("upload larger than [plugins] max_upload_bytes ({} bytes)", reg.cfg.max_upload_bytes),
+                format!(
+                    "upload larger than [plugins] max_upload_bytes ({} bytes)",
+                    reg.cfg.max_upload_bytes
+                ),
             )
         }
     };
@@ -205,7 +208,9 @@ async fn upload(
                 let field = f.name().map(str::to_owned);
                 let data = match f.bytes().await {
                     Ok(d) => d,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}"))
+                    }
                 };
                 match field.as_deref() {
                     Some("wasm") => wasm = Some(data),
@@ -218,10 +223,16 @@ async fn upload(
         }
     }
     let (Some(wasm), Some(manifest)) = (wasm, manifest) else {
-        return error(StatusCode::BAD_REQUEST, "both parts `manifest` and `wasm` are required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "both parts `manifest` and `wasm` are required",
+        );
     };
     if wasm.len() > reg.cfg.max_upload_bytes {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "wasm larger than [plugins] max_upload_bytes");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "wasm larger than [plugins] max_upload_bytes",
+        );
     }
     let Ok(manifest) = String::from_utf8(manifest.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "manifest is not UTF-8");
@@ -233,14 +244,20 @@ async fn upload(
         return error(StatusCode::UNPROCESSABLE_ENTITY, e);
     }
     if let Err(e) = reg.write(name, &wasm, &manifest) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("writing plugin files: {e}"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing plugin files: {e}"),
+        );
     }
     match reg.rescan(false).await {
         Ok(errors) => match errors.into_iter().find(|(n, _)| n == name) {
             Some((_, e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
             None => match list(reg).into_iter().find(|p| p.name == name) {
                 Some(v) => json(StatusCode::OK, &v),
-                None => error(StatusCode::INTERNAL_SERVER_ERROR, "plugin vanished after upload"),
+                None => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "plugin vanished after upload",
+                ),
             },
         },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),

@@ -24,5 +24,5 @@ pub mod endpoint {
     });
 }
 
-pub use filter::portcullis::plugin::types;
 pub use endpoint::portcullis::plugin::upstream;
+pub use filter::portcullis::plugin::types;

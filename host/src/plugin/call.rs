@@ -73,10 +73,8 @@ impl Plugin {
         let waited = d.fanout.as_ref().map(|f| f.waited()).unwrap_or_default();
         self.stats
             .record_call(elapsed.saturating_sub(waited), d.limiter.high_water);
-        self.stats
-            .guest_output("stdout", &stdio.stdout.contents());
-        self.stats
-            .guest_output("stderr", &stdio.stderr.contents());
+        self.stats.guest_output("stdout", &stdio.stdout.contents());
+        self.stats.guest_output("stderr", &stdio.stderr.contents());
         let (kind, err) = match res {
             Ok(Ok(r)) => {
                 self.stats.record_success();

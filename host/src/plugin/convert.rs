@@ -144,7 +144,9 @@ pub fn apply_request(
         .iter()
         .any(|(k, v)| k.len() > MAX_METADATA_LEN || v.len() > MAX_METADATA_LEN)
     {
-        return Err(format!("metadata key or value over {MAX_METADATA_LEN} bytes"));
+        return Err(format!(
+            "metadata key or value over {MAX_METADATA_LEN} bytes"
+        ));
     }
     let mut headers = parts.headers.clone();
     edit_headers(&mut headers, ch.remove_headers, ch.set_headers, limits)?;

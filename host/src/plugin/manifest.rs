@@ -141,7 +141,12 @@ impl Manifest {
                 None => default.min(ceiling),
             }
         };
-        let cpu_ms = check("cpu_ms", raw.limits.cpu_ms, DEFAULT_CPU_MS, ceilings.max_cpu_ms);
+        let cpu_ms = check(
+            "cpu_ms",
+            raw.limits.cpu_ms,
+            DEFAULT_CPU_MS,
+            ceilings.max_cpu_ms,
+        );
         let memory_mb = check(
             "memory_mb",
             raw.limits.memory_mb,
@@ -253,7 +258,10 @@ mod tests {
     fn ceilings_and_unknown_keys_are_errors() {
         let e = Manifest::parse("kind='inbound'\n[limits]\ncpu_ms=100000\n", &ceilings())
             .expect_err("over ceiling");
-        assert!(e.contains("limits.cpu_ms") && e.contains("max_cpu_ms"), "{e}");
+        assert!(
+            e.contains("limits.cpu_ms") && e.contains("max_cpu_ms"),
+            "{e}"
+        );
         let e = Manifest::parse("kind='inbound'\nordr=1\n", &ceilings()).expect_err("typo");
         assert!(e.contains("ordr"), "{e}");
         let e = Manifest::parse("kind='sideways'\n", &ceilings()).expect_err("kind");

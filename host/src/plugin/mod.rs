@@ -365,12 +365,18 @@ impl Chain {
         })
     }
 
-    fn bad_output(&self, p: &Plugin, why: String, passport: &mut Passport) -> Option<PluginFailure> {
+    fn bad_output(
+        &self,
+        p: &Plugin,
+        why: String,
+        passport: &mut Passport,
+    ) -> Option<PluginFailure> {
         let fail = call::CallFail {
             kind: FailureKind::BadOutput,
             detail: why,
         };
-        p.stats.record_failure(fail.kind, &fail.detail, &self.policy);
+        p.stats
+            .record_failure(fail.kind, &fail.detail, &self.policy);
         self.failed(p, fail, passport)
     }
 }
@@ -398,10 +404,7 @@ impl PluginRuntime {
         limits: &config::Limits,
     ) -> anyhow::Result<Arc<PluginRuntime>> {
         if !cfg.dir.is_dir() {
-            anyhow::bail!(
-                "plugins.dir: `{}` is not a directory",
-                cfg.dir.display()
-            );
+            anyhow::bail!("plugins.dir: `{}` is not a directory", cfg.dir.display());
         }
         let host = Arc::new(WasmHost::new(cfg)?);
         let registry = Arc::new(Registry::new(cfg, limits, host));

@@ -129,8 +129,8 @@ impl Registry {
         wasm: Vec<u8>,
         manifest_text: &str,
     ) -> Result<Arc<Plugin>, String> {
-        let manifest = Manifest::parse(manifest_text, &self.cfg)
-            .map_err(|e| format!("{name}.toml: {e}"))?;
+        let manifest =
+            Manifest::parse(manifest_text, &self.cfg).map_err(|e| format!("{name}.toml: {e}"))?;
         let version = version_hash(&wasm, manifest_text.as_bytes())[..16].to_string();
         let digest: [u8; 32] = Sha256::digest(&wasm).into();
         let cached = self
@@ -155,15 +155,15 @@ impl Registry {
                 c
             }
         };
-        let ipre = self
-            .host
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("{name}.wasm: imports something the gateway does not provide: {e:#}"))?;
+        let ipre = self.host.linker.instantiate_pre(&component).map_err(|e| {
+            format!("{name}.wasm: imports something the gateway does not provide: {e:#}")
+        })?;
         let pre = match manifest.kind {
             Kind::Inbound | Kind::Outbound => super::bindings::filter::FilterPre::new(ipre)
                 .map(Pre::Filter)
-                .map_err(|e| format!("{name}.wasm: does not implement the `filter` world: {e:#}"))?,
+                .map_err(|e| {
+                    format!("{name}.wasm: does not implement the `filter` world: {e:#}")
+                })?,
             Kind::Endpoint => super::bindings::endpoint::EndpointPre::new(ipre)
                 .map(Pre::Endpoint)
                 .map_err(|e| {

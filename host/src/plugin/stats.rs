@@ -135,8 +135,10 @@ impl PluginStats {
 
     pub fn record_call(&self, cpu: Duration, memory: usize) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.cpu_ns
-            .fetch_add(cpu.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.cpu_ns.fetch_add(
+            cpu.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
         self.memory_high_water
             .fetch_max(memory as u64, Ordering::Relaxed);
     }
@@ -309,7 +311,11 @@ impl PluginStats {
     pub fn render(&self, out: &mut String) {
         let n = &self.name;
         let s = self.snapshot();
-        let _ = writeln!(out, "portcullis_plugin_calls_total{{plugin=\"{n}\"}} {}", s.calls);
+        let _ = writeln!(
+            out,
+            "portcullis_plugin_calls_total{{plugin=\"{n}\"}} {}",
+            s.calls
+        );
         for (k, v) in &s.failures {
             let _ = writeln!(
                 out,
@@ -422,7 +428,10 @@ mod tests {
         s.guest_counter("bad name\"}", 1);
         let mut out = String::new();
         s.render(&mut out);
-        assert_eq!(out.matches("portcullis_plugin_guest_counter_total").count(), 64);
+        assert_eq!(
+            out.matches("portcullis_plugin_guest_counter_total").count(),
+            64
+        );
         assert!(out.contains("portcullis_plugin_guest_metrics_dropped_total{plugin=\"p\"} 37"));
     }
 }

@@ -169,7 +169,15 @@ async fn one_call(
         start,
         end: start,
     };
-    let res = dispatch(&ctx, call, request_deadline, max_response_bytes, priority, &mut rec).await;
+    let res = dispatch(
+        &ctx,
+        call,
+        request_deadline,
+        max_response_bytes,
+        priority,
+        &mut rec,
+    )
+    .await;
     rec.end = Instant::now();
     match &res {
         Ok(r) => rec.status = Some(r.status),
@@ -190,10 +198,12 @@ async fn dispatch(
         return Err(CallError::UnknownCluster);
     };
     if call.timeout_ms == 0 {
-        return Err(CallError::LimitExceeded("timeout-ms must be greater than 0".into()));
+        return Err(CallError::LimitExceeded(
+            "timeout-ms must be greater than 0".into(),
+        ));
     }
-    let deadline = (Instant::now() + Duration::from_millis(u64::from(call.timeout_ms)))
-        .min(request_deadline);
+    let deadline =
+        (Instant::now() + Duration::from_millis(u64::from(call.timeout_ms))).min(request_deadline);
     let method = Method::from_bytes(call.method.as_bytes())
         .map_err(|_| CallError::LimitExceeded(format!("invalid method `{}`", call.method)))?;
     let path: http::uri::PathAndQuery = call
@@ -246,7 +256,11 @@ async fn dispatch(
         let ep = &cluster.endpoints[ei];
         rec.endpoint = Some(ep.addr.to_string());
         let inflight = cluster.stats[ei].begin();
-        let mut conn = match ep.pool.acquire((Instant::now() + connect).min(deadline)).await {
+        let mut conn = match ep
+            .pool
+            .acquire((Instant::now() + connect).min(deadline))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 inflight.finish(Outcome {

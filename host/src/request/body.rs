@@ -77,7 +77,7 @@ pub struct BodyError(&'static str);
 /// trait object: no allocation per request, and the h1/h2 path stays a direct call.
 pub enum ClientBody {
     Hyper(Incoming),
-    H3(crate::server::h3::H3Body),
+    H3(Box<crate::server::h3::H3Body>),
 }
 
 impl Body for ClientBody {
@@ -92,7 +92,7 @@ impl Body for ClientBody {
             ClientBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
-            ClientBody::H3(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H3(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 

@@ -164,7 +164,8 @@ pub async fn handle(
 ) -> Result<Response<RespBody>, Infallible> {
     let mut resp = handle_any(ctx, conn.clone(), req.map(ClientBody::Hyper)).await;
     if let Some(alt) = &conn.alt_svc {
-        resp.headers_mut().insert(http::header::ALT_SVC, alt.clone());
+        resp.headers_mut()
+            .insert(http::header::ALT_SVC, alt.clone());
     }
     Ok(resp)
 }

@@ -80,8 +80,8 @@ pub fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
     let mut crypto = (*l.tls).clone();
     crypto.alpn_protocols = vec![b"h3".to_vec()];
     crypto.max_early_data_size = 0;
-    let quic = QuicServerConfig::try_from(crypto)
-        .map_err(|e| anyhow::anyhow!("QUIC TLS config: {e}"))?;
+    let quic =
+        QuicServerConfig::try_from(crypto).map_err(|e| anyhow::anyhow!("QUIC TLS config: {e}"))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -190,7 +190,7 @@ async fn connection(
                 }
             };
             let (send, recv) = stream.split();
-            let req = req.map(|()| ClientBody::H3(H3Body { recv, done: false }));
+            let req = req.map(|()| ClientBody::H3(Box::new(H3Body { recv, done: false })));
             let resp = request::handle_any(ctx, info, req).await;
             respond(send, resp).await;
         });

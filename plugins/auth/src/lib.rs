@@ -69,7 +69,8 @@ fn now_s() -> i64 {
 /// Verifies an HS256 JWT and returns its `sub`.
 pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'static str> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("malformed token");
     };
@@ -81,7 +82,9 @@ pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'stat
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
         return Err("unsupported algorithm (HS256 only)");
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| "malformed signature")?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| "malformed signature")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
     mac.update(h.as_bytes());
     mac.update(b".");
@@ -131,7 +134,10 @@ fn jwt(req: &Request) -> Result<String, &'static str> {
     };
     let token = req
         .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .ok_or("missing bearer token")?;
     verify_jwt(token.trim(), secret.as_bytes(), now_s())
 }

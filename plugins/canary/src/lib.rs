@@ -48,7 +48,9 @@ fn wants_canary(req: &Request) -> bool {
         .and_then(|h| req.header(&h).map(str::to_string))
         .unwrap_or_else(|| {
             let addr = &req.client_addr;
-            addr.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or(addr.clone())
+            addr.rsplit_once(':')
+                .map(|(ip, _)| ip.to_string())
+                .unwrap_or(addr.clone())
         });
     fnv1a(&key) % 100 < percent.min(100)
 }

@@ -24,7 +24,11 @@ fn allowed_origin(origin: &str) -> Option<String> {
     if origins.iter().any(|o| o == "*") {
         // With credentials the spec forbids `*`: echo the origin instead.
         let creds: bool = config::parse("credentials").unwrap_or(false);
-        return Some(if creds { origin.to_string() } else { "*".to_string() });
+        return Some(if creds {
+            origin.to_string()
+        } else {
+            "*".to_string()
+        });
     }
     None
 }
@@ -37,7 +41,8 @@ fn list(key: &str, default: &str) -> String {
 
 impl Filter for Cors {
     fn on_request(req: Request) -> InboundAction {
-        let preflight = req.method == "OPTIONS" && req.header("access-control-request-method").is_some();
+        let preflight =
+            req.method == "OPTIONS" && req.header("access-control-request-method").is_some();
         let Some(origin) = req.header("origin") else {
             return InboundAction::Continue;
         };
@@ -49,8 +54,14 @@ impl Filter for Cors {
         };
         let mut headers = vec![
             ("access-control-allow-origin".to_string(), allow),
-            ("access-control-allow-methods".to_string(), list("methods", "GET, POST")),
-            ("access-control-allow-headers".to_string(), list("headers", "content-type")),
+            (
+                "access-control-allow-methods".to_string(),
+                list("methods", "GET, POST"),
+            ),
+            (
+                "access-control-allow-headers".to_string(),
+                list("headers", "content-type"),
+            ),
             (
                 "access-control-max-age".to_string(),
                 config::get_or("max_age", "600"),

@@ -46,7 +46,11 @@ impl Endpoint for Fanout {
             .filter(|c| !c.is_empty())
             .map(str::to_string)
             .chain(extra)
-            .map(|c| Call::get(&c, &path).timeout_ms(timeout).forward_context(&req))
+            .map(|c| {
+                Call::get(&c, &path)
+                    .timeout_ms(timeout)
+                    .forward_context(&req)
+            })
             .collect();
         let names: Vec<String> = calls.iter().map(|c| c.cluster.clone()).collect();
         let results = if config::parse::<bool>("sequential").unwrap_or(false) {

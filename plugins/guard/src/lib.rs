@@ -23,7 +23,9 @@ impl Filter for Guard {
             }
         }
         let max: Option<u64> = config::parse("max_body_bytes");
-        let declared = req.header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = req
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let chunked = req
             .header("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -34,7 +36,10 @@ impl Filter for Guard {
         if let (Some(max), Some(n)) = (max, declared) {
             if n > max {
                 metrics::count("rejected_size", 1);
-                return reject(413, &format!("body of {n} bytes exceeds the limit of {max}"));
+                return reject(
+                    413,
+                    &format!("body of {n} bytes exceeds the limit of {max}"),
+                );
             }
         }
         InboundAction::Continue

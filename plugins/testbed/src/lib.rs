@@ -100,7 +100,11 @@ impl Filter for Testbed {
             .set_header("x-testbed", &mode)
             .meta("testbed", &mode);
         if let Some(to) = config::get("rewrite_to") {
-            let q = req.path.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+            let q = req
+                .path
+                .split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default();
             c = c.path(&format!("{to}{q}"));
         }
         if let Some(cluster) = config::get("cluster") {
