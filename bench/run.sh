@@ -496,9 +496,9 @@ latency() {
     done
     for t in "${targets[@]}"; do
         log "latency $t at ${RATE[$t]} req/s for ${LAT_SECS}s"
-        [ -n "${ADMIN[$t]:-}" ] && scrape "$t" "$DATA/metrics/$t.before"
+        if [ -n "${ADMIN[$t]:-}" ]; then scrape "$t" "$DATA/metrics/$t.before"; fi
         run_oha "${URL[$t]}" "${RATE[$t]}" "$DATA/lat/$t.json"
-        [ -n "${ADMIN[$t]:-}" ] && scrape "$t" "$DATA/metrics/$t.after"
+        if [ -n "${ADMIN[$t]:-}" ]; then scrape "$t" "$DATA/metrics/$t.after"; fi
         if [ "$t" != direct ]; then
             log "latency direct at ${RATE[$t]} req/s (baseline for $t)"
             run_oha "${URL[direct]}" "${RATE[$t]}" "$DATA/lat/direct@$t.json"
@@ -604,7 +604,7 @@ main() {
     latency "${TARGETS[@]}"
     for t in nginx haproxy portcullis; do idle_test "$t"; done
     for t in portcullis-filters portcullis-fanout; do
-        [ -n "${PROC[$t]:-}" ] && kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"
+        if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
     done
     h2_rows
 
@@ -640,7 +640,7 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
     mkdir -p "$BENCH/results"
     local report="$BENCH/results/$date-$host${BENCH_SUFFIX:-}.md"
-    [ "$MODE" = quick ] && report="$BENCH/results/$date-$host-quick${BENCH_SUFFIX:-}.md"
+    if [ "$MODE" = quick ]; then report="$BENCH/results/$date-$host-quick${BENCH_SUFFIX:-}.md"; fi
     python3 "$BENCH/report.py" "$DATA" >"$report"
     echo >>"$report"
     echo "_Run took $((SECONDS - t0)) s of wall time (including build checks)._" >>"$report"
