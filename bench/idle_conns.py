@@ -46,7 +46,7 @@ async def one(host, port, path, sem, conns, timeout):
                         break
             elif length:
                 await asyncio.wait_for(r.readexactly(length), timeout)
-            if not head.startswith(b"HTTP/1.1 2"):
+            if not (head.startswith(b"HTTP/1.1 2") or head.startswith(b"HTTP/1.0 2")):
                 w.close()
                 return False
             conns.append(w)

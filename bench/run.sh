@@ -196,11 +196,11 @@ start_nginx() {
 daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $FDS;
 pid $d/nginx.pid;
 error_log $d/logs/error.log warn;
 events {
-    worker_connections 30000;
+    worker_connections $((FDS - 64));
 }
 http {
     access_log off;
@@ -242,10 +242,13 @@ start_haproxy() {
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 40000
+    maxconn $((IDLE_N + 2000))
+    # maxconn needs 2 fds per connection in HAProxy's estimate; idle clients need only one,
+    # so do not refuse to start when the hard fd limit is below that estimate.
+    no strict-limits
 defaults
     mode http
-    maxconn 40000
+    maxconn $((IDLE_N + 2000))
     timeout connect 1s
     timeout client 120s
     timeout server 30s
@@ -583,7 +586,12 @@ main() {
     : >"$DATA/notes.txt"
 
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    [ "$(ulimit -n)" -ge $((IDLE_N + 1000)) ] || note "ulimit -n is $(ulimit -n): fewer than $IDLE_N idle connections may be held"
+    FDS=$(ulimit -n)
+    if [ "$FDS" = unlimited ]; then FDS=65536; fi
+    if [ "$FDS" -lt $((IDLE_N + 1000)) ]; then
+        note "ulimit -n is only $FDS here (hard limit): idle-connection test reduced from $IDLE_N to $((FDS - 1000)) connections"
+        IDLE_N=$((FDS - 1000))
+    fi
 
     for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PCE $A_PCE $P_NGINX_H2 $P_HAPROXY_H2; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
