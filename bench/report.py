@@ -175,7 +175,7 @@ rsss = {t: rss(t) for t in TARGETS if t != "direct"}
 
 # ---------- formatting ----------
 def f_us(v):
-    return "–" if v is None else (f"{v:,.0f} µs" if v >= 100 else f"{v:.1f} µs")
+    return "–" if v is None else (f"{v:,.0f} µs" if abs(v) >= 100 else f"{v:.1f} µs")
 
 
 def f_rps(v):

@@ -597,6 +597,12 @@ main() {
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
+    local load1
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+        note "load average $load1 at start on $(nproc) cores: other processes compete for the CPUs, so absolute numbers and latency tails (p99, p99.9) are inflated and noisy; compare ratios from this run only, and rerun on a quiet machine before concluding"
+    fi
+
     start_upstream
     start_nginx
     start_haproxy
