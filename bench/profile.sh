@@ -56,7 +56,7 @@ taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P/" >/dev/null # warm-up
 taskset -c 0 wrk -t1 -c64 -d"$((SECS + 2))s" "http://127.0.0.1:$P/" >"$OUT/wrk.txt" &
 WRK=$!
 sleep 1
-perf record -F 1999 -g --call-graph dwarf,32768 -p "$PC" -o "$OUT/perf.data" -- sleep "$SECS" 2>"$OUT/perf-record.log" || true
+perf record -F 499 --call-graph dwarf,16384 -p "$PC" -o "$OUT/perf.data" -- sleep "$SECS" 2>"$OUT/perf-record.log" || true
 wait "$WRK" || true
 perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio --percent-limit 0.7 -g none 2>/dev/null >"$OUT/self.txt" || true
 perf report -i "$OUT/perf.data" --children --sort symbol --stdio --percent-limit 3 -g none 2>/dev/null >"$OUT/children.txt" || true

@@ -246,8 +246,11 @@ P(f"| Portcullis / nginx throughput | {'–' if r is None else f'{r:.2f}×'} | �
 r = ratio(tp("portcullis"), tp("haproxy"))
 P(f"| Portcullis / HAProxy throughput | {'–' if r is None else f'{r:.2f}×'} | ≥ 1.00× | {verdict(None if r is None else r >= 1.0)} |")
 a_p, a_n, a_h = added("portcullis", "p99"), added("nginx", "p99"), added("haproxy", "p99")
-P(f"| added p99 latency: Portcullis vs nginx | {f_us(a_p)} vs {f_us(a_n)} | ≤ nginx's | "
-  f"{verdict(None if a_p is None or a_n is None else a_p <= a_n)} |")
+if a_p is not None and a_n is not None and (a_p < 0 or a_n < 0):
+    v_lat = "**INCONCLUSIVE** (negative: the direct baseline's tail was worse than the proxied one, i.e. noise from other load dominates)"
+else:
+    v_lat = verdict(None if a_p is None or a_n is None else a_p <= a_n)
+P(f"| added p99 latency: Portcullis vs nginx | {f_us(a_p)} vs {f_us(a_n)} | ≤ nginx's | {v_lat} |")
 P(f"| added p99 latency: Portcullis vs HAProxy (info) | {f_us(a_p)} vs {f_us(a_h)} | – | – |")
 o = overhead.get("portcullis", {}).get("p999")
 ole = overhead.get("portcullis", {}).get("p999_le")
