@@ -122,6 +122,16 @@ start() {
     ALL_PIDS+=("$!")
 }
 
+# run_fg CMD...: run CMD in the background and wait for it, so that Ctrl-C/SIGTERM reach our
+# trap at once (bash defers traps while a foreground child runs, and `timeout` moves its child
+# out of our process group, so a foreground wrk/oha would delay or swallow the interrupt).
+run_fg() {
+    "$@" &
+    local p=$!
+    ALL_PIDS+=("$p")
+    wait "$p"
+}
+
 stop() {
     local name=$1 p=${PID[$1]:-}
     [ -n "$p" ] || return 0
@@ -453,7 +463,7 @@ active_targets() {
 }
 
 run_wrk() { # TARGET SECS OUTFILE
-    timeout $(($2 + 15)) taskset -c "$CPU_LG" wrk -t1 -c"$WRK_CONNS" -d"$2s" --timeout 2s "${URL[$1]}" >"$3" 2>&1 || true
+    run_fg timeout $(($2 + 15)) taskset -c "$CPU_LG" wrk -t1 -c"$WRK_CONNS" -d"$2s" --timeout 2s "${URL[$1]}" >"$3" 2>&1 || true
 }
 
 throughput() {
@@ -483,7 +493,7 @@ oha_flags() {
 }
 
 run_oha() { # URL RATE OUTFILE
-    timeout $((LAT_SECS + 20)) taskset -c "$CPU_LG" oha -z "${LAT_SECS}s" -q "$2" -c "$OHA_CONNS" \
+    run_fg timeout $((LAT_SECS + 20)) taskset -c "$CPU_LG" oha -z "${LAT_SECS}s" -q "$2" -c "$OHA_CONNS" \
         --latency-correction --no-tui "${OHA_FMT[@]}" "$1" >"$3" 2>"$3.err" || true
 }
 
@@ -560,7 +570,7 @@ h2_rows() {
         esac
         [ -n "${URL[$t]:-}" ] || continue
         local o="$TMP/h2-$t.txt"
-        timeout $((TPUT_SECS + 15)) taskset -c "$CPU_LG" h2load -t1 -c16 -m10 -D "$TPUT_SECS" "$url" >"$o" 2>&1 || true
+        run_fg timeout $((TPUT_SECS + 15)) taskset -c "$CPU_LG" h2load -t1 -c16 -m10 -D "$TPUT_SECS" "$url" >"$o" 2>&1 || true
         local rps ok fail
         rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$o")
         ok=$(awk '/^requests:/ { print $8 }' "$o")
