@@ -43,10 +43,8 @@ async fn accept_loop(l: TcpListener) {
         tokio::spawn(async move {
             let svc = service_fn(|_req| async {
                 let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
-                r.headers_mut().insert(
-                    "content-type",
-                    http::HeaderValue::from_static("text/plain"),
-                );
+                r.headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("text/plain"));
                 Ok::<_, Infallible>(r)
             });
             let _ = http1::Builder::new()
