@@ -22,6 +22,9 @@ enum Cmd {
         /// Path to the TOML config (see docs/config.md).
         #[arg(short, long)]
         config: PathBuf,
+        /// Tokio worker threads (default: one per CPU). Also read from `PORTCULLIS_WORKERS`.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Validate a config and exit: 0 if valid, 1 listing every problem as `file: key: reason`.
     Check {
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config } => {
+        Cmd::Run { config, workers } => {
             portcullis::telemetry::init_logging();
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -54,11 +57,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("portcullis")
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all().thread_name("portcullis");
+            let workers = workers.or_else(|| {
+                std::env::var("PORTCULLIS_WORKERS")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            });
+            if let Some(n) = workers {
+                builder.worker_threads(n.max(1));
+            }
+            let rt = match builder.build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

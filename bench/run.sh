@@ -1,0 +1,675 @@
+#!/usr/bin/env bash
+# Portcullis benchmark suite: Portcullis side by side with nginx and HAProxy, one command.
+#
+#   bash bench/run.sh           # full run (≈ 5 min once built)
+#   bash bench/run.sh --quick   # short run (≈ 2 min once built)
+#
+# See bench/README.md for what each row means. Everything binds 127.0.0.1 only; everything
+# started here is stopped on exit, failure or Ctrl-C.
+set -Eeuo pipefail
+
+MODE=full
+for a in "$@"; do
+    case "$a" in
+        --quick) MODE=quick ;;
+        -h | --help)
+            sed -n '2,9p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "unknown argument: $a" >&2
+            exit 2
+            ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+JOBS="${BENCH_JOBS:-1}"
+PORT_BASE="${BENCH_PORT_BASE:-18080}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ "$MODE" = quick ]; then
+    ROUNDS=2 TPUT_SECS=2 LAT_SECS=3 WARM_SECS=1
+else
+    ROUNDS=3 TPUT_SECS=5 LAT_SECS=10 WARM_SECS=2
+fi
+IDLE_N="${BENCH_IDLE_CONNS:-10000}"
+WRK_CONNS=64
+OHA_CONNS=32
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# ---------------------------------------------------------------------------------------------
+# Peers and tools
+# ---------------------------------------------------------------------------------------------
+install_peers() {
+    local missing=()
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    command -v wrk >/dev/null || missing+=(wrk)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]} (apt-get)"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! command -v oha >/dev/null; then
+        log "installing oha (cargo install oha --locked, into ~/.cargo/bin)"
+        cargo install oha --locked -j "$JOBS" >&2
+    fi
+    # nginx/haproxy packages may start system services on install; we never use those.
+}
+
+build_portcullis() {
+    log "building portcullis and bench_upstream (release, -j $JOBS, target dir $TARGET_DIR)"
+    (cd "$ROOT" && cargo build --release -j "$JOBS" -p portcullis --bin portcullis >&2)
+    (cd "$ROOT" && cargo build --release -j "$JOBS" -p portcullis-examples --bin bench_upstream >&2)
+    PORTCULLIS="$TARGET_DIR/release/portcullis"
+    UPSTREAM_BIN="$TARGET_DIR/release/bench_upstream"
+    [ -x "$PORTCULLIS" ] || die "missing $PORTCULLIS"
+    [ -x "$UPSTREAM_BIN" ] || die "missing $UPSTREAM_BIN"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping: every process we start is recorded and stopped on exit.
+# ---------------------------------------------------------------------------------------------
+declare -A PID=()
+ALL_PIDS=()
+TMP=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ "${#ALL_PIDS[@]}" -gt 0 ]; then
+        for p in "${ALL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        for _ in $(seq 1 30); do
+            local alive=0
+            for p in "${ALL_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+            [ "$alive" = 0 ] && break
+            sleep 0.1
+        done
+        for p in "${ALL_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+    fi
+    if [ -n "$TMP" ] && [ -d "$TMP" ]; then
+        if [ "$rc" -ne 0 ]; then
+            local keep="$BENCH/results/failed-$(date -u +%Y%m%dT%H%M%S)-logs"
+            mkdir -p "$keep" && cp -r "$TMP"/*.log "$TMP"/data "$keep"/ 2>/dev/null || true
+            log "run failed (exit $rc); logs kept in $keep"
+        fi
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CPUS CMD...: start CMD pinned to CPUS, output to $TMP/NAME.log, record its PID.
+start() {
+    local name=$1 cpus=$2
+    shift 2
+    taskset -c "$cpus" "$@" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    ALL_PIDS+=("$!")
+}
+
+# run_fg CMD...: run CMD in the background and wait for it, so that Ctrl-C/SIGTERM reach our
+# trap at once (bash defers traps while a foreground child runs, and `timeout` moves its child
+# out of our process group, so a foreground wrk/oha would delay or swallow the interrupt).
+run_fg() {
+    "$@" &
+    local p=$!
+    ALL_PIDS+=("$p")
+    wait "$p"
+}
+
+stop() {
+    local name=$1 p=${PID[$1]:-}
+    [ -n "$p" ] || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    unset "PID[$name]"
+}
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# wait_http URL [SECONDS] [NAME]: wait until URL answers 2xx.
+wait_http() {
+    local url=$1 secs=${2:-10} name=${3:-}
+    local deadline=$((SECONDS + secs))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -n "$name" ] && ! kill -0 "${PID[$name]}" 2>/dev/null; then
+            return 1
+        fi
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+note() {
+    log "note: $*"
+    echo "$*" >>"$DATA/notes.txt"
+}
+
+skip() {
+    log "SKIPPED $1: $2"
+    echo "$2" >"$DATA/skip/$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Layout: load generator on core 0, proxy + upstream on core 1 (same for every peer).
+# ---------------------------------------------------------------------------------------------
+pinning() {
+    NCPU=$(nproc)
+    if [ "$NCPU" -ge 2 ]; then
+        CPU_LG=0 CPU_SRV=1
+        PIN_NOTE="$NCPU cores online: core 0 = load generator, core 1 = proxy + upstream; any other cores are left unused so every peer gets exactly one core."
+    else
+        CPU_LG=0 CPU_SRV=0
+        PIN_NOTE="Only 1 core online: load generator, proxy and upstream all share core 0; numbers are not comparable with 2-core runs."
+    fi
+}
+
+U1=$((PORT_BASE + 1)) U2=$((PORT_BASE + 2)) U3=$((PORT_BASE + 3))
+P_NGINX=$((PORT_BASE + 10)) P_HAPROXY=$((PORT_BASE + 11))
+P_PC=$((PORT_BASE + 12)) A_PC=$((PORT_BASE + 13))
+P_PCF=$((PORT_BASE + 14)) A_PCF=$((PORT_BASE + 15))
+P_PCE=$((PORT_BASE + 16)) A_PCE=$((PORT_BASE + 17))
+P_NGINX_H2=$((PORT_BASE + 20)) P_HAPROXY_H2=$((PORT_BASE + 21))
+
+declare -A URL=() PROC=()
+
+start_upstream() {
+    start upstream "$CPU_SRV" "$UPSTREAM_BIN" "127.0.0.1:$U1" "127.0.0.1:$U2" "127.0.0.1:$U3"
+    wait_http "http://127.0.0.1:$U1/" 10 upstream || die "upstream did not start (see $TMP/upstream.log)"
+    URL[direct]="http://127.0.0.1:$U1/"
+}
+
+start_nginx() {
+    local d="$TMP/nginx"
+    mkdir -p "$d/logs" "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile $FDS;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events {
+    worker_connections $((FDS - 64));
+}
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    upstream up {
+        server 127.0.0.1:$U1;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX backlog=4096;
+        listen 127.0.0.1:$P_NGINX_H2 http2;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    start nginx "$CPU_SRV" nginx -p "$d" -e "$d/logs/error.log" -c "$d/nginx.conf"
+    if wait_http "http://127.0.0.1:$P_NGINX/" 10 nginx; then
+        URL[nginx]="http://127.0.0.1:$P_NGINX/"
+        PROC[nginx]=${PID[nginx]}
+    else
+        skip nginx "nginx did not start: $(tail -n 3 "$TMP/nginx.log" "$d/logs/error.log" 2>/dev/null | tr '\n' ' ' | cut -c1-200)"
+    fi
+}
+
+start_haproxy() {
+    local d="$TMP/haproxy"
+    mkdir -p "$d"
+    cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $((IDLE_N + 2000))
+    # maxconn needs 2 fds per connection in HAProxy's estimate; idle clients need only one,
+    # so do not refuse to start when the hard fd limit is below that estimate.
+    no strict-limits
+defaults
+    mode http
+    maxconn $((IDLE_N + 2000))
+    timeout connect 1s
+    timeout client 120s
+    timeout server 30s
+    timeout http-keep-alive 120s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY
+    bind 127.0.0.1:$P_HAPROXY_H2 proto h2
+    default_backend be
+backend be
+    server s1 127.0.0.1:$U1
+EOF
+    start haproxy "$CPU_SRV" haproxy -db -f "$d/haproxy.cfg"
+    if wait_http "http://127.0.0.1:$P_HAPROXY/" 10 haproxy; then
+        URL[haproxy]="http://127.0.0.1:$P_HAPROXY/"
+        PROC[haproxy]=${PID[haproxy]}
+    else
+        skip haproxy "haproxy did not start: $(tail -n 3 "$TMP/haproxy.log" | tr '\n' ' ' | cut -c1-200)"
+    fi
+}
+
+# portcullis_config NAME LISTEN_PORT ADMIN_PORT EXTRA_TOML ROUTES_TOML
+portcullis_config() {
+    local f="$TMP/$1.toml"
+    cat >"$f" <<EOF
+[admin]
+listen = "127.0.0.1:$3"
+
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$2"
+max_connections = 30000
+
+[timeouts]
+drain_ms = 1000
+
+[limits]
+max_in_flight = 30000
+
+$4
+
+[[cluster]]
+name = "up1"
+endpoints = ["127.0.0.1:$U1"]
+
+[[cluster]]
+name = "up2"
+endpoints = ["127.0.0.1:$U2"]
+
+[[cluster]]
+name = "up3"
+endpoints = ["127.0.0.1:$U3"]
+
+$5
+EOF
+    echo "$f"
+}
+
+# start_portcullis NAME CONFIG LISTEN_PORT ADMIN_PORT PATH [READY_SECS]
+start_portcullis() {
+    local name=$1 cfg=$2 port=$3 admin=$4 path=$5 secs=${6:-15}
+    local out
+    if ! out=$("$PORTCULLIS" check --config "$cfg" 2>&1); then
+        skip "$name" "config rejected: $(echo "$out" | head -n 3 | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+    RUST_LOG=warn start "$name" "$CPU_SRV" "$PORTCULLIS" run --config "$cfg" --workers 1
+    if wait_http "http://127.0.0.1:$port$path" "$secs" "$name" && wait_http "http://127.0.0.1:$admin/metrics" 5 "$name"; then
+        URL[$name]="http://127.0.0.1:$port$path"
+        PROC[$name]=${PID[$name]}
+        ADMIN[$name]="http://127.0.0.1:$admin"
+        return 0
+    fi
+    skip "$name" "did not answer 2xx on $path: $(tail -n 3 "$TMP/$name.log" | tr '\n' ' ' | cut -c1-200)"
+    stop "$name"
+    return 1
+}
+declare -A ADMIN=()
+
+start_portcullis_plain() {
+    local cfg
+    cfg=$(portcullis_config portcullis "$P_PC" "$A_PC" "" '
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "up1"')
+    start_portcullis portcullis "$cfg" "$P_PC" "$A_PC" / || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Plugin scenarios (the plugin runtime is written concurrently; skip cleanly when absent)
+# ---------------------------------------------------------------------------------------------
+PLUGIN_TARGET="$ROOT/plugins/target/wasm32-wasip2/release"
+PLUGINS_BUILT=""
+PLUGINS_SKIP=""
+
+build_plugins() {
+    [ -n "$PLUGINS_BUILT$PLUGINS_SKIP" ] && return 0
+    if [ ! -f "$ROOT/plugins/Cargo.toml" ]; then
+        PLUGINS_SKIP="plugins/Cargo.toml not found: no plugins in this checkout"
+        return 0
+    fi
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2 >&2 || true
+    fi
+    log "building plugins (wasm32-wasip2, release)"
+    if ! (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/plugins/target" cargo build --release -j "$JOBS" \
+        --target wasm32-wasip2 --manifest-path plugins/Cargo.toml) >"$TMP/plugins-build.log" 2>&1; then
+        PLUGINS_SKIP="plugin build failed: $(grep -m1 -E '^error' "$TMP/plugins-build.log" | cut -c1-150)"
+        return 0
+    fi
+    PLUGINS_BUILT=1
+}
+
+start_portcullis_filters() {
+    local name=portcullis-filters
+    build_plugins
+    if [ -n "$PLUGINS_SKIP" ]; then
+        skip "$name" "$PLUGINS_SKIP"
+        return 0
+    fi
+    local wasm="$PLUGIN_TARGET/add_header.wasm"
+    [ -f "$wasm" ] || {
+        skip "$name" "add_header.wasm missing after plugin build"
+        return 0
+    }
+    local dir="$TMP/plugins-filters"
+    mkdir -p "$dir"
+    for i in 1 2 3; do
+        cp "$wasm" "$dir/hdr$i.wasm"
+        cat >"$dir/hdr$i.toml" <<EOF
+kind = "inbound"
+order = $((i * 10))
+failure = "fail_open"
+[match]
+path_prefix = "/"
+[config]
+name = "x-bench-$i"
+value = "1"
+EOF
+    done
+    local cfg
+    cfg=$(portcullis_config "$name" "$P_PCF" "$A_PCF" "[plugins]
+dir = \"$dir\"" '
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "up1"')
+    start_portcullis "$name" "$cfg" "$P_PCF" "$A_PCF" / 30 || return 0
+    # The filters run on requests to the upstream; confirm all three are loaded.
+    local deadline=$((SECONDS + 15)) listing=""
+    while [ $SECONDS -lt $deadline ]; do
+        listing=$(curl -fsS --max-time 1 "${ADMIN[$name]}/admin/plugins" 2>/dev/null || true)
+        if grep -q hdr1 <<<"$listing" && grep -q hdr2 <<<"$listing" && grep -q hdr3 <<<"$listing"; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    skip "$name" "the 3 filters were not listed as loaded by /admin/plugins"
+    stop "$name"
+    unset "URL[$name]" "PROC[$name]"
+}
+
+start_portcullis_fanout() {
+    local name=portcullis-fanout
+    build_plugins
+    if [ -n "$PLUGINS_SKIP" ]; then
+        skip "$name" "$PLUGINS_SKIP"
+        return 0
+    fi
+    local wasm="$PLUGIN_TARGET/fanout.wasm"
+    [ -f "$wasm" ] || {
+        skip "$name" "fanout.wasm missing after plugin build"
+        return 0
+    }
+    local dir="$TMP/plugins-fanout"
+    mkdir -p "$dir"
+    cp "$wasm" "$dir/fanout.wasm"
+    cat >"$dir/fanout.toml" <<EOF
+kind = "endpoint"
+[config]
+clusters = "up1,up2,up3"
+EOF
+    local cfg
+    cfg=$(portcullis_config "$name" "$P_PCE" "$A_PCE" "[plugins]
+dir = \"$dir\"" '
+[[route]]
+name = "fan"
+match = { path_prefix = "/fan" }
+endpoint = "fanout"')
+    start_portcullis "$name" "$cfg" "$P_PCE" "$A_PCE" /fan 30 || return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+active_targets() {
+    for t in direct nginx haproxy portcullis portcullis-filters portcullis-fanout; do
+        [ -n "${URL[$t]:-}" ] && echo "$t"
+    done
+    return 0
+}
+
+run_wrk() { # TARGET SECS OUTFILE
+    run_fg timeout $(($2 + 15)) taskset -c "$CPU_LG" wrk -t1 -c"$WRK_CONNS" -d"$2s" --timeout 2s "${URL[$1]}" >"$3" 2>&1 || true
+}
+
+throughput() {
+    local targets=("$@")
+    log "warm-up: ${WARM_SECS}s per target"
+    for t in "${targets[@]}"; do run_wrk "$t" "$WARM_SECS" /dev/null; done
+    for r in $(seq 1 "$ROUNDS"); do
+        for t in "${targets[@]}"; do
+            run_wrk "$t" "$TPUT_SECS" "$DATA/tput/$t.$r.txt"
+            log "throughput round $r/$ROUNDS $t: $(awk '/Requests\/sec/ {print $2}' "$DATA/tput/$t.$r.txt") req/s"
+        done
+    done
+}
+
+median_rps() {
+    cat "$DATA"/tput/"$1".*.txt 2>/dev/null | awk '/Requests\/sec/ {print $2}' | sort -g |
+        awk '{a[NR]=$1} END { if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
+}
+
+OHA_FMT=()
+oha_flags() {
+    if oha --help 2>&1 | grep -q -- '--output-format'; then
+        OHA_FMT=(--output-format json)
+    else
+        OHA_FMT=(-j)
+    fi
+}
+
+run_oha() { # URL RATE OUTFILE
+    run_fg timeout $((LAT_SECS + 20)) taskset -c "$CPU_LG" oha -z "${LAT_SECS}s" -q "$2" -c "$OHA_CONNS" \
+        --latency-correction --no-tui "${OHA_FMT[@]}" "$1" >"$3" 2>"$3.err" || true
+}
+
+scrape() { curl -fsS --max-time 2 "${ADMIN[$1]}/metrics" >"$2" 2>/dev/null || true; }
+
+latency() {
+    local targets=("$@")
+    declare -gA RATE=()
+    for t in "${targets[@]}"; do
+        local m
+        m=$(median_rps "$t")
+        RATE[$t]=$(awk -v m="$m" 'BEGIN { r = int(m / 2); if (r < 100) r = 100; print r }')
+    done
+    for t in "${targets[@]}"; do
+        log "latency $t at ${RATE[$t]} req/s for ${LAT_SECS}s"
+        if [ -n "${ADMIN[$t]:-}" ]; then scrape "$t" "$DATA/metrics/$t.before"; fi
+        run_oha "${URL[$t]}" "${RATE[$t]}" "$DATA/lat/$t.json"
+        if [ -n "${ADMIN[$t]:-}" ]; then scrape "$t" "$DATA/metrics/$t.after"; fi
+        if [ "$t" != direct ]; then
+            log "latency direct at ${RATE[$t]} req/s (baseline for $t)"
+            run_oha "${URL[direct]}" "${RATE[$t]}" "$DATA/lat/direct@$t.json"
+        fi
+    done
+}
+
+idle_test() { # TARGET
+    local t=$1 p=${PROC[$1]:-}
+    [ -n "$p" ] || return 0
+    kb "$p" VmHWM >"$DATA/rss/$t.hwm"
+    kb "$p" VmRSS >"$DATA/rss/$t.base"
+    local hostport=${URL[$t]#http://} port path
+    port=${hostport#127.0.0.1:}
+    port=${port%%/*}
+    path="/${hostport#*/}"
+    log "idle: opening $IDLE_N keep-alive connections to $t"
+    start "idle-$t" "$CPU_LG" python3 "$BENCH/idle_conns.py" 127.0.0.1 "$port" "$IDLE_N" --path "$path" --hold 120
+    local deadline=$((SECONDS + 90)) line=""
+    while [ $SECONDS -lt $deadline ]; do
+        line=$(grep -m1 '^READY' "$TMP/idle-$t.log" 2>/dev/null || true)
+        [ -n "$line" ] && break
+        kill -0 "${PID[idle-$t]}" 2>/dev/null || break
+        sleep 0.2
+    done
+    if [ -z "$line" ]; then
+        note "idle test on $t did not finish opening connections: $(tail -n 2 "$TMP/idle-$t.log" | tr '\n' ' ' | cut -c1-200)"
+        stop "idle-$t"
+        return 0
+    fi
+    sleep 1
+    local rss
+    rss=$(kb "$p" VmRSS)
+    set -- $line
+    echo "$rss $2 $3" >"$DATA/rss/$t.idle"
+    log "idle: $t holds $2 connections ($3 failed), VmRSS ${rss} kB"
+    stop "idle-$t"
+    sleep 1
+}
+
+h2_rows() {
+    command -v h2load >/dev/null || return 0
+    local out="$DATA/h2.md"
+    {
+        echo "\`h2load -t1 -c16 -m10 -D ${TPUT_SECS}\` (one round; h2c prior knowledge to the proxy; proxies speak HTTP/1.1 to the upstream)."
+        echo
+        echo "| target | req/s | succeeded | failed |"
+        echo "|---|---|---|---|"
+    } >"$out"
+    local t url
+    for t in nginx haproxy portcullis; do
+        case $t in
+            nginx) url="http://127.0.0.1:$P_NGINX_H2/" ;;
+            haproxy) url="http://127.0.0.1:$P_HAPROXY_H2/" ;;
+            portcullis) url="http://127.0.0.1:$P_PC/" ;;
+        esac
+        [ -n "${URL[$t]:-}" ] || continue
+        local o="$TMP/h2-$t.txt"
+        run_fg timeout $((TPUT_SECS + 15)) taskset -c "$CPU_LG" h2load -t1 -c16 -m10 -D "$TPUT_SECS" "$url" >"$o" 2>&1 || true
+        local rps ok fail
+        rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$o")
+        ok=$(awk '/^requests:/ { print $8 }' "$o")
+        fail=$(awk '/^requests:/ { print $10 }' "$o")
+        log "h2 $t: ${rps:-?} req/s"
+        echo "| $t | ${rps:-–} | ${ok:-–} | ${fail:-–} |" >>"$out"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+main() {
+    local t0=$SECONDS
+    install_peers
+    build_portcullis
+    oha_flags
+    pinning
+
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+    DATA="$TMP/data"
+    mkdir -p "$DATA"/{tput,lat,metrics,rss,skip}
+    : >"$DATA/notes.txt"
+
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    FDS=$(ulimit -n)
+    if [ "$FDS" = unlimited ]; then FDS=65536; fi
+    if [ "$FDS" -lt $((IDLE_N + 1000)) ]; then
+        note "ulimit -n is only $FDS here (hard limit): idle-connection test reduced from $IDLE_N to $((FDS - 1000)) connections"
+        IDLE_N=$((FDS - 1000))
+    fi
+
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PCE $A_PCE $P_NGINX_H2 $P_HAPROXY_H2; do
+        port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
+    done
+
+    local load1
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+        note "load average $load1 at start on $(nproc) cores: other processes compete for the CPUs, so absolute numbers and latency tails (p99, p99.9) are inflated and noisy; compare ratios from this run only, and rerun on a quiet machine before concluding"
+    fi
+
+    start_upstream
+    start_nginx
+    start_haproxy
+    start_portcullis_plain
+    start_portcullis_filters
+    start_portcullis_fanout
+
+    mapfile -t TARGETS < <(active_targets)
+    log "targets: ${TARGETS[*]}"
+    [ -n "${URL[direct]:-}" ] || die "no upstream"
+
+    throughput "${TARGETS[@]}"
+    latency "${TARGETS[@]}"
+    for t in nginx haproxy portcullis; do idle_test "$t"; done
+    for t in portcullis-filters portcullis-fanout; do
+        if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
+    done
+    h2_rows
+
+    local date host
+    date=$(date -u +%Y-%m-%d)
+    host=$(hostname -s 2>/dev/null || hostname)
+    local rates_json="{"
+    for t in "${TARGETS[@]}"; do rates_json+="\"$t\": ${RATE[$t]:-0},"; done
+    rates_json="${rates_json%,}}"
+    python3 - "$DATA/meta.json" <<EOF
+import json, sys
+meta = {
+  "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
+  "host": "$host",
+  "mode": "$MODE",
+  "rounds": $ROUNDS, "tput_secs": $TPUT_SECS, "lat_secs": $LAT_SECS,
+  "idle_n": $IDLE_N, "wrk_conns": $WRK_CONNS, "oha_conns": $OHA_CONNS,
+  "cores": $NCPU,
+  "cpu_model": """$(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')""",
+  "kernel": "$(uname -srm)",
+  "mem": "$(free -h 2>/dev/null | awk '/^Mem:/ {print $2 " total"}')",
+  "loadavg": "$(cut -d' ' -f1-3 /proc/loadavg)",
+  "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '-dirty')",
+  "branch": "$(git -C "$ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null)",
+  "versions": """$(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version 2>&1 | head -1); $(rustc --version)""",
+  "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
+  "pin_note": """$PIN_NOTE""",
+  "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
+  "targets": "direct nginx haproxy portcullis portcullis-filters portcullis-fanout".split(),
+  "rates": $rates_json,
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+EOF
+    mkdir -p "$BENCH/results"
+    local report="$BENCH/results/$date-$host${BENCH_SUFFIX:-}.md"
+    if [ "$MODE" = quick ]; then report="$BENCH/results/$date-$host-quick${BENCH_SUFFIX:-}.md"; fi
+    python3 "$BENCH/report.py" "$DATA" >"$report"
+    echo >>"$report"
+    echo "_Run took $((SECONDS - t0)) s of wall time (including build checks)._" >>"$report"
+    cat "$report"
+    log "report saved to ${report#"$ROOT"/}"
+}
+
+main
