@@ -116,7 +116,9 @@ mod tests {
     use super::*;
 
     fn fill(s: &Shedder, p: Priority) -> Vec<Permit> {
-        std::iter::from_fn(|| s.try_acquire(p)).take(10_000).collect()
+        std::iter::from_fn(|| s.try_acquire(p))
+            .take(10_000)
+            .collect()
     }
 
     #[test]
@@ -149,7 +151,10 @@ mod tests {
         assert!(s.try_acquire(Priority::Normal).is_none());
         let c = s.try_acquire(Priority::Critical);
         assert!(c.is_some());
-        assert!(s.try_acquire(Priority::Critical).is_none(), "never past the limit");
+        assert!(
+            s.try_acquire(Priority::Critical).is_none(),
+            "never past the limit"
+        );
     }
 
     #[test]

@@ -578,12 +578,15 @@ impl std::fmt::Display for ResetByTest {
 }
 impl std::error::Error for ResetByTest {}
 
-async fn controlled_answer(k: Knobs, req: Request<Incoming>) -> Result<Response<BoxBody>, ResetByTest> {
+async fn controlled_answer(
+    k: Knobs,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, ResetByTest> {
     if req.uri().path().ends_with("/healthz") {
         k.health_checks.fetch_add(1, Ordering::Relaxed);
         let mut r = Response::new(full("health\n"));
-        *r.status_mut() = StatusCode::from_u16(k.health_status.load(Ordering::Relaxed))
-            .unwrap_or(StatusCode::OK);
+        *r.status_mut() =
+            StatusCode::from_u16(k.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
         return Ok(r);
     }
     k.requests.fetch_add(1, Ordering::Relaxed);

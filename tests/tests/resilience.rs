@@ -121,7 +121,11 @@ async fn consecutive_connect_failures_eject_with_doubling_backoff() {
         let (p, _) = send(addr, get(addr, "/x")).await;
         assert_eq!(p.status, 200);
     }
-    assert_eq!(metric(admin, &ejected).await, 1.0, "ejected after 2 failures");
+    assert_eq!(
+        metric(admin, &ejected).await,
+        1.0,
+        "ejected after 2 failures"
+    );
     assert_eq!(metric(admin, &ejections).await, 1.0);
     // While ejected, nothing goes there: no request needs a retry.
     for _ in 0..6 {
@@ -181,7 +185,11 @@ async fn resets_eject_and_a_recovered_endpoint_gets_traffic_after_backoff() {
     assert_eq!(metric(admin, &ejected).await, 1.0);
     let m = metrics(admin).await;
     assert!(
-        sample(&m, "portcullis_retries_total{cluster=\"c\",reason=\"reset\"}").unwrap_or(0.0)
+        sample(
+            &m,
+            "portcullis_retries_total{cluster=\"c\",reason=\"reset\"}"
+        )
+        .unwrap_or(0.0)
             >= 2.0
     );
     flaky.set_reset(false);
@@ -434,7 +442,10 @@ priority = "critical"
     assert_eq!(p.status, 200, "critical takes the fifth slot");
     let m = metrics(admin).await;
     assert_eq!(
-        sample(&m, "portcullis_shed_total{scope=\"c\",priority=\"sheddable\"}"),
+        sample(
+            &m,
+            "portcullis_shed_total{scope=\"c\",priority=\"sheddable\"}"
+        ),
         Some(1.0)
     );
     for h in held {
@@ -482,7 +493,11 @@ async fn retry_budget_caps_concurrent_retries() {
     let exhausted = sample(&m, "portcullis_retry_budget_exhausted_total{cluster=\"c\"}");
     assert_eq!(exhausted, Some(unretried as f64));
     assert!(
-        sample(&m, "portcullis_retries_total{cluster=\"c\",reason=\"status\"}").unwrap_or(0.0)
+        sample(
+            &m,
+            "portcullis_retries_total{cluster=\"c\",reason=\"status\"}"
+        )
+        .unwrap_or(0.0)
             >= 1.0
     );
     gw.shutdown().await;

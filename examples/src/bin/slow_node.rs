@@ -173,7 +173,10 @@ async fn one_request(client: &HttpClient, uri: &http::Uri) -> bool {
         resp.into_body().collect().await.ok()?;
         Some(ok)
     };
-    matches!(tokio::time::timeout(CLIENT_TIMEOUT, fut).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(CLIENT_TIMEOUT, fut).await,
+        Ok(Some(true))
+    )
 }
 
 /// Runs one balancer through the three phases; returns per-phase rows.
@@ -203,7 +206,11 @@ async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
     let outstanding = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let bounds = [phases[0], phases[0] + phases[1], phases[0] + phases[1] + phases[2]];
+    let bounds = [
+        phases[0],
+        phases[0] + phases[1],
+        phases[0] + phases[1] + phases[2],
+    ];
     let mut shares = [[0u64; 4]; 3];
     let start = Instant::now();
     let mut phase = 0;
@@ -275,7 +282,11 @@ fn env_phases() -> [Duration; 3] {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_default();
-    let p = if v.len() == 3 { [v[0], v[1], v[2]] } else { default };
+    let p = if v.len() == 3 {
+        [v[0], v[1], v[2]]
+    } else {
+        default
+    };
     p.map(Duration::from_secs_f64)
 }
 
@@ -305,8 +316,8 @@ async fn main() -> anyhow::Result<()> {
             let _ = writeln!(by_phase, "{}", row.cells(b, &format!("{name}: ")));
             all.latencies.extend_from_slice(&row.latencies);
             all.errors += row.errors;
-            for i in 0..4 {
-                all.shares[i] += row.shares[i];
+            for (a, r) in all.shares.iter_mut().zip(row.shares) {
+                *a += r;
             }
         }
         let _ = writeln!(whole, "{}", all.cells(b, ""));

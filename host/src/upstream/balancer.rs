@@ -162,7 +162,11 @@ impl LeastInFlightEwma {
         let due = millis(now).saturating_sub(PROBE_INTERVAL.as_millis() as u64);
         for (i, e) in eps.iter().enumerate() {
             let last = e.last_start_millis();
-            if last != 0 && last <= due && e.in_flight() == 0 && eligible(i) && e.claim_probe(last, now)
+            if last != 0
+                && last <= due
+                && e.in_flight() == 0
+                && eligible(i)
+                && e.claim_probe(last, now)
             {
                 return Some(i);
             }
@@ -337,7 +341,7 @@ mod tests {
         let t0 = Instant::now();
         // Endpoint 0 last started a request now-ish (begin sets it); let it go quiet.
         drop(e[0].begin());
-        let probe_at = t0 + PROBE_INTERVAL + Duration::from_millis(5);
+        let probe_at = t0 + PROBE_INTERVAL + Duration::from_millis(50);
         assert_eq!(b.pick_at(&e, &all, probe_at), Some(0), "due: probed");
         assert_eq!(
             b.pick_at(&e, &all, probe_at),
@@ -345,12 +349,15 @@ mod tests {
             "one probe per interval"
         );
         // A probe in flight blocks further probes even after the interval.
-        let _probe = e[0].begin();
+        let probe = e[0].begin();
         let later = probe_at + 2 * PROBE_INTERVAL;
         assert_eq!(b.pick_at(&e, &all, later), Some(1));
         // Ineligible endpoints are never probed.
-        drop(_probe);
-        assert_eq!(b.pick_at(&e, &|i| i == 1, later + 2 * PROBE_INTERVAL), Some(1));
+        drop(probe);
+        assert_eq!(
+            b.pick_at(&e, &|i| i == 1, later + 2 * PROBE_INTERVAL),
+            Some(1)
+        );
     }
 
     #[test]

@@ -144,8 +144,8 @@ async fn run(
 async fn check(addr: &str, path: &str) -> anyhow::Result<bool> {
     let tcp = TcpStream::connect(addr).await?;
     let _ = tcp.set_nodelay(true);
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-        .await?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await?;
     let driver = tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, addr)
@@ -164,7 +164,9 @@ mod tests {
 
     /// A one-line HTTP server whose answer status can be switched.
     async fn server(status: Arc<std::sync::atomic::AtomicU16>) -> std::net::SocketAddr {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {

@@ -158,7 +158,10 @@ mod tests {
         fail(&d, 0, 2, t);
         d.on_success(0);
         fail(&d, 0, 2, t);
-        assert!(d.is_available(0, t), "a success in between resets the count");
+        assert!(
+            d.is_available(0, t),
+            "a success in between resets the count"
+        );
         d.on_failure(0, t);
         assert!(d.is_ejected(0, t));
         assert_eq!(d.ejections_total(0), 1);
@@ -190,7 +193,10 @@ mod tests {
         assert!(d.is_available(0, t));
         d.on_success(0);
         d.on_failure(0, t);
-        assert!(d.is_available(0, t), "off probation: one failure is not enough");
+        assert!(
+            d.is_available(0, t),
+            "off probation: one failure is not enough"
+        );
         d.on_failure(0, t);
         assert!(d.is_ejected(0, t));
         assert!(
@@ -229,7 +235,10 @@ mod tests {
 
         let small = OutlierDetector::new(&cfg(1, 10), 3);
         fail(&small, 0, 1, t);
-        assert!(small.is_ejected(0, t), "10 % of 3 rounds up to one endpoint");
+        assert!(
+            small.is_ejected(0, t),
+            "10 % of 3 rounds up to one endpoint"
+        );
 
         let off = OutlierDetector::new(&cfg(1, 0), 3);
         fail(&off, 0, 5, t);

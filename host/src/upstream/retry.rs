@@ -128,7 +128,9 @@ mod tests {
     #[test]
     fn min_concurrency_applies_at_low_traffic() {
         let b = budget(20, 3);
-        let held: Vec<_> = (0..3).map(|_| b.try_acquire(1).expect("within min")).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| b.try_acquire(1).expect("within min"))
+            .collect();
         assert!(b.try_acquire(1).is_none());
         assert_eq!(b.exhausted_total(), 1);
         assert_eq!(held.len(), 3);

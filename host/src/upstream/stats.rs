@@ -155,8 +155,8 @@ impl EndpointStats {
     /// Peak-EWMA latency as of `now`, decayed since the last sample; `None` if never sampled.
     pub fn peak_ewma_latency_at(&self, now: Instant) -> Option<Duration> {
         let e = self.est.lock();
-        e.latency_at?;
-        let v = e.latency * decay(e.latency_at, now, LATENCY_TAU);
+        let at = e.latency_at?;
+        let v = e.latency * decay(Some(at), now, LATENCY_TAU);
         Some(Duration::from_secs_f64(v.max(0.0)))
     }
 
@@ -275,7 +275,9 @@ mod tests {
         assert_eq!(s.peak_ewma_latency_at(t0), None);
         s.record(ok(10), t0);
         s.record(ok(300), t0 + Duration::from_millis(10));
-        let p = s.peak_ewma_latency_at(t0 + Duration::from_millis(10)).unwrap();
+        let p = s
+            .peak_ewma_latency_at(t0 + Duration::from_millis(10))
+            .unwrap();
         assert!(p >= Duration::from_millis(299), "peak taken at once: {p:?}");
         // Ten seconds (one time constant) of fast answers pull it down past e^-1.
         let mut t = t0 + Duration::from_millis(10);
@@ -307,7 +309,10 @@ mod tests {
         assert!(s.claim_probe(seen, now));
         assert!(!s.claim_probe(seen, now), "the second claimant loses");
         let g = s.begin();
-        assert!(!s.claim_probe(s.last_start_millis(), now), "busy endpoints are not probed");
+        assert!(
+            !s.claim_probe(s.last_start_millis(), now),
+            "busy endpoints are not probed"
+        );
         drop(g);
     }
 }
