@@ -89,7 +89,7 @@ async fn least_in_flight_routes_around_a_slow_endpoint() {
         assert_eq!(p.status, 200);
     }
     assert!(
-        slow.requests() <= 2,
+        slow.requests() <= 4,
         "the slow endpoint holds a request for 400 ms, so it is avoided meanwhile: slow {} fast {}",
         slow.requests(),
         fast.requests()
@@ -105,7 +105,7 @@ async fn consecutive_connect_failures_eject_with_doubling_backoff() {
     let gw = gateway(
         &config(
             &[dead, good.addr],
-            "outlier = { consecutive_failures = 2, base_ejection_ms = 300, max_ejection_ms = 5000, max_ejected_percent = 50 }",
+            "outlier = { consecutive_failures = 2, base_ejection_ms = 500, max_ejection_ms = 5000, max_ejected_percent = 50 }",
             "",
             "",
         ),
@@ -316,7 +316,7 @@ fn assert_overloaded(p: &http::response::Parts) {
 #[tokio::test]
 async fn global_shedding_turns_away_sheddable_before_critical() {
     let slow = Controlled::start("slow").await;
-    slow.set_delay_ms(1500);
+    slow.set_delay_ms(2500);
     let fast = Controlled::start("fast").await;
     let cfg = format!(
         r#"
