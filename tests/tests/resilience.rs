@@ -283,13 +283,14 @@ async fn health_checks_mark_an_endpoint_down_and_up() {
     gw.shutdown().await;
 }
 
-/// Holds `n` requests open on `path` (the upstream behind it is slow) and waits until the
-/// gateway counts them in `series`.
+/// Holds `n` more requests open on `path` (the upstream behind it is slow) and waits until
+/// the gateway counts `total` in `series`.
 async fn hold(
     addr: SocketAddr,
     admin: SocketAddr,
     path: &'static str,
     n: usize,
+    total: usize,
     series: &str,
 ) -> Vec<tokio::task::JoinHandle<u16>> {
     let held: Vec<_> = (0..n)
@@ -301,8 +302,8 @@ async fn hold(
         })
         .collect();
     assert!(
-        wait_metric(admin, series, Duration::from_secs(3), |v| v == n as f64).await,
-        "{n} requests in flight"
+        wait_metric(admin, series, Duration::from_secs(3), |v| v == total as f64).await,
+        "{total} requests in flight"
     );
     held
 }
@@ -363,6 +364,7 @@ priority = "critical"
         admin,
         "/slow",
         8,
+        8,
         "portcullis_in_flight{scope=\"global\"}",
     )
     .await;
@@ -379,10 +381,10 @@ priority = "critical"
         admin,
         "/slow",
         1,
+        9,
         "portcullis_in_flight{scope=\"global\"}",
     )
     .await;
-    let _ = more;
     let (p, _) = send(addr, get(addr, "/fast/normal")).await;
     assert_overloaded(&p);
     let (p, _) = send(addr, get(addr, "/fast/critical")).await;
@@ -398,7 +400,7 @@ priority = "critical"
     assert_eq!(shed("sheddable"), Some(1.0));
     assert_eq!(shed("normal"), Some(1.0));
     assert_eq!(shed("critical"), Some(0.0));
-    for h in held {
+    for h in held.into_iter().chain(more) {
         assert_eq!(h.await.unwrap(), 200, "held requests finish normally");
     }
     gw.shutdown().await;
@@ -435,7 +437,15 @@ priority = "critical"
     let gw = gateway(&cfg, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
     // 4 of 5 = 80 %: sheddable stops here.
-    let held = hold(addr, admin, "/vip", 4, "portcullis_in_flight{scope=\"c\"}").await;
+    let held = hold(
+        addr,
+        admin,
+        "/vip",
+        4,
+        4,
+        "portcullis_in_flight{scope=\"c\"}",
+    )
+    .await;
     let (p, _) = send(addr, get(addr, "/bulk")).await;
     assert_overloaded(&p);
     let (p, _) = send(addr, get(addr, "/vip")).await;
