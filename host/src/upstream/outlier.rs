@@ -83,7 +83,7 @@ impl OutlierDetector {
             // Already out: a request that started before the ejection finished late.
             return;
         }
-        if !(s.probation || s.consecutive >= self.consecutive_failures) {
+        if !s.probation && s.consecutive < self.consecutive_failures {
             return;
         }
         let ejected = (0..self.until.len())
