@@ -521,3 +521,143 @@ pub fn header(p: &http::response::Parts, name: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// An HTTP/1.1 upstream whose behaviour a test switches while it runs (resilience tests).
+///
+/// - `delay_ms`: every answer waits this long first;
+/// - `status`: the status of every answer (default 200);
+/// - `reset`: while true, requests get no answer: the connection is closed instead;
+/// - `health_status`: the answer to `GET /healthz` (default 200), which is not delayed and
+///   not counted in `requests` but in `health_checks`.
+///
+/// Answers carry `x-upstream: <name>`.
+pub struct Controlled {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<AtomicU64>,
+    pub health_checks: Arc<AtomicU64>,
+    pub delay_ms: Arc<AtomicU64>,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub reset: Arc<std::sync::atomic::AtomicBool>,
+    pub health_status: Arc<std::sync::atomic::AtomicU16>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Knobs {
+    name: String,
+    requests: Arc<AtomicU64>,
+    health_checks: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    reset: Arc<std::sync::atomic::AtomicBool>,
+    health_status: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Controlled {
+    pub async fn start(name: &str) -> Controlled {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = l.local_addr().expect("addr");
+        let k = Knobs {
+            name: name.to_string(),
+            requests: Arc::new(AtomicU64::new(0)),
+            health_checks: Arc::new(AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            reset: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            health_status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+        };
+        let knobs = k.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let k = knobs.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let k = k.clone();
+                        async move { controlled_answer(k, req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Controlled {
+            addr,
+            name: name.to_string(),
+            requests: k.requests,
+            health_checks: k.health_checks,
+            delay_ms: k.delay_ms,
+            status: k.status,
+            reset: k.reset,
+            health_status: k.health_status,
+            _task: task,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+    pub fn set_status(&self, s: u16) {
+        self.status.store(s, Ordering::Relaxed);
+    }
+    pub fn set_reset(&self, on: bool) {
+        self.reset.store(on, Ordering::Relaxed);
+    }
+    pub fn set_health_status(&self, s: u16) {
+        self.health_status.store(s, Ordering::Relaxed);
+    }
+}
+
+/// Why a controlled upstream refused to answer (makes hyper close the connection).
+#[derive(Debug)]
+struct ResetByTest;
+impl std::fmt::Display for ResetByTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset by test")
+    }
+}
+impl std::error::Error for ResetByTest {}
+
+async fn controlled_answer(
+    k: Knobs,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, ResetByTest> {
+    if req.uri().path().ends_with("/healthz") {
+        k.health_checks.fetch_add(1, Ordering::Relaxed);
+        let mut r = Response::new(full("health\n"));
+        *r.status_mut() =
+            StatusCode::from_u16(k.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
+        return Ok(r);
+    }
+    k.requests.fetch_add(1, Ordering::Relaxed);
+    if k.reset.load(Ordering::Relaxed) {
+        return Err(ResetByTest);
+    }
+    let delay = k.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut r = Response::new(full(format!("{} answered\n", k.name)));
+    *r.status_mut() =
+        StatusCode::from_u16(k.status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK);
+    r.headers_mut()
+        .insert("x-upstream", k.name.parse().expect("header value"));
+    Ok(r)
+}
+
+/// An address on 127.0.0.1 where nothing listens: connecting to it is refused.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a
+}

@@ -22,6 +22,7 @@ use crate::gateway::Ctx;
 use crate::plugin::{EndpointOutcome, FilterState, InboundOutcome, OutboundOutcome};
 use crate::routing::{self, Target};
 use crate::shed::Permit;
+use crate::upstream::retry::RetryReason;
 use crate::upstream::stats::Outcome;
 use body::{ClientBody, ReqBody, ReqBodyFault, ReqShared, RespBody, UpBody};
 use bytes::Bytes;
@@ -506,7 +507,7 @@ async fn proxy(
                 };
                 if can_retry
                     && last_failure != Failure::DeadlineExceeded
-                    && may_retry(&mut f, &cluster, &tried)
+                    && may_retry(&mut f, &cluster, &tried, RetryReason::ConnectFailed)
                 {
                     continue;
                 }
@@ -604,7 +605,9 @@ async fn proxy(
                 // A reused connection the upstream closed while idle is the classic benign
                 // race; replay once more even when retries are off, if the body allows it.
                 let benign_race = up.reused && body_source.is_some() && attempt == 1;
-                if (can_retry || benign_race) && may_retry(&mut f, &cluster, &tried) {
+                if (can_retry || benign_race)
+                    && may_retry(&mut f, &cluster, &tried, RetryReason::Reset)
+                {
                     max_attempts = max_attempts.max(2);
                     f.passport.stamp(State::UpstreamReset);
                     continue;
@@ -627,16 +630,20 @@ async fn proxy(
         };
 
         let status = resp.status();
-        let failed = status.is_server_error() && cluster.outlier_cfg.eject_on_5xx;
-        inflight.finish(Outcome { latency, failed });
-        if failed {
+        // The balancer's failure rate always counts a 5xx (an endpoint answering 500s fast
+        // must not look attractive); outlier ejection only when the cluster opts in.
+        inflight.finish(Outcome {
+            latency,
+            failed: status.is_server_error(),
+        });
+        if status.is_server_error() && cluster.outlier_cfg.eject_on_5xx {
             cluster.outlier.on_failure(ei, Instant::now());
         } else {
             cluster.outlier.on_success(ei);
         }
         if can_retry
             && retry.on_status.contains(&status.as_u16())
-            && may_retry(&mut f, &cluster, &tried)
+            && may_retry(&mut f, &cluster, &tried, RetryReason::Status)
         {
             f.passport.stamp(State::RespHeadersReceived);
             // The connection carries an unread body: drop it rather than pool it.
@@ -776,12 +783,18 @@ async fn endpoint(
 
 /// A retry goes ahead only if another endpoint is eligible and the cluster's retry budget
 /// allows it; the budget permit is held until the request ends.
-fn may_retry(f: &mut Finisher, cluster: &crate::upstream::Cluster, tried: &[usize]) -> bool {
-    if cluster.pick(tried).is_none() {
+fn may_retry(
+    f: &mut Finisher,
+    cluster: &crate::upstream::Cluster,
+    tried: &[usize],
+    why: RetryReason,
+) -> bool {
+    if !cluster.has_eligible(tried) {
         return false;
     }
-    match cluster.retry_budget.try_acquire(cluster.in_flight()) {
+    match cluster.retry_budget.try_acquire(cluster.limit.in_flight()) {
         Some(p) => {
+            cluster.retry_budget.record_retry(why);
             f.retry_permits.push(p);
             f.passport.stamp(State::Retry);
             true

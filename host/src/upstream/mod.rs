@@ -73,15 +73,24 @@ impl Cluster {
         })
     }
 
+    fn eligible(&self, i: usize, tried: &[usize], now: Instant) -> bool {
+        !tried.contains(&i)
+            && self.outlier.is_available(i, now)
+            && self.health.as_ref().is_none_or(|h| h.is_healthy(i))
+    }
+
     /// Picks an endpoint that is healthy, not ejected and not in `tried`.
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
-        let eligible = |i: usize| {
-            !tried.contains(&i)
-                && self.outlier.is_available(i, now)
-                && self.health.as_ref().is_none_or(|h| h.is_healthy(i))
-        };
-        self.balancer.pick(&self.stats, &eligible)
+        self.balancer
+            .pick(&self.stats, &|i| self.eligible(i, tried, now))
+    }
+
+    /// Whether `pick` could find an endpoint, without asking the balancer (which may advance
+    /// its rotation or claim a probe).
+    pub fn has_eligible(&self, tried: &[usize]) -> bool {
+        let now = Instant::now();
+        (0..self.endpoints.len()).any(|i| self.eligible(i, tried, now))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -149,7 +158,25 @@ impl Upstreams {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
         type Getter = fn(&Cluster, usize) -> String;
-        let series: [(&str, &str, &str, Getter); 9] = [
+        let series: [(&str, &str, &str, Getter); 12] = [
+            (
+                "portcullis_upstream_requests_total",
+                "counter",
+                "Requests to an endpoint that got an answer or failed upstream.",
+                |c, i| c.stats[i].requests_total().to_string(),
+            ),
+            (
+                "portcullis_upstream_failures_total",
+                "counter",
+                "Requests to an endpoint that failed: connect error, reset, timeout or 5xx.",
+                |c, i| c.stats[i].failures_total().to_string(),
+            ),
+            (
+                "portcullis_upstream_healthy",
+                "gauge",
+                "1 unless active health checks mark the endpoint down.",
+                |c, i| u8::from(c.health.as_ref().is_none_or(|h| h.is_healthy(i))).to_string(),
+            ),
             (
                 "portcullis_upstream_in_flight",
                 "gauge",
@@ -236,6 +263,37 @@ impl Upstreams {
                     );
                 }
             }
+        }
+        metric(
+            out,
+            "portcullis_retries_total",
+            "counter",
+            "Retries that went ahead, by reason: connect_failed, reset or status.",
+        );
+        for c in &self.clusters {
+            for why in retry::RetryReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "portcullis_retries_total{{cluster=\"{}\",reason=\"{}\"}} {}",
+                    c.name,
+                    why.as_str(),
+                    c.retry_budget.retries_total(why)
+                );
+            }
+        }
+        metric(
+            out,
+            "portcullis_retry_budget_exhausted_total",
+            "counter",
+            "Retries refused because the cluster's retry budget was spent.",
+        );
+        for c in &self.clusters {
+            let _ = writeln!(
+                out,
+                "portcullis_retry_budget_exhausted_total{{cluster=\"{}\"}} {}",
+                c.name,
+                c.retry_budget.exhausted_total()
+            );
         }
         metric(
             out,
