@@ -396,8 +396,7 @@ failure = "fail_open"
 [match]
 path_prefix = "/"
 [config]
-name = "x-bench-$i"
-value = "1"
+set = { "x-bench-$i" = "1" }
 EOF
     done
     local cfg

@@ -38,9 +38,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+            Ok(cfg) => {
+                let problems = cfg
+                    .plugins
+                    .as_ref()
+                    .map(portcullis::plugin::check_dir)
+                    .unwrap_or_default();
+                if problems.is_empty() {
+                    println!("{}: ok", config.display());
+                    return ExitCode::SUCCESS;
+                }
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("{} problem(s) found", problems.len());
+                ExitCode::from(1)
             }
             Err(e) => {
                 eprintln!("{e}");

@@ -97,6 +97,36 @@ connect_ms = 0
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Plugin manifests are checked too: a typo and a limit over the ceiling, naming the file.
+    let pdir = dir.join("plugins");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(pdir.join("auth.toml"), "kind = \"inbound\"\nordr = 1\n").unwrap();
+    std::fs::write(pdir.join("auth.wasm"), b"\0asm").unwrap();
+    std::fs::write(
+        pdir.join("slow.toml"),
+        "kind = \"inbound\"\n[limits]\ncpu_ms = 100000\n",
+    )
+    .unwrap();
+    let with_plugins = dir.join("plugins.toml");
+    std::fs::write(
+        &with_plugins,
+        "[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n[plugins]\ndir = \"plugins\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&with_plugins)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.toml") && err.contains("ordr"), "{err}");
+    assert!(
+        err.contains("slow.toml") && err.contains("limits.cpu_ms"),
+        "{err}"
+    );
+    assert!(err.contains("slow.wasm: missing"), "{err}");
+
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("run") && help.contains("check"), "{help}");

@@ -389,6 +389,60 @@ fn unavailable() -> PluginFailure {
     }
 }
 
+/// Static checks of the plugin directory for `portcullis check`: every manifest parses within
+/// the ceilings and has its `.wasm`. (Compilation and type-checking happen at load.) Returns
+/// one `file: reason` line per problem.
+pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&cfg.dir) {
+        Ok(rd) => rd,
+        Err(e) => return vec![format!("{}: plugins.dir: {e}", cfg.dir.display())],
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".toml") {
+            if !registry::valid_name(stem) {
+                out.push(format!(
+                    "{}: plugin names are 1-64 characters of a-z, 0-9, `-` and `_`",
+                    path.display()
+                ));
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    if let Err(why) = manifest::Manifest::parse(&text, cfg) {
+                        out.push(format!("{}: {why}", path.display()));
+                    }
+                }
+                Err(e) => out.push(format!("{}: {e}", path.display())),
+            }
+            let wasm = cfg.dir.join(format!("{stem}.wasm"));
+            match std::fs::metadata(&wasm) {
+                Ok(m) if m.len() > cfg.max_upload_bytes as u64 => out.push(format!(
+                    "{}: {} bytes, more than [plugins] max_upload_bytes",
+                    wasm.display(),
+                    m.len()
+                )),
+                Ok(_) => {}
+                Err(_) => out.push(format!(
+                    "{}: missing (the manifest has no component)",
+                    wasm.display()
+                )),
+            }
+        } else if let Some(stem) = name.strip_suffix(".wasm") {
+            if !cfg.dir.join(format!("{stem}.toml")).exists() {
+                out.push(format!("{}: missing manifest {stem}.toml", path.display()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The running plugin system: registry, watcher, admin API.
 pub struct PluginRuntime {
     registry: Arc<Registry>,
