@@ -38,6 +38,7 @@ LABEL = {
     "nginx": "nginx (1 worker, upstream keepalive)",
     "haproxy": "HAProxy (nbthread 1, http-reuse always)",
     "portcullis": "Portcullis (1 worker thread)",
+    "portcullis-filter1": "Portcullis + 1 filter",
     "portcullis-filters": "Portcullis + 3 filters",
     "portcullis-fanout": "Portcullis endpoint fan-out ×3",
 }
@@ -256,6 +257,10 @@ o = overhead.get("portcullis", {}).get("p999")
 ole = overhead.get("portcullis", {}).get("p999_le")
 P(f"| Portcullis overhead p99.9 (own histogram, below saturation) | {f_us(None if o is None else o * 1e6)}"
   f"{'' if ole is None else f' (bucket ≤ {ole * 1e6:.0f} µs)'} | ≤ 100 µs | {verdict(None if ole is None else ole <= 100e-6)} |")
+sk1 = skip_reason("portcullis-filter1")
+if not sk1:
+    r1 = ratio(tp("portcullis-filter1"), tp("portcullis"))
+    P(f"| 1 filter / no filters throughput | {'–' if r1 is None else f'{r1:.2f}×'} | info | – |")
 sk = skip_reason("portcullis-filters")
 if sk:
     P(f"| 3 filters / no filters throughput | SKIPPED ({sk}) | ≥ 0.90× | – |")
@@ -371,6 +376,13 @@ if h2:
     P("## HTTP/2 (h2c prior knowledge, nice-to-have)")
     P("")
     P(h2.strip())
+    P("")
+
+tls = rd("tls.md")
+if tls:
+    P("## HTTP/1.1, HTTP/2 and HTTP/3 over TLS (Portcullis)")
+    P("")
+    P(tls.strip())
     P("")
 
 notes = rd("notes.txt")

@@ -189,6 +189,8 @@ P_NGINX=$((PORT_BASE + 10)) P_HAPROXY=$((PORT_BASE + 11))
 P_PC=$((PORT_BASE + 12)) A_PC=$((PORT_BASE + 13))
 P_PCF=$((PORT_BASE + 14)) A_PCF=$((PORT_BASE + 15))
 P_PCE=$((PORT_BASE + 16)) A_PCE=$((PORT_BASE + 17))
+P_PC1=$((PORT_BASE + 18)) A_PC1=$((PORT_BASE + 19))
+P_PCT=$((PORT_BASE + 22)) A_PCT=$((PORT_BASE + 23))
 P_NGINX_H2=$((PORT_BASE + 20)) P_HAPROXY_H2=$((PORT_BASE + 21))
 
 declare -A URL=() PROC=()
@@ -374,7 +376,8 @@ build_plugins() {
 }
 
 start_portcullis_filters() {
-    local name=portcullis-filters
+    # $1 = number of filters, $2 = target name, $3/$4 = proxy/admin ports
+    local count=$1 name=$2 port=$3 admin=$4
     build_plugins
     if [ -n "$PLUGINS_SKIP" ]; then
         skip "$name" "$PLUGINS_SKIP"
@@ -385,9 +388,9 @@ start_portcullis_filters() {
         skip "$name" "add_header.wasm missing after plugin build"
         return 0
     }
-    local dir="$TMP/plugins-filters"
+    local dir="$TMP/plugins-$name"
     mkdir -p "$dir"
-    for i in 1 2 3; do
+    for i in $(seq 1 "$count"); do
         cp "$wasm" "$dir/hdr$i.wasm"
         cat >"$dir/hdr$i.toml" <<EOF
 kind = "inbound"
@@ -400,23 +403,23 @@ set = { "x-bench-$i" = "1" }
 EOF
     done
     local cfg
-    cfg=$(portcullis_config "$name" "$P_PCF" "$A_PCF" "[plugins]
+    cfg=$(portcullis_config "$name" "$port" "$admin" "[plugins]
 dir = \"$dir\"" '
 [[route]]
 name = "all"
 match = { path_prefix = "/" }
 cluster = "up1"')
-    start_portcullis "$name" "$cfg" "$P_PCF" "$A_PCF" / 30 || return 0
-    # The filters run on requests to the upstream; confirm all three are loaded.
+    start_portcullis "$name" "$cfg" "$port" "$admin" / 30 || return 0
+    # The filters run on requests to the upstream; confirm they are all loaded.
     local deadline=$((SECONDS + 15)) listing=""
     while [ $SECONDS -lt $deadline ]; do
         listing=$(curl -fsS --max-time 1 "${ADMIN[$name]}/admin/plugins" 2>/dev/null || true)
-        if grep -q hdr1 <<<"$listing" && grep -q hdr2 <<<"$listing" && grep -q hdr3 <<<"$listing"; then
+        if [ "$(grep -o '"name": "hdr[0-9]*"' <<<"$listing" | wc -l)" -eq "$count" ]; then
             return 0
         fi
         sleep 0.2
     done
-    skip "$name" "the 3 filters were not listed as loaded by /admin/plugins"
+    skip "$name" "the $count filter(s) were not listed as loaded by /admin/plugins"
     stop "$name"
     unset "URL[$name]" "PROC[$name]"
 }
@@ -455,7 +458,7 @@ endpoint = "fanout"')
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy portcullis portcullis-filters portcullis-fanout; do
+    for t in direct nginx haproxy portcullis portcullis-filter1 portcullis-filters portcullis-fanout; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -579,6 +582,46 @@ h2_rows() {
     done
 }
 
+# Portcullis over TLS: HTTP/1.1, HTTP/2 (ALPN) and HTTP/3 (QUIC) on one listener, closed loop
+# with oha (16 connections), one round each. Only Portcullis: Debian's nginx and HAProxy have
+# no HTTP/3.
+tls_rows() {
+    command -v openssl >/dev/null || return 0
+    local name=portcullis-tls
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TMP/tls.key" -out "$TMP/tls.crt" >/dev/null 2>&1 || return 0
+    local f="$TMP/$name.toml"
+    printf '%s\n' \
+        "[admin]" "listen = \"127.0.0.1:$A_PCT\"" \
+        "[[listener]]" "name = \"tls\"" "listen = \"127.0.0.1:$P_PCT\"" \
+        "tls = { cert = \"$TMP/tls.crt\", key = \"$TMP/tls.key\" }" "http3 = true" \
+        "[[cluster]]" "name = \"up1\"" "endpoints = [\"127.0.0.1:$U1\"]" \
+        "[[route]]" "name = \"all\"" "match = { path_prefix = \"/\" }" "cluster = \"up1\"" >"$f"
+    RUST_LOG=warn start "$name" "$CPU_SRV" "$PORTCULLIS" run --config "$f" --workers 1
+    wait_http "http://127.0.0.1:$A_PCT/metrics" 10 "$name" || {
+        stop "$name"
+        return 0
+    }
+    local out="$DATA/tls.md"
+    {
+        echo "Portcullis over TLS, \`oha -c 16 -z ${TPUT_SECS}s --insecure\` closed loop, one round per protocol (HTTP/1.1 to the upstream)."
+        echo
+        echo "| protocol | req/s | p50 ms | p99 ms | errors |"
+        echo "|---|---|---|---|---|"
+    } >"$out"
+    local v o
+    for v in 1.1 2 3; do
+        o="$TMP/tls-$v.json"
+        run_fg timeout $((TPUT_SECS + 20)) taskset -c "$CPU_LG" oha -z "${TPUT_SECS}s" -c 16 --insecure \
+            --http-version "$v" --no-tui "${OHA_FMT[@]}" "https://127.0.0.1:$P_PCT/" >"$o" 2>"$o.err" || true
+        python3 "$BENCH/oha_row.py" "$o" "HTTP/$v" >>"$out" 2>/dev/null ||
+            echo "| HTTP/$v | – | – | – | oha failed: $(head -c 120 "$o.err" | tr '\n' ' ') |" >>"$out"
+        log "tls HTTP/$v done"
+    done
+    stop "$name"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
@@ -602,7 +645,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PCE $A_PCE $P_NGINX_H2 $P_HAPROXY_H2; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -616,7 +659,8 @@ main() {
     start_nginx
     start_haproxy
     start_portcullis_plain
-    start_portcullis_filters
+    start_portcullis_filters 1 portcullis-filter1 "$P_PC1" "$A_PC1"
+    start_portcullis_filters 3 portcullis-filters "$P_PCF" "$A_PCF"
     start_portcullis_fanout
 
     mapfile -t TARGETS < <(active_targets)
@@ -626,10 +670,11 @@ main() {
     throughput "${TARGETS[@]}"
     latency "${TARGETS[@]}"
     for t in nginx haproxy portcullis; do idle_test "$t"; done
-    for t in portcullis-filters portcullis-fanout; do
+    for t in portcullis-filter1 portcullis-filters portcullis-fanout; do
         if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
     done
     h2_rows
+    tls_rows
 
     local date host
     date=$(date -u +%Y-%m-%d)
@@ -656,7 +701,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy portcullis portcullis-filters portcullis-fanout".split(),
+  "targets": "direct nginx haproxy portcullis portcullis-filter1 portcullis-filters portcullis-fanout".split(),
   "rates": $rates_json,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
