@@ -287,3 +287,57 @@ async fn home_degrades_failed_sections_and_forwards_context() {
     let (p, _) = send(addr, get(addr, "/api/home?user=abc")).await;
     assert_eq!(p.status, 400);
 }
+
+#[tokio::test]
+async fn max_calls_and_max_response_bytes_caps() {
+    let a = Upstream::start("a").await;
+    let dir = temp_dir("ep-caps");
+    // Three clusters, one call each, but only two calls per request allowed.
+    install_plugin(
+        &dir,
+        "fan",
+        "fanout",
+        &fan_manifest(
+            "clusters = \"a,a,a\"\npath = \"/a/x\"\nsequential = true",
+            "[fanout]\nmax_calls = 2\n",
+        ),
+    );
+    // The echo upstream answers a few hundred bytes; allow only 16.
+    install_plugin(
+        &dir,
+        "small",
+        "fanout",
+        &fan_manifest(
+            "clusters = \"a\"\npath = \"/a/x\"",
+            "[fanout]\nmax_response_bytes = 16\n",
+        ),
+    );
+    let config = cfg(&[("a", a.addr)], &dir, "").replace(
+        "[plugins]",
+        "[[route]]\nname = \"small\"\nmatch = { path_prefix = \"/small\" }\nendpoint = \"small\"\n[plugins]",
+    );
+    let gw = gateway(&config, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let (p, b) = send(addr, get(addr, "/fan")).await;
+    assert_eq!(p.status, 200);
+    let v = json(&b);
+    let r = v["results"].as_array().expect("results");
+    assert_eq!(r[0]["status"], 200);
+    assert_eq!(r[1]["status"], 200);
+    assert!(
+        r[2]["error"].as_str().unwrap_or("").contains("max_calls"),
+        "{v}"
+    );
+    assert_eq!(a.requests(), 2, "the third call was never made");
+
+    let (_, b) = send(addr, get(addr, "/small")).await;
+    let v = json(&b);
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_response_bytes"),
+        "{v}"
+    );
+}
