@@ -562,3 +562,95 @@ async fn guest_logs_stdout_and_metrics_are_exported() {
         ) > Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn wall_clock_instance_upload_and_body_bounds() {
+    let up = Upstream::start("up").await;
+    let slow = Upstream::start_fixed("slow", 200, 2000).await;
+    let dir = temp_dir("plugins-bounds");
+    // timeout_ms bounds a call even while the guest is only waiting (on an upstream call).
+    install_plugin(
+        &dir,
+        "waits",
+        "fanout",
+        "kind = \"endpoint\"\n[limits]\ntimeout_ms = 150\n[config]\nclusters = \"slow\"\npath = \"/\"\ntimeout_ms = 5000\n",
+    );
+    // One instance slot: a second concurrent call finds none and is refused, not queued.
+    install_plugin(
+        &dir,
+        "busy",
+        "testbed",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/up/busy\"\n[limits]\ncpu_ms = 400\ntimeout_ms = 2000\n[config]\nmode = \"slow\"\nspin_ms = 300\n",
+    );
+    // A filter that takes the body bounds it.
+    install_plugin(
+        &dir,
+        "reads",
+        "testbed",
+        "kind = \"inbound\"\nbody = true\n[match]\npath_prefix = \"/up/body\"\n[limits]\nmax_body_bytes = 10\n[config]\nmode = \"ok\"\n",
+    );
+    let cfg = config(
+        up.addr,
+        &dir,
+        "max_instances = 1\nmax_cpu_ms = 500\nmax_upload_bytes = 3000000\n",
+    )
+    .replace(
+        "[plugins]",
+        &format!(
+            "[[cluster]]\nname = \"slow\"\nendpoints = [\"{}\"]\n[plugins]",
+            slow.addr
+        ),
+    );
+    // The endpoint route must come before the catch-all: put it first.
+    let cfg = cfg.replacen("[[route]]\nname = \"all\"", "[[route]]\nname = \"waits\"\nmatch = { path_prefix = \"/waits\" }\nendpoint = \"waits\"\n[[route]]\nname = \"all\"", 1);
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    let t0 = Instant::now();
+    let (p, _) = send(addr, get(addr, "/waits")).await;
+    assert_eq!(p.status, 504);
+    assert_eq!(header(&p, "portcullis-error"), "plugin-timeout");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    let first = tokio::spawn(async move { send(addr, get(addr, "/up/busy")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (p, _) = send(addr, get(addr, "/up/busy")).await;
+    assert_eq!(p.status, 503);
+    assert_eq!(header(&p, "portcullis-error"), "plugin-overloaded");
+    let (p, _) = first.await.expect("first");
+    assert_eq!(p.status, 200, "the call holding the slot finishes normally");
+
+    let post = |n: usize| {
+        Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/up/body"))
+            .header("host", "localhost")
+            .body(body(vec![b'x'; n]))
+            .expect("request")
+    };
+    let (p, _) = send(addr, post(8)).await;
+    assert_eq!(p.status, 200);
+    let (p, _) = send(addr, post(100)).await;
+    assert_eq!(p.status, 413);
+
+    // Uploads over max_upload_bytes are refused before anything is parsed.
+    let admin = gw.admin_addr();
+    let (ct, b) = multipart(&[
+        ("manifest", b"kind = \"inbound\"\n"),
+        ("wasm", &vec![0u8; 4_000_000]),
+    ]);
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("http://{admin}/admin/plugins/big"))
+        .header("host", "admin")
+        .header("authorization", "Bearer s3cret")
+        .header("content-type", ct)
+        .body(body(b))
+        .expect("request");
+    let (p, _) = send(admin, req).await;
+    assert_eq!(p.status, 413);
+}
