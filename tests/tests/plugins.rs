@@ -654,3 +654,58 @@ async fn wall_clock_instance_upload_and_body_bounds() {
     let (p, _) = send(admin, req).await;
     assert_eq!(p.status, 413);
 }
+
+#[tokio::test]
+async fn instances_are_reused_within_bounds_and_dropped_after_a_failure() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-reuse");
+    install_plugin(
+        &dir,
+        "counted",
+        "testbed",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/up/count\"\n[config]\nmode = \"count\"\n",
+    );
+    install_plugin(
+        &dir,
+        "fresh",
+        "testbed",
+        "kind = \"inbound\"\nreuse_instance = false\n[match]\npath_prefix = \"/up/fresh\"\n[config]\nmode = \"count\"\n",
+    );
+    let gw = gateway(
+        &config(up.addr, &dir, "instance_reuse_calls = 3\n"),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").expect("listener");
+    let count = |path: &'static str, trap: bool| async move {
+        let mut req = get(addr, path);
+        if trap {
+            req.headers_mut()
+                .insert("x-testbed-trap", http::HeaderValue::from_static("1"));
+        }
+        let (p, b) = send(addr, req).await;
+        if p.status != 200 {
+            let code = p.status.as_u16();
+            return format!("status {code} {}", header(&p, "portcullis-error"));
+        }
+        echo(&b)["headers"]["x-testbed-count"]
+            .as_str()
+            .unwrap_or("missing")
+            .to_string()
+    };
+    // Sequential calls share one instance (its static counter grows) until it has served
+    // instance_reuse_calls, then a new one starts from scratch.
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(count("/up/count", false).await);
+    }
+    assert_eq!(seen, ["1", "2", "3", "1", "2", "3", "1"]);
+    // A failed call discards its instance: the next call starts on a fresh one.
+    assert_eq!(count("/up/count", true).await, "status 500 plugin-trap");
+    assert_eq!(count("/up/count", false).await, "1");
+    assert_eq!(count("/up/count", false).await, "2");
+    // reuse_instance = false: every call sees a fresh instance.
+    for _ in 0..4 {
+        assert_eq!(count("/up/fresh", false).await, "1");
+    }
+}

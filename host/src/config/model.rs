@@ -435,6 +435,11 @@ pub struct Plugins {
     /// Concurrent plugin instances across the gateway (pooling allocator slots).
     #[serde(default = "defaults::max_instances")]
     pub max_instances: u32,
+    /// Calls one instance may serve before it is discarded; 0: a fresh instance per call.
+    /// Reused instances keep guest memory between calls of the same plugin (never across
+    /// plugins); see docs/architecture.md.
+    #[serde(default = "defaults::instance_reuse_calls")]
+    pub instance_reuse_calls: u32,
     /// Consecutive traps before a plugin is quarantined.
     #[serde(default = "defaults::quarantine_after")]
     pub quarantine_after: u32,
@@ -479,6 +484,9 @@ pub(crate) mod defaults {
         1024 * 1024
     }
     pub fn max_instances() -> u32 {
+        1_000
+    }
+    pub fn instance_reuse_calls() -> u32 {
         1_000
     }
     pub fn quarantine_after() -> u32 {

@@ -1,12 +1,13 @@
-//! One plugin, loaded: its compiled, pre-linked component and the code that calls it under
-//! its limits and classifies whatever goes wrong.
+//! One plugin, loaded: its compiled, pre-linked component, its idle instances, and the code
+//! that calls it under its limits and classifies whatever goes wrong.
 
 use super::bindings::{endpoint, filter, types};
-use super::engine::{StoreData, WasmHost};
+use super::engine::{IdleSlot, Stdio, StoreData, WasmHost, STDIO_CAPACITY};
 use super::manifest::{Kind, Manifest};
 use super::stats::{FailureKind, PluginStats, QuarantinePolicy};
 use super::upstream::FanoutCtx;
 use crate::routing::Matcher;
+use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,12 @@ pub enum Pre {
     Endpoint(endpoint::EndpointPre<StoreData>),
 }
 
+/// A live instance of either world.
+pub enum Instance {
+    Filter(filter::Filter),
+    Endpoint(endpoint::Endpoint),
+}
+
 pub struct Plugin {
     pub name: Arc<str>,
     /// First 16 hex digits of sha256(wasm ‖ manifest): the version.
@@ -30,6 +37,9 @@ pub struct Plugin {
     pub pre: Pre,
     pub stats: Arc<PluginStats>,
     pub loaded_at: SystemTime,
+    /// Instances that finished a call cleanly, most recently used last. They belong to this
+    /// version only: a reload starts with none, and they go away with the old version.
+    pub idle: Mutex<Vec<(Warm, IdleSlot)>>,
 }
 
 /// Why a call produced no usable result.
@@ -41,12 +51,111 @@ pub struct CallFail {
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
+/// Idle instances kept per plugin version, on top of the pool-wide bound (half the slots).
+/// Calls that run at the same time each need their own instance; more idle ones than the
+/// gateway's usual concurrency per plugin would only hold memory.
+const MAX_IDLE_PER_PLUGIN: usize = 64;
+
+/// A store with (after its first call) an instance in it, and what has been read of its
+/// stdout/stderr so far.
+///
+/// Why reuse at all: a fresh instance per call costs ~45 µs for a trivial Rust filter on the
+/// benchmark machine (`cargo run --release -p portcullis-examples --bin filter_micro`),
+/// almost all of it resetting and re-faulting guest memory; a reused one costs a few µs.
+/// The trade-off, stated in docs/architecture.md: a plugin's globals and heap survive
+/// between its own calls (never across plugins or versions), so a plugin that must not
+/// carry anything from one request to the next sets `reuse_instance = false`.
+pub struct Warm {
+    store: Store<StoreData>,
+    instance: Option<Instance>,
+    stdio: Stdio,
+    stdout_seen: usize,
+    stderr_seen: usize,
+    calls: u32,
+}
+
+impl Warm {
+    fn new(host: &WasmHost, manifest: &Arc<Manifest>, stats: &Arc<PluginStats>) -> Warm {
+        let (store, stdio) = host.store(manifest, stats);
+        Warm {
+            store,
+            instance: None,
+            stdio,
+            stdout_seen: 0,
+            stderr_seen: 0,
+            calls: 0,
+        }
+    }
+
+    /// Instantiates on first use, then runs `f`.
+    async fn call<R, F>(&mut self, pre: &Pre, f: F) -> wasmtime::Result<R>
+    where
+        F: for<'a> FnOnce(&'a mut Store<StoreData>, &'a Instance) -> CallFuture<'a, R>,
+    {
+        let Warm {
+            store, instance, ..
+        } = self;
+        if instance.is_none() {
+            *instance = Some(match pre {
+                Pre::Filter(p) => Instance::Filter(p.instantiate_async(&mut *store).await?),
+                Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(&mut *store).await?),
+            });
+        }
+        self.calls += 1;
+        match instance {
+            Some(inst) => f(store, inst).await,
+            None => Err(wasmtime::Error::msg("instance missing after instantiation")),
+        }
+    }
+
+    /// Sends what the guest printed since the last call to the log.
+    fn flush_output(&mut self, stats: &PluginStats) {
+        let out = self.stdio.stdout.contents();
+        if out.len() > self.stdout_seen {
+            stats.guest_output("stdout", &out[self.stdout_seen..]);
+            self.stdout_seen = out.len();
+        }
+        let err = self.stdio.stderr.contents();
+        if err.len() > self.stderr_seen {
+            stats.guest_output("stderr", &err[self.stderr_seen..]);
+            self.stderr_seen = err.len();
+        }
+    }
+
+    /// Whether the capture pipes still have room for another call's output (a full pipe
+    /// would make the guest's prints fail).
+    fn pipes_have_room(&self) -> bool {
+        self.stdout_seen.max(self.stderr_seen) <= STDIO_CAPACITY / 2
+    }
+}
+
 impl Plugin {
+    pub fn new(
+        name: &str,
+        version: String,
+        manifest: Manifest,
+        pre: Pre,
+        stats: Arc<PluginStats>,
+    ) -> Plugin {
+        Plugin {
+            name: Arc::from(name),
+            version,
+            matcher: Matcher::new(&manifest.matcher),
+            manifest: Arc::new(manifest),
+            pre,
+            stats,
+            loaded_at: SystemTime::now(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         self.manifest.kind
     }
 
-    /// Runs `f` in a fresh store under the manifest's limits and accounts for the outcome.
+    /// Runs `f` on an idle or new instance under the manifest's limits and accounts for the
+    /// outcome. Only an instance whose call succeeded is kept: after a trap, a limit or a
+    /// timeout its state is unknown, so it is dropped.
     async fn invoke<R, F>(
         &self,
         host: &WasmHost,
@@ -55,7 +164,7 @@ impl Plugin {
         f: F,
     ) -> Result<R, CallFail>
     where
-        F: for<'a> FnOnce(&'a mut Store<StoreData>) -> CallFuture<'a, R>,
+        F: for<'a> FnOnce(&'a mut Store<StoreData>, &'a Instance) -> CallFuture<'a, R>,
     {
         if let Some(left) = self.stats.quarantined(Instant::now()) {
             let fail = CallFail {
@@ -65,19 +174,21 @@ impl Plugin {
             self.stats.record_failure(fail.kind, &fail.detail, policy);
             return Err(fail);
         }
-        let (mut store, stdio) = host.store(&self.manifest, &self.stats, fanout);
+        let idle = self.idle.lock().pop().map(|(w, _slot)| w);
+        let mut warm = idle.unwrap_or_else(|| Warm::new(host, &self.manifest, &self.stats));
+        StoreData::arm(&mut warm.store, fanout);
         let t0 = Instant::now();
-        let res = tokio::time::timeout(self.manifest.timeout, f(&mut store)).await;
+        let res = tokio::time::timeout(self.manifest.timeout, warm.call(&self.pre, f)).await;
         let elapsed = t0.elapsed();
-        let d = store.data();
+        warm.flush_output(&self.stats);
+        let d = warm.store.data();
         let waited = d.fanout.as_ref().map(|f| f.waited()).unwrap_or_default();
         self.stats
             .record_call(elapsed.saturating_sub(waited), d.limiter.high_water);
-        self.stats.guest_output("stdout", &stdio.stdout.contents());
-        self.stats.guest_output("stderr", &stdio.stderr.contents());
         let (kind, err) = match res {
             Ok(Ok(r)) => {
                 self.stats.record_success();
+                self.keep(host, warm);
                 return Ok(r);
             }
             Ok(Err(e)) => {
@@ -119,6 +230,25 @@ impl Plugin {
         Err(CallFail { kind, detail })
     }
 
+    /// Keeps an instance that served a call cleanly for the next call, within the bounds:
+    /// calls per instance, idle instances per plugin and across the pool, pipe room.
+    fn keep(&self, host: &WasmHost, warm: Warm) {
+        if !self.manifest.reuse_instance
+            || warm.calls >= host.reuse_calls
+            || warm.instance.is_none()
+            || !warm.pipes_have_room()
+        {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() >= MAX_IDLE_PER_PLUGIN {
+            return;
+        }
+        if let Some(slot) = host.reserve_idle() {
+            idle.push((warm, slot));
+        }
+    }
+
     /// Calls `on-request`.
     pub async fn on_request(
         &self,
@@ -126,13 +256,15 @@ impl Plugin {
         policy: &QuarantinePolicy,
         req: types::Request,
     ) -> Result<types::InboundAction, CallFail> {
-        let Pre::Filter(pre) = self.pre.clone() else {
+        let Pre::Filter(_) = &self.pre else {
             return Err(not_a(Kind::Inbound));
         };
-        self.invoke(host, policy, None, move |store| {
+        self.invoke(host, policy, None, move |store, inst| {
             Box::pin(async move {
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.call_on_request(&mut *store, &req).await
+                match inst {
+                    Instance::Filter(i) => i.call_on_request(&mut *store, &req).await,
+                    Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
+                }
             })
         })
         .await
@@ -146,13 +278,15 @@ impl Plugin {
         req: types::Request,
         resp: types::ResponseHead,
     ) -> Result<types::OutboundAction, CallFail> {
-        let Pre::Filter(pre) = self.pre.clone() else {
+        let Pre::Filter(_) = &self.pre else {
             return Err(not_a(Kind::Outbound));
         };
-        self.invoke(host, policy, None, move |store| {
+        self.invoke(host, policy, None, move |store, inst| {
             Box::pin(async move {
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.call_on_response(&mut *store, &req, &resp).await
+                match inst {
+                    Instance::Filter(i) => i.call_on_response(&mut *store, &req, &resp).await,
+                    Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
+                }
             })
         })
         .await
@@ -166,13 +300,15 @@ impl Plugin {
         req: types::Request,
         fanout: FanoutCtx,
     ) -> Result<(types::Response, FanoutCtx), CallFail> {
-        let Pre::Endpoint(pre) = self.pre.clone() else {
+        let Pre::Endpoint(_) = &self.pre else {
             return Err(not_a(Kind::Endpoint));
         };
-        self.invoke(host, policy, Some(fanout), move |store| {
+        self.invoke(host, policy, Some(fanout), move |store, inst| {
             Box::pin(async move {
-                let inst = pre.instantiate_async(&mut *store).await?;
-                let resp = inst.call_handle(&mut *store, &req).await?;
+                let resp = match inst {
+                    Instance::Endpoint(i) => i.call_handle(&mut *store, &req).await?,
+                    Instance::Filter(_) => return Err(wasmtime::Error::msg("not an endpoint")),
+                };
                 let fanout = store
                     .data_mut()
                     .fanout
@@ -185,19 +321,25 @@ impl Plugin {
     }
 
     /// Instantiates once without calling anything: catches missing imports, bad start
-    /// functions and initial memory over the limit before the plugin takes traffic.
+    /// functions and initial memory over the limit before the plugin takes traffic. The
+    /// instance then serves the first call.
     pub async fn validate(&self, host: &WasmHost) -> anyhow::Result<()> {
-        let (mut store, _stdio) = host.store(&self.manifest, &self.stats, None);
+        let mut warm = Warm::new(host, &self.manifest, &self.stats);
+        StoreData::arm(&mut warm.store, None);
         let fut = async {
-            match &self.pre {
-                Pre::Filter(p) => p.instantiate_async(&mut store).await.map(|_| ()),
-                Pre::Endpoint(p) => p.instantiate_async(&mut store).await.map(|_| ()),
-            }
+            warm.instance = Some(match &self.pre {
+                Pre::Filter(p) => Instance::Filter(p.instantiate_async(&mut warm.store).await?),
+                Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(&mut warm.store).await?),
+            });
+            wasmtime::Result::Ok(())
         };
         match tokio::time::timeout(self.manifest.timeout, fut).await {
-            Ok(r) => r.map_err(super::engine::wasm_err),
+            Ok(r) => r.map_err(super::engine::wasm_err)?,
             Err(_) => anyhow::bail!("instantiation exceeded timeout_ms"),
         }
+        warm.flush_output(&self.stats);
+        self.keep(host, warm);
+        Ok(())
     }
 }
 

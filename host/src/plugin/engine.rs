@@ -8,14 +8,17 @@
 //! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond; a
 //!   call yields to tokio at each tick (so a long guest never starves other requests on the
 //!   worker) and is stopped once its ticks exceed the manifest's `cpu_ms`.
-//! * **A `Store` per call**: the unit of isolation. Nothing a guest does survives the call.
+//! * **A `Store` is the unit of isolation**, never shared between plugins or versions. By
+//!   default a store and its instance serve up to `[plugins] instance_reuse_calls` calls of
+//!   one plugin (see `call.rs` for why); `reuse_instance = false` in a manifest gives every
+//!   call a fresh one.
 
 use super::bindings::{filter, types, upstream};
 use super::manifest::Manifest;
 use super::stats::PluginStats;
 use super::upstream::FanoutCtx;
 use crate::config;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -28,7 +31,7 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// Guest stack; deep recursion traps here instead of growing.
 const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of guest stdout/stderr kept per call; the rest is dropped.
-const STDIO_CAPACITY: usize = 16 * 1024;
+pub const STDIO_CAPACITY: usize = 16 * 1024;
 /// Table elements per table (function references).
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
@@ -36,6 +39,11 @@ pub struct WasmHost {
     pub engine: Engine,
     pub linker: Linker<StoreData>,
     ticker_stop: Arc<AtomicBool>,
+    /// Calls one instance may serve (`[plugins] instance_reuse_calls`; ≤ 1: no reuse).
+    pub reuse_calls: u32,
+    /// Idle instances may hold at most half of the pool's slots, so kept-warm instances can
+    /// never starve calls of a slot.
+    idle_slots_left: Arc<AtomicUsize>,
 }
 
 impl Drop for WasmHost {
@@ -98,15 +106,26 @@ impl WasmHost {
             engine,
             linker,
             ticker_stop,
+            reuse_calls: cfg.instance_reuse_calls,
+            idle_slots_left: Arc::new(AtomicUsize::new(slots as usize / 2)),
         })
     }
 
-    /// A fresh store for one call, with the plugin's limits armed.
+    /// Reserves room for one idle instance; `None` when idle instances already hold their
+    /// share of the pool. Dropping the slot gives the room back.
+    pub fn reserve_idle(&self) -> Option<IdleSlot> {
+        self.idle_slots_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| IdleSlot(self.idle_slots_left.clone()))
+    }
+
+    /// A fresh store, with the plugin's limits armed (`StoreData::arm` re-arms them for each
+    /// call).
     pub fn store(
         &self,
         manifest: &Arc<Manifest>,
         stats: &Arc<PluginStats>,
-        fanout: Option<FanoutCtx>,
     ) -> (Store<StoreData>, Stdio) {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
@@ -131,11 +150,10 @@ impl WasmHost {
             ticks: 0,
             cpu_budget,
             cpu_exceeded: false,
-            fanout,
+            fanout: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limiter);
-        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut cx| {
             let d = cx.data_mut();
             d.ticks += 1;
@@ -152,6 +170,15 @@ impl WasmHost {
             ))
         });
         (store, Stdio { stdout, stderr })
+    }
+}
+
+/// Room for one idle instance in the pool-wide idle budget, given back on drop.
+pub struct IdleSlot(Arc<AtomicUsize>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -179,6 +206,18 @@ pub struct StoreData {
     pub cpu_exceeded: bool,
     /// Present for endpoint calls: the context `upstream.fetch` runs in.
     pub fanout: Option<FanoutCtx>,
+}
+
+impl StoreData {
+    /// Resets the per-call budget of a store before a call (fresh or reused instance).
+    pub fn arm(store: &mut Store<StoreData>, fanout: Option<FanoutCtx>) {
+        let d = store.data_mut();
+        d.ticks = 0;
+        d.cpu_exceeded = false;
+        d.limiter.denied = false;
+        d.fanout = fanout;
+        store.set_epoch_deadline(1);
+    }
 }
 
 impl WasiView for StoreData {

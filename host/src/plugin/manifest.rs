@@ -52,12 +52,19 @@ struct Raw {
     /// Filters: give `on-request` the request body (buffered up to `max_body_bytes`).
     #[serde(default)]
     body: bool,
+    /// `false`: a fresh instance for every call (see `Manifest::reuse_instance`).
+    #[serde(default = "yes")]
+    reuse_instance: bool,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     fanout: RawFanout,
     #[serde(default)]
     config: toml::Table,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -95,6 +102,10 @@ pub struct Manifest {
     pub matcher: RouteMatch,
     pub failure: Failure,
     pub body: bool,
+    /// Whether an instance may serve more than one call (up to `[plugins]
+    /// instance_reuse_calls`). `false` trades throughput for isolation between requests: a
+    /// plugin that keeps request data in globals cannot leak it into the next request.
+    pub reuse_instance: bool,
     /// Guest execution budget per call, enforced by epoch interruption.
     pub cpu: Duration,
     pub memory_bytes: usize,
@@ -208,6 +219,7 @@ impl Manifest {
             matcher: raw.matcher,
             failure: raw.failure,
             body: raw.body,
+            reuse_instance: raw.reuse_instance,
             cpu: Duration::from_millis(cpu_ms),
             memory_bytes: (memory_mb as usize) << 20,
             timeout: Duration::from_millis(timeout_ms),

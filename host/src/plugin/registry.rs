@@ -12,7 +12,6 @@ use super::manifest::{Kind, Manifest, MAX_MANIFEST_BYTES};
 use super::stats::PluginStats;
 use super::Chain;
 use crate::config;
-use crate::routing::Matcher;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -170,15 +169,13 @@ impl Registry {
                     format!("{name}.wasm: does not implement the `endpoint` world: {e:#}")
                 })?,
         };
-        let plugin = Arc::new(Plugin {
-            name: Arc::from(name),
+        let plugin = Arc::new(Plugin::new(
+            name,
             version,
-            matcher: Matcher::new(&manifest.matcher),
-            manifest: Arc::new(manifest),
+            manifest,
             pre,
-            stats: self.stats_for(name),
-            loaded_at: SystemTime::now(),
-        });
+            self.stats_for(name),
+        ));
         plugin
             .validate(&self.host)
             .await

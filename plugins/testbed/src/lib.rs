@@ -15,9 +15,16 @@
 //! | `respond`     | answers 200 itself                                        |
 //! | `reject`      | rejects with 403                                          |
 //! | `print`       | writes to stdout and logs                                 |
+//! | `count`       | adds `x-testbed-count`: calls this instance has served    |
+//! |               | (traps instead when the request has `x-testbed-trap`)     |
 
 use portcullis_sdk::prelude::*;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Calls served by this instance: state that survives between calls only when the gateway
+/// reuses the instance.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 struct Testbed;
 
@@ -93,6 +100,15 @@ fn misbehave(mode: &str) -> Option<InboundAction> {
 impl Filter for Testbed {
     fn on_request(req: Request) -> InboundAction {
         let mode = config::get_or("mode", "ok");
+        if mode == "count" {
+            let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+            if req.header("x-testbed-trap").is_some() {
+                misbehave("trap");
+            }
+            return Changes::new()
+                .set_header("x-testbed-count", &n.to_string())
+                .inbound();
+        }
         if let Some(a) = misbehave(&mode) {
             return a;
         }

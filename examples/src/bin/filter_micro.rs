@@ -1,0 +1,96 @@
+//! Micro-benchmark of one inbound filter call, without sockets: the cost the plugin runtime
+//! adds per filter per request. Used to choose and tune the instance strategy; the
+//! end-to-end numbers live in `bench/run.sh` (rows `portcullis-filter1`/`portcullis-filters`).
+//!
+//! ```text
+//! cargo run --release -p portcullis-examples --bin filter_micro -- [calls]
+//! ```
+#![forbid(unsafe_code)]
+
+use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
+use portcullis::request::passport::Passport;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let calls: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+
+    let dir = std::env::temp_dir().join(format!("portcullis-filter-micro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let guests = std::path::Path::new(env!("PORTCULLIS_GUEST_DIR"));
+    std::fs::copy(guests.join("add_header.wasm"), dir.join("hdr.wasm"))?;
+    std::fs::write(
+        dir.join("hdr.toml"),
+        "kind = \"inbound\"\norder = 10\nfailure = \"fail_closed\"\n[config]\nset = { \"x-bench\" = \"1\" }\n",
+    )?;
+    let text = format!(
+        "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+         [[cluster]]\nname = \"up\"\nendpoints = [\"127.0.0.1:1\"]\n\
+         [[route]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"up\"\n\
+         [plugins]\ndir = \"{}\"\n",
+        dir.display()
+    );
+    let cfg =
+        portcullis::Config::parse(&text, &dir).map_err(|p| anyhow::anyhow!("config: {p:?}"))?;
+    let plugins = cfg
+        .plugins
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no [plugins]"))?;
+    let rt = PluginRuntime::start(&plugins, &cfg.limits).await?;
+    let chain = rt.chain();
+    let client: SocketAddr = ([127, 0, 0, 1], 40000).into();
+
+    let one = || {
+        let chain = chain.clone();
+        async move {
+            let (mut parts, ()) = http::Request::get("http://bench.local/items?id=7")
+                .header("host", "bench.local")
+                .header("user-agent", "filter-micro")
+                .body(())
+                .map(|r| r.into_parts())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut state = FilterState::default();
+            let mut passport = Passport::new(Instant::now());
+            match chain
+                .inbound(
+                    &mut parts,
+                    client,
+                    Some("all"),
+                    None,
+                    &mut state,
+                    &mut passport,
+                )
+                .await
+            {
+                InboundOutcome::Continue if parts.headers.contains_key("x-bench") => Ok(()),
+                _ => anyhow::bail!("filter did not run"),
+            }
+        }
+    };
+
+    // Warm up: compile caches, pool slots, page tables.
+    for _ in 0..500 {
+        one().await?;
+    }
+    let mut lat: Vec<Duration> = Vec::with_capacity(calls);
+    let t0 = Instant::now();
+    for _ in 0..calls {
+        let started = Instant::now();
+        one().await?;
+        lat.push(started.elapsed());
+    }
+    let total = t0.elapsed();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "calls={calls} mean={:.1}us p50={:.1}us p99={:.1}us calls/s={:.0}",
+        total.as_secs_f64() * 1e6 / calls as f64,
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+        calls as f64 / total.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
