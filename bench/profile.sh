@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Profile the plain Portcullis proxy path under wrk load with `perf record`.
 #
-#   bash bench/profile.sh [SECONDS]    # default 10
+#   bash bench/profile.sh [SECONDS] [FILTERS]   # default 10 s, 0 filters
+#
+# FILTERS > 0 installs that many copies of the add-header filter (built by run.sh into
+# plugins/target), as in run.sh's portcullis-filter1/-filters rows.
 #
 # Same layout as run.sh: wrk on core 0; Portcullis (--workers 1) and bench_upstream on core 1.
 # Needs the release binaries built by run.sh and `perf` (apt-get install -y linux-perf).
@@ -9,11 +12,13 @@
 # meant to be committed: it is ignored by bench/.gitignore).
 set -Eeuo pipefail
 SECS=${1:-10}
+FILTERS=${2:-0}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PORT_BASE="${BENCH_PORT_BASE:-18180}"
 U=$((PORT_BASE + 1)) P=$((PORT_BASE + 12)) A=$((PORT_BASE + 13))
 OUT="$ROOT/bench/results/profile-$(date -u +%Y%m%d)"
+if [ "$FILTERS" -gt 0 ]; then OUT="$OUT-filters$FILTERS"; fi
 mkdir -p "$OUT"
 command -v perf >/dev/null || { echo "perf not found: apt-get install -y linux-perf" >&2; exit 1; }
 
@@ -45,6 +50,17 @@ name = "all"
 match = { path_prefix = "/" }
 cluster = "up1"
 EOF
+if [ "$FILTERS" -gt 0 ]; then
+    WASM="$ROOT/plugins/target/wasm32-wasip2/release/add_header.wasm"
+    [ -f "$WASM" ] || { echo "$WASM missing: run bench/run.sh once" >&2; exit 1; }
+    mkdir -p "$TMP/plugins"
+    for i in $(seq 1 "$FILTERS"); do
+        cp "$WASM" "$TMP/plugins/hdr$i.wasm"
+        printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
+            "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
+    done
+    printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
+fi
 taskset -c 1 "$TARGET_DIR/release/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
 PIDS+=($!)
 RUST_LOG=warn taskset -c 1 "$TARGET_DIR/release/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/pc.log" 2>&1 &

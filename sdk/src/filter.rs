@@ -18,8 +18,10 @@ pub mod bindings {
 /// A filter. The manifest's `kind` decides which method the gateway calls; the other keeps
 /// its default and is never called.
 ///
-/// Each call runs in a fresh instance: keep no state in statics between calls (use request
-/// `metadata` to pass facts from inbound to outbound filters).
+/// An instance may serve many calls, one at a time (see `reuse_instance` in the manifest):
+/// statics survive between calls, so cache only what is the same for every request (parsed
+/// config), never request data. Use request `metadata` to pass facts from inbound to outbound
+/// filters.
 pub trait Filter {
     /// `kind = "inbound"`: runs before routing. The default continues unchanged.
     ///

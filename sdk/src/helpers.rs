@@ -162,27 +162,49 @@ impl Changes {
 }
 
 /// The manifest's `[config]` table.
+///
+/// The table is fetched from the host once per instance and kept: it cannot change while an
+/// instance lives (a new manifest is a new plugin version with new instances), and the
+/// gateway reuses instances across calls, so later calls read it without a host call.
 pub mod config {
     use crate::filter::bindings::portcullis::plugin::config as wit;
+    use serde::Deserialize;
+    use serde_json::{Map, Value};
+    use std::sync::OnceLock;
+
+    static TABLE: OnceLock<Map<String, Value>> = OnceLock::new();
+
+    fn table() -> &'static Map<String, Value> {
+        TABLE.get_or_init(|| match serde_json::from_str(&wit::all()) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        })
+    }
 
     /// String value of `key` (non-strings as JSON text).
     pub fn get(key: &str) -> Option<String> {
-        wit::get(key)
+        table().get(key).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
     }
     /// String value of `key`, or `default`.
     pub fn get_or(key: &str, default: &str) -> String {
-        wit::get(key).unwrap_or_else(|| default.to_string())
+        get(key).unwrap_or_else(|| default.to_string())
     }
-    /// `key` parsed from its JSON text (numbers, booleans, arrays).
+    /// `key` as `T`: tables, arrays, numbers and booleans as they are; a string is first
+    /// read as JSON text (so `"5"` parses as a number), then as a plain string.
     pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
-        let raw = wit::get(key)?;
-        serde_json::from_str(&raw)
-            .ok()
-            .or_else(|| serde_json::from_value(serde_json::Value::String(raw)).ok())
+        match table().get(key)? {
+            Value::String(s) => serde_json::from_str(s)
+                .ok()
+                .or_else(|| T::deserialize(&Value::String(s.clone())).ok()),
+            v => T::deserialize(v).ok(),
+        }
     }
     /// The whole table as JSON.
-    pub fn all() -> serde_json::Value {
-        serde_json::from_str(&wit::all()).unwrap_or(serde_json::Value::Null)
+    pub fn all() -> Value {
+        Value::Object(table().clone())
     }
 }
 

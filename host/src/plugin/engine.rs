@@ -3,8 +3,8 @@
 //!
 //! Why these choices:
 //! * **Pooling allocator**: instance slots, memories, tables and fiber stacks are reserved up
-//!   front, so instantiating per call is a few microseconds and the total is bounded by
-//!   `[plugins] max_instances`: more concurrent calls than slots fail fast, never allocate.
+//!   front, so the total is bounded by `[plugins] max_instances`: more concurrent calls than
+//!   slots fail fast, never allocate.
 //! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond; a
 //!   call yields to tokio at each tick (so a long guest never starves other requests on the
 //!   worker) and is stopped once its ticks exceed the manifest's `cpu_ms`.
@@ -30,7 +30,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub const TICK: Duration = Duration::from_millis(1);
 /// Guest stack; deep recursion traps here instead of growing.
 const MAX_WASM_STACK: usize = 512 * 1024;
-/// Bytes of guest stdout/stderr kept per call; the rest is dropped.
+/// Bytes of guest stdout/stderr a store's pipes hold; a reused store is retired once half
+/// full, so a guest's print never fails for lack of room.
 pub const STDIO_CAPACITY: usize = 16 * 1024;
 /// Table elements per table (function references).
 const MAX_TABLE_ELEMENTS: usize = 20_000;

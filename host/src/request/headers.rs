@@ -2,7 +2,7 @@
 //! and W3C trace context.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::fmt::Write;
+use std::io::Write;
 use std::net::SocketAddr;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -49,30 +49,41 @@ pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = hex_id(fastrand::u128(..), 32);
-    let v = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"));
+    let mut buf = [0u8; 32];
+    hex_into(fastrand::u128(..), &mut buf);
+    let v = HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"));
     h.insert(X_REQUEST_ID.clone(), v.clone());
     v
 }
 
-fn hex_id(n: u128, digits: usize) -> String {
-    let mut s = String::with_capacity(digits);
-    let _ = write!(s, "{:0width$x}", n, width = digits);
-    s.truncate(digits);
-    s
+/// Writes the low `out.len() / 2` bytes of `n` as lowercase hex, most significant first.
+/// Ids are made on every request: no formatting machinery, no allocation.
+fn hex_into(mut n: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
 }
 
 /// Propagates W3C trace context: a valid `traceparent` keeps its trace id and flags with the
 /// gateway as the new parent span; a missing or invalid one starts a new sampled-off trace.
 pub fn propagate_traceparent(h: &mut HeaderMap) {
-    let span = hex_id(fastrand::u64(1..) as u128, 16);
-    let next = h
+    // "00-" trace(32) "-" span(16) "-" flags(2): 55 bytes, built on the stack.
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    match h
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
-        .map(|(trace, flags)| format!("00-{trace}-{span}-{flags}"))
-        .unwrap_or_else(|| format!("00-{}-{span}-00", hex_id(fastrand::u128(1..), 32)));
-    if let Ok(v) = HeaderValue::from_str(&next) {
+    {
+        Some((trace, flags)) => {
+            buf[3..35].copy_from_slice(trace.as_bytes());
+            buf[53..55].copy_from_slice(flags.as_bytes());
+        }
+        None => hex_into(fastrand::u128(1..), &mut buf[3..35]),
+    }
+    hex_into(u128::from(fastrand::u64(1..)), &mut buf[36..52]);
+    if let Ok(v) = HeaderValue::from_bytes(&buf) {
         h.insert(TRACEPARENT.clone(), v);
     }
 }
@@ -100,12 +111,25 @@ fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (set: the
 /// gateway is the edge and does not trust a client's claims about its own scheme or host).
 pub fn add_forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: Option<&str>) {
-    let ip = client.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    // An IPv6 address is at most 45 characters: format it on the stack.
+    let mut ip = [0u8; 64];
+    let ip_len = {
+        let mut w = &mut ip[..];
+        let _ = write!(w, "{}", client.ip());
+        64 - w.len()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let ip = &ip[..ip_len];
+    let v = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + ip.len());
+            joined.extend_from_slice(prev);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip);
+            HeaderValue::from_bytes(&joined)
+        }
+        _ => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(v) = v {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(
@@ -176,5 +200,34 @@ mod tests {
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 32);
         assert_eq!(h["x-request-id"], id);
+    }
+
+    #[test]
+    fn hex_ids_are_fixed_width_lowercase() {
+        let mut b = [0u8; 8];
+        hex_into(0xdead_beef, &mut b);
+        assert_eq!(&b, b"deadbeef");
+        let mut b = [0u8; 16];
+        hex_into(0xab, &mut b);
+        assert_eq!(&b, b"00000000000000ab");
+        let mut b = [0u8; 4];
+        hex_into(0x12345, &mut b);
+        assert_eq!(&b, b"2345", "only the low digits fit");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_ip() {
+        let v4: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, v4, false, Some("example.com"));
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.7"));
+        add_forwarded(&mut h, v6, true, None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7, 2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

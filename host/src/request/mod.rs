@@ -201,7 +201,11 @@ pub async fn handle_any(
         retry_permits: Vec::new(),
         done: false,
     };
-    proxy(&ctx, &conn, f, parts, body).await
+    // Boxed: the state machine's future is ~12 KiB. hyper keeps a connection's request
+    // future in one box from accept to close and moves each request's future into it, so
+    // unboxed this would be ~12 KiB per idle keep-alive connection and a 12 KiB copy per
+    // request; boxed it is one allocation per request, freed when the request ends.
+    Box::pin(proxy(&ctx, &conn, f, parts, body)).await
 }
 
 /// Sends a gateway-made response and ends the request.
@@ -323,16 +327,18 @@ async fn proxy(
                 }
             }
         }
-        match chain
-            .inbound(
-                &mut parts,
-                conn.client,
-                route.map(|r| &*r.name),
-                buffered.as_ref(),
-                &mut fstate,
-                &mut f.passport,
-            )
-            .await
+        // Boxed, like every plugin phase below: a Wasm call's future is large, and inlined
+        // it would grow every request's future (kept per connection by hyper) with or
+        // without plugins.
+        match Box::pin(chain.inbound(
+            &mut parts,
+            conn.client,
+            route.map(|r| &*r.name),
+            buffered.as_ref(),
+            &mut fstate,
+            &mut f.passport,
+        ))
+        .await
         {
             InboundOutcome::Continue => {}
             InboundOutcome::Respond(resp) => {
@@ -373,7 +379,10 @@ async fn proxy(
                 deadline,
                 priority,
             };
-            return endpoint(ctx, conn, f, parts, body, buffered, fstate, chain, job).await;
+            return Box::pin(endpoint(
+                ctx, conn, f, parts, body, buffered, fstate, chain, job,
+            ))
+            .await;
         }
     };
     f.cluster = Some(cluster.name.clone());
@@ -666,16 +675,15 @@ async fn proxy(
             .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
         if let Some(chain) = &chain {
             f.passport.stamp(State::OutboundFiltersStart);
-            match chain
-                .outbound(
-                    &parts,
-                    conn.client,
-                    Some(&route.name),
-                    &mut rparts,
-                    &fstate,
-                    &mut f.passport,
-                )
-                .await
+            match Box::pin(chain.outbound(
+                &parts,
+                conn.client,
+                Some(&route.name),
+                &mut rparts,
+                &fstate,
+                &mut f.passport,
+            ))
+            .await
             {
                 OutboundOutcome::Continue => {}
                 OutboundOutcome::Failed(pf) => {
@@ -808,4 +816,23 @@ static ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-portcullis-
 /// Used by tests and the admin page: the status a failure maps to.
 pub fn failure_status(f: Failure) -> StatusCode {
     f.status()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// hyper keeps one request future per connection in a box sized for it, from accept to
+    /// close, and moves each request's future into it: its size is memory per idle
+    /// keep-alive connection and bytes copied per request.
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = future_size(super::handle);
+        eprintln!("request::handle future: {size} bytes");
+        assert!(size <= 2048, "request::handle future is {size} bytes");
+    }
 }

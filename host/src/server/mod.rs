@@ -114,36 +114,43 @@ pub async fn serve(
                     let conn = builder.serve_connection(TokioIo::new(io), svc);
                     watcher.watch(conn).await
                 }
+                // Boxed: the TLS states are several KiB, and an unboxed branch would make every
+                // plain connection's task that large too (this task lives as long as an idle
+                // keep-alive connection).
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let io = io::ClientIo::new(
-                                tls_stream,
-                                state,
-                                ctx.metrics.clone(),
-                                index,
-                                header_timeout,
-                                idle_timeout,
-                                h2,
-                            );
-                            let conn = builder.serve_connection(TokioIo::new(io), svc);
-                            watcher.watch(conn).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                            if let Some(m) = ctx.metrics.listeners.get(index) {
-                                m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                    let ctx = ctx.clone();
+                    Box::pin(async move {
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let io = io::ClientIo::new(
+                                    tls_stream,
+                                    state,
+                                    ctx.metrics.clone(),
+                                    index,
+                                    header_timeout,
+                                    idle_timeout,
+                                    h2,
+                                );
+                                let conn = builder.serve_connection(TokioIo::new(io), svc);
+                                watcher.watch(conn).await
                             }
-                            Ok(())
-                        }
-                        Err(_) => {
-                            if let Some(m) = ctx.metrics.listeners.get(index) {
-                                m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            Ok(Err(e)) => {
+                                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                                if let Some(m) = ctx.metrics.listeners.get(index) {
+                                    m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(())
                             }
-                            Ok(())
+                            Err(_) => {
+                                if let Some(m) = ctx.metrics.listeners.get(index) {
+                                    m.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(())
+                            }
                         }
-                    }
+                    })
+                    .await
                 }
             };
             if let Err(e) = res {
