@@ -168,7 +168,6 @@ impl Changes {
 /// gateway reuses instances across calls, so later calls read it without a host call.
 pub mod config {
     use crate::filter::bindings::portcullis::plugin::config as wit;
-    use serde::Deserialize;
     use serde_json::{Map, Value};
     use std::sync::OnceLock;
 
