@@ -708,4 +708,19 @@ async fn instances_are_reused_within_bounds_and_dropped_after_a_failure() {
     for _ in 0..4 {
         assert_eq!(count("/up/fresh", false).await, "1");
     }
+    drop(gw);
+
+    // Idle instances may hold at most half of max_instances: with one slot, none is kept,
+    // so the slot stays free for live calls and every call starts fresh.
+    let gw = gateway(
+        &config(up.addr, &dir, "max_instances = 1\n"),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for _ in 0..3 {
+        let (p, b) = send(addr, get(addr, "/up/count")).await;
+        assert_eq!(p.status, 200);
+        assert_eq!(echo(&b)["headers"]["x-testbed-count"], "1");
+    }
 }
