@@ -37,6 +37,7 @@ LABEL = {
     "direct": "direct → upstream",
     "nginx": "nginx (1 worker, upstream keepalive)",
     "haproxy": "HAProxy (nbthread 1, http-reuse always)",
+    "hyper-floor": "hyper floor (bare hyper 1 proxy, reference)",
     "portcullis": "Portcullis (1 worker thread)",
     "portcullis-filter1": "Portcullis + 1 filter",
     "portcullis-filters": "Portcullis + 3 filters",
@@ -246,6 +247,11 @@ r = ratio(tp("portcullis"), tp("nginx"))
 P(f"| Portcullis / nginx throughput | {'–' if r is None else f'{r:.2f}×'} | ≥ 1.00× | {verdict(None if r is None else r >= 1.0)} |")
 r = ratio(tp("portcullis"), tp("haproxy"))
 P(f"| Portcullis / HAProxy throughput | {'–' if r is None else f'{r:.2f}×'} | ≥ 1.00× | {verdict(None if r is None else r >= 1.0)} |")
+if "hyper-floor" in TARGETS and not skip_reason("hyper-floor"):
+    r = ratio(tp("portcullis"), tp("hyper-floor"))
+    P(f"| Portcullis / hyper floor throughput (info: Portcullis' own per-request work) | {'–' if r is None else f'{r:.2f}×'} | – | – |")
+    r = ratio(tp("hyper-floor"), tp("nginx"))
+    P(f"| hyper floor / nginx throughput (info: the stack alone) | {'–' if r is None else f'{r:.2f}×'} | – | – |")
 a_p, a_n, a_h = added("portcullis", "p99"), added("nginx", "p99"), added("haproxy", "p99")
 if a_p is not None and a_n is not None and (a_p < 0 or a_n < 0):
     v_lat = "**INCONCLUSIVE** (negative: the direct baseline's tail was worse than the proxied one, i.e. noise from other load dominates)"

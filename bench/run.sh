@@ -72,12 +72,13 @@ install_peers() {
 }
 
 build_portcullis() {
-    log "building portcullis and bench_upstream (release, -j $JOBS, target dir $TARGET_DIR)"
+    log "building portcullis, bench_upstream and hyper_floor (release, -j $JOBS, target dir $TARGET_DIR)"
     # One cargo invocation: features are unified once, so the library is built once.
     (cd "$ROOT" && cargo build --release -j "$JOBS" -p portcullis -p portcullis-examples \
-        --bin portcullis --bin bench_upstream >&2)
+        --bin portcullis --bin bench_upstream --bin hyper_floor >&2)
     PORTCULLIS="$TARGET_DIR/release/portcullis"
     UPSTREAM_BIN="$TARGET_DIR/release/bench_upstream"
+    FLOOR_BIN="$TARGET_DIR/release/hyper_floor"
     [ -x "$PORTCULLIS" ] || die "missing $PORTCULLIS"
     [ -x "$UPSTREAM_BIN" ] || die "missing $UPSTREAM_BIN"
 }
@@ -196,6 +197,7 @@ P_PCE=$((PORT_BASE + 16)) A_PCE=$((PORT_BASE + 17))
 P_PC1=$((PORT_BASE + 18)) A_PC1=$((PORT_BASE + 19))
 P_PCT=$((PORT_BASE + 22)) A_PCT=$((PORT_BASE + 23))
 P_NGINX_H2=$((PORT_BASE + 20)) P_HAPROXY_H2=$((PORT_BASE + 21))
+P_FLOOR=$((PORT_BASE + 24))
 
 declare -A URL=() PROC=()
 
@@ -344,6 +346,19 @@ start_portcullis() {
 }
 declare -A ADMIN=()
 
+# The stack's floor: a bare hyper 1 proxy (examples/src/bin/hyper_floor.rs), same runtime,
+# allocator and pinning as Portcullis, none of its work. Shows how much of the gap to
+# nginx/HAProxy is the stack and how much is Portcullis' own per-request work.
+start_floor() {
+    start hyper-floor "$CPU_SRV" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$U1" spawn
+    if wait_http "http://127.0.0.1:$P_FLOOR/" 10 hyper-floor; then
+        URL[hyper-floor]="http://127.0.0.1:$P_FLOOR/"
+        PROC[hyper-floor]=${PID[hyper-floor]}
+    else
+        skip hyper-floor "hyper_floor did not start: $(tail -n 3 "$TMP/hyper-floor.log" | tr '\n' ' ' | cut -c1-200)"
+    fi
+}
+
 start_portcullis_plain() {
     local cfg
     cfg=$(portcullis_config portcullis "$P_PC" "$A_PC" "" '
@@ -462,7 +477,7 @@ endpoint = "fanout"')
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy portcullis portcullis-filter1 portcullis-filters portcullis-fanout; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-fanout; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -649,7 +664,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -662,6 +677,7 @@ main() {
     start_upstream
     start_nginx
     start_haproxy
+    start_floor
     start_portcullis_plain
     start_portcullis_filters 1 portcullis-filter1 "$P_PC1" "$A_PC1"
     start_portcullis_filters 3 portcullis-filters "$P_PCF" "$A_PCF"
@@ -705,7 +721,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy portcullis portcullis-filter1 portcullis-filters portcullis-fanout".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-fanout".split(),
   "rates": $rates_json,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)

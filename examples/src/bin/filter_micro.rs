@@ -3,7 +3,7 @@
 //! end-to-end numbers live in `bench/run.sh` (rows `portcullis-filter1`/`portcullis-filters`).
 //!
 //! ```text
-//! cargo run --release -p portcullis-examples --bin filter_micro -- [calls]
+//! cargo run --release -p portcullis-examples --bin filter_micro -- [calls] [cold_kib]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    // Optional: KiB of other memory to touch between calls (not timed), to see a call's cost
+    // with caches that the rest of a request (and other processes) have evicted.
+    let cold_kib: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut scratch = vec![0u8; cold_kib * 1024];
 
     let dir = std::env::temp_dir().join(format!("portcullis-filter-micro-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -76,12 +80,19 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut lat: Vec<Duration> = Vec::with_capacity(calls);
     let t0 = Instant::now();
-    for _ in 0..calls {
+    let mut timed = Duration::ZERO;
+    for i in 0..calls {
+        for b in scratch.iter_mut().step_by(64) {
+            *b = b.wrapping_add(i as u8);
+        }
+        std::hint::black_box(&scratch);
         let started = Instant::now();
         one().await?;
-        lat.push(started.elapsed());
+        let took = started.elapsed();
+        timed += took;
+        lat.push(took);
     }
-    let total = t0.elapsed();
+    let total = if cold_kib > 0 { timed } else { t0.elapsed() };
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(

@@ -264,6 +264,7 @@ impl RespBody {
         deadline: Instant,
         conn: (Conn, Arc<crate::upstream::Cluster>, usize),
         finisher: Finisher,
+        now: Instant,
     ) -> Self {
         let mut s = Box::new(Streaming {
             inner,
@@ -272,7 +273,7 @@ impl RespBody {
             sleep: None,
             conn: Some(conn),
             finisher: Some(finisher),
-            body_started: Instant::now(),
+            body_started: now,
         });
         if s.inner.is_end_stream() {
             s.complete();
@@ -287,8 +288,11 @@ impl Streaming {
             cluster.endpoints[i].pool.release(conn);
         }
         if let Some(mut f) = self.finisher.take() {
-            f.passport.add_waiting(self.body_started.elapsed());
-            f.passport.stamp(State::RespBodySent);
+            let now = Instant::now();
+            f.passport
+                .add_waiting(now.saturating_duration_since(self.body_started));
+            f.passport.stamp_at(State::RespBodySent, now);
+            f.passport.stamp_at(State::Done, now);
             f.finish();
         }
     }

@@ -392,7 +392,6 @@ async fn proxy(
     }
 
     // The head that goes up.
-    let client_host = routing::request_host(&parts).map(str::to_owned);
     if !parts.headers.contains_key(http::header::HOST) {
         if let Some(v) = parts
             .uri
@@ -403,29 +402,28 @@ async fn proxy(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    let fwd_host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or(client_host);
-    headers::add_forwarded(
-        &mut parts.headers,
-        conn.client,
-        conn.tls,
-        fwd_host.as_deref(),
-    );
+    // A `HeaderValue` clone shares the parsed head's bytes: no copy.
+    let fwd_host = parts.headers.get(http::header::HOST).cloned();
+    headers::add_forwarded(&mut parts.headers, conn.client, conn.tls, fwd_host);
     headers::add_via(&mut parts.headers, parts.version);
     headers::propagate_traceparent(&mut parts.headers);
-    let path_q: http::Uri = match parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .parse()
-    {
-        Ok(u) => u,
-        Err(_) => return fail(f, Failure::BadRequest),
+    // Origin-form (every HTTP/1.1 request without a proxy in front) goes up as it came;
+    // other forms keep only their path and query, without re-parsing.
+    let path_q: http::Uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        parts.uri.clone()
+    } else {
+        let mut up = http::uri::Parts::default();
+        up.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        match http::Uri::from_parts(up) {
+            Ok(u) => u,
+            Err(_) => return fail(f, Failure::BadRequest),
+        }
     };
 
     // The body that goes up: replayable (empty or buffered) or streamed once.
@@ -483,15 +481,13 @@ async fn proxy(
         tried.push(ei);
         let ep = &cluster.endpoints[ei];
         f.endpoint = Some(ep.addr.clone());
-        f.passport.stamp(State::UpstreamPicked);
+        // One clock reading per step: the stamps and bookkeeping below happen back to back.
+        let picked = Instant::now();
+        f.passport.stamp_at(State::UpstreamPicked, picked);
         let can_retry = attempt < max_attempts;
-
-        f.passport.stamp(State::ConnAcquireStart);
-        let inflight = cluster.stats[ei].begin();
-        let acquired = ep
-            .pool
-            .acquire((Instant::now() + t.connect).min(deadline))
-            .await;
+        f.passport.stamp_at(State::ConnAcquireStart, picked);
+        let inflight = cluster.stats[ei].begin_at(picked);
+        let acquired = ep.pool.acquire((picked + t.connect).min(deadline)).await;
         let mut up = match acquired {
             Ok(c) => c,
             Err(e) => {
@@ -524,7 +520,8 @@ async fn proxy(
             }
         };
         f.passport.add_waiting(up.connect_time);
-        f.passport.stamp(State::ConnAcquired);
+        let acquired_at = Instant::now();
+        f.passport.stamp_at(State::ConnAcquired, acquired_at);
 
         let up_body = match (&body_source, stream_body.take()) {
             (Some(b), _) if b.is_empty() => UpBody::Empty,
@@ -565,14 +562,15 @@ async fn proxy(
             path_q.clone()
         };
 
-        let sent = Instant::now();
+        let sent = acquired_at;
         f.passport.stamp_at(State::ReqHeadersSent, sent);
         let res = tokio::time::timeout_at(
             (sent + t.upstream_headers).min(deadline).into(),
             up.sender.send(req),
         )
         .await;
-        let latency = sent.elapsed();
+        let got = Instant::now();
+        let latency = got.saturating_duration_since(sent);
         f.passport.add_waiting(latency);
 
         let resp = match res {
@@ -641,12 +639,15 @@ async fn proxy(
         let status = resp.status();
         // The balancer's failure rate always counts a 5xx (an endpoint answering 500s fast
         // must not look attractive); outlier ejection only when the cluster opts in.
-        inflight.finish(Outcome {
-            latency,
-            failed: status.is_server_error(),
-        });
+        inflight.finish_at(
+            Outcome {
+                latency,
+                failed: status.is_server_error(),
+            },
+            got,
+        );
         if status.is_server_error() && cluster.outlier_cfg.eject_on_5xx {
-            cluster.outlier.on_failure(ei, Instant::now());
+            cluster.outlier.on_failure(ei, got);
         } else {
             cluster.outlier.on_success(ei);
         }
@@ -660,8 +661,7 @@ async fn proxy(
             drop(up);
             continue;
         }
-        f.passport.stamp(State::RespHeadersReceived);
-
+        f.passport.stamp_at(State::RespHeadersReceived, got);
         let (mut rparts, rbody) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rparts.headers);
         headers::add_via(&mut rparts.headers, http::Version::HTTP_11);
@@ -695,8 +695,16 @@ async fn proxy(
             f.passport.stamp(State::OutboundFiltersEnd);
         }
         f.status = rparts.status.as_u16();
-        f.passport.stamp(State::RespHeadersSent);
-        let body = RespBody::stream(rbody, t.upstream_body_idle, deadline, (up, cluster, ei), f);
+        let head_done = if chain.is_some() { Instant::now() } else { got };
+        f.passport.stamp_at(State::RespHeadersSent, head_done);
+        let body = RespBody::stream(
+            rbody,
+            t.upstream_body_idle,
+            deadline,
+            (up, cluster, ei),
+            f,
+            head_done,
+        );
         return Response::from_parts(rparts, body);
     }
 }
@@ -829,6 +837,20 @@ mod tests {
     /// hyper keeps one request future per connection in a box sized for it, from accept to
     /// close, and moves each request's future into it: its size is memory per idle
     /// keep-alive connection and bytes copied per request.
+    fn future_size5<A, B, C, D, E, F: Future>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// `handle_any` boxes the state machine once per request, which copies it from the
+    /// stack into the box: its size is bytes copied per request. Cold paths (opening a
+    /// connection, plugin phases, endpoints) are boxed inside it to keep it small.
+    #[test]
+    fn the_state_machine_future_stays_small() {
+        let size = future_size5(super::proxy);
+        eprintln!("request::proxy future: {size} bytes");
+        assert!(size <= 5120, "request::proxy future is {size} bytes");
+    }
+
     #[test]
     fn the_request_future_stays_small() {
         let size = future_size(super::handle);

@@ -37,7 +37,11 @@ pub struct ClientIo<T> {
     /// Bytes of a request head arrived since the last request started.
     partial: bool,
     seen_started: u64,
-    timer: Option<(Pin<Box<Sleep>>, bool)>,
+    /// Allocated at the first idle wait and kept for the connection's life: re-armed with
+    /// `reset` per request instead of a new allocation and timer registration each time.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// `Some(is_header_timeout)` while the timer counts; `None` while disarmed.
+    armed: Option<bool>,
 }
 
 impl<T> ClientIo<T> {
@@ -62,7 +66,8 @@ impl<T> ClientIo<T> {
             first_read: true,
             partial: false,
             seen_started: 0,
-            timer: None,
+            sleep: None,
+            armed: None,
         }
     }
 
@@ -82,7 +87,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
         if started != this.seen_started {
             this.seen_started = started;
             this.partial = false;
-            this.timer = None;
+            this.armed = None;
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -97,16 +102,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                 if !got.is_empty() && this.state.busy() == 0 && !this.h2 && !this.partial {
                     // A new head begins: its clock starts now.
                     this.partial = true;
-                    this.timer = None;
+                    this.armed = None;
                 } else if !got.is_empty() && this.h2 {
-                    this.timer = None;
+                    this.armed = None;
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if this.state.busy() > 0 {
-                    this.timer = None;
+                    this.armed = None;
                     this.state.wake_when_idle(cx.waker());
                     // Re-check: the request may have ended between the load and the register.
                     if this.state.busy() > 0 {
@@ -114,25 +119,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                     }
                 }
                 let header_phase = this.partial && !this.h2;
-                let armed_for_header = matches!(this.timer, Some((_, true)));
-                if this.timer.is_none() || (header_phase && !armed_for_header) {
+                if this.armed.is_none() || (header_phase && this.armed != Some(true)) {
                     let d = if header_phase {
                         this.header_timeout
                     } else {
                         this.idle_timeout
                     };
-                    this.timer = Some((
-                        Box::pin(tokio::time::sleep_until(Instant::now() + d)),
-                        header_phase,
-                    ));
+                    let deadline = Instant::now() + d;
+                    match this.sleep.as_mut() {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    this.armed = Some(header_phase);
                 }
-                let Some((timer, is_header)) = this.timer.as_mut() else {
+                let (Some(timer), Some(is_header)) = (this.sleep.as_mut(), this.armed) else {
                     return Poll::Pending;
                 };
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                if *is_header {
+                if is_header {
                     if let Some(m) = this.listener_metrics() {
                         m.header_timeouts
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -125,9 +125,11 @@ impl Pool {
             }
         }
         let started = Instant::now();
+        // Boxed: opening a connection (TCP, TLS, handshake) is the cold path, and its future
+        // is kilobytes; inline it would sit in every request's future.
         let sender = match tokio::time::timeout_at(
             deadline.into(),
-            self.connector.connect(&self.addr),
+            Box::pin(self.connector.connect(&self.addr)),
         )
         .await
         {
@@ -192,16 +194,20 @@ impl Pool {
         }
         let started = Instant::now();
         let addr = self.addr.clone();
-        let res = tokio::time::timeout_at(deadline.into(), async {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| ConnectError::Timeout { addr: addr.clone() })?;
-            let sender = self.connector.connect(&addr).await?;
-            Ok::<_, ConnectError>((sender, permit))
-        })
+        // Boxed for the same reason as in `acquire_h2`: the request's future stays small.
+        let res = tokio::time::timeout_at(
+            deadline.into(),
+            Box::pin(async {
+                let permit = self
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ConnectError::Timeout { addr: addr.clone() })?;
+                let sender = self.connector.connect(&addr).await?;
+                Ok::<_, ConnectError>((sender, permit))
+            }),
+        )
         .await;
         let (sender, permit) = match res {
             Ok(Ok(x)) => x,

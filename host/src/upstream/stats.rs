@@ -98,9 +98,14 @@ impl EndpointStats {
     }
     /// Marks a request as started; the guard ends it.
     pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.begin_at(Instant::now())
+    }
+
+    /// `begin` with the caller's clock reading (the request path reads the clock once per
+    /// step, not once per bookkeeping call).
+    pub fn begin_at(self: &Arc<Self>, now: Instant) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_start
-            .store(millis(Instant::now()), Ordering::Relaxed);
+        self.last_start.store(millis(now), Ordering::Relaxed);
         InFlight {
             stats: self.clone(),
         }
@@ -203,6 +208,11 @@ pub struct InFlight {
 impl InFlight {
     pub fn finish(self, outcome: Outcome) {
         self.stats.record(outcome, Instant::now());
+    }
+
+    /// `finish` with the caller's clock reading.
+    pub fn finish_at(self, outcome: Outcome, now: Instant) {
+        self.stats.record(outcome, now);
     }
 }
 
