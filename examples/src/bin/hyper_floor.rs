@@ -131,14 +131,14 @@ async fn forward_inline(
         let idle = pool.borrow_mut().pop();
         match idle {
             Some((mut tx, mut conn)) => {
-                let ok = poll_fn(|cx| loop {
+                let ok = poll_fn(|cx| {
                     if let Poll::Ready(r) = tx.poll_ready(cx) {
                         return Poll::Ready(r.is_ok());
                     }
                     match Pin::new(&mut conn).poll(cx) {
-                        Poll::Ready(_) => return Poll::Ready(false),
+                        Poll::Ready(_) => Poll::Ready(false),
                         Poll::Pending => {
-                            return Poll::Ready(matches!(tx.poll_ready(cx), Poll::Ready(Ok(()))))
+                            Poll::Ready(matches!(tx.poll_ready(cx), Poll::Ready(Ok(()))))
                         }
                     }
                 })
@@ -164,11 +164,11 @@ async fn forward_inline(
     .await?;
     let up = (!conn_done).then_some((tx, conn));
     Ok(resp.map(|inner| {
-        Either::B(InlineBody {
+        Either::B(Box::new(InlineBody {
             inner,
             up,
             pool: pool.clone(),
-        })
+        }))
     }))
 }
 
@@ -224,7 +224,7 @@ impl Drop for InlineBody {
 
 enum Either {
     A(Incoming),
-    B(InlineBody),
+    B(Box<InlineBody>),
 }
 
 impl Body for Either {
