@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# CPU cost per request of Portcullis and of the upstream under wrk, from /proc accounting
+# (no perf needed), plus context switches per request and the busy share of the server core.
+#
+#   bash bench/cpu_per_request.sh [FILTERS] [SECONDS]
+#
+# FILTERS > 0 installs that many add-header filters, as run.sh's filter rows do. Same layout
+# as run.sh: wrk on core 0; Portcullis (--workers 1) and bench_upstream on core 1. Needs the
+# release binaries and the add_header guest that `bash bench/run.sh` builds. Loopback only,
+# bounded: one 2 s warm-up and one SECONDS-long wrk run, everything stopped on exit.
+set -Eeuo pipefail
+FILTERS=${1:-0}
+SECS=${2:-5}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PORT_BASE="${BENCH_PORT_BASE:-18280}"
+U=$((PORT_BASE + 1)) P=$((PORT_BASE + 12)) A=$((PORT_BASE + 13))
+for b in portcullis bench_upstream; do
+    [ -x "$REL/$b" ] || { echo "$REL/$b missing: run bench/run.sh once" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cat >"$TMP/pc.toml" <<EOF
+[admin]
+listen = "127.0.0.1:$A"
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$P"
+[timeouts]
+drain_ms = 1000
+[[cluster]]
+name = "up1"
+endpoints = ["127.0.0.1:$U"]
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "up1"
+EOF
+if [ "$FILTERS" -gt 0 ]; then
+    WASM="$ROOT/plugins/target/wasm32-wasip2/release/add_header.wasm"
+    [ -f "$WASM" ] || { echo "$WASM missing: run bench/run.sh once" >&2; exit 1; }
+    mkdir -p "$TMP/plugins"
+    for i in $(seq 1 "$FILTERS"); do
+        cp "$WASM" "$TMP/plugins/hdr$i.wasm"
+        printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
+            "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
+    done
+    printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
+fi
+
+taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
+UP=$!
+PIDS+=("$UP")
+RUST_LOG=warn taskset -c 1 "$REL/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/pc.log" 2>&1 &
+PC=$!
+PIDS+=("$PC")
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$P/" 2>/dev/null && break; sleep 0.1; done
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+core1() { awk '/^cpu1 / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
+
+timeout 20 taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P/" >/dev/null
+read -r busy0 idle0 < <(core1)
+p0=$(ticks "$PC") u0=$(ticks "$UP") ps0=$(switches "$PC") us0=$(switches "$UP")
+timeout $((SECS + 15)) taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:$P/" >"$TMP/wrk.txt"
+read -r busy1 idle1 < <(core1)
+p1=$(ticks "$PC") u1=$(ticks "$UP") ps1=$(switches "$PC") us1=$(switches "$UP")
+N=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
+[ -n "$N" ] && [ "$N" -gt 0 ] || { echo "wrk made no requests" >&2; cat "$TMP/wrk.txt" >&2; exit 1; }
+HZ=$(getconf CLK_TCK)
+awk -v n="$N" -v secs="$SECS" -v hz="$HZ" -v f="$FILTERS" \
+    -v p=$((p1 - p0)) -v u=$((u1 - u0)) -v ps=$((ps1 - ps0)) -v us=$((us1 - us0)) \
+    -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) 'BEGIN {
+    printf "filters=%d requests=%d req/s=%.0f\n", f, n, n / secs
+    printf "  portcullis: %.1f us CPU/request, %.2f context switches/request\n", p / hz * 1e6 / n, ps / n
+    printf "  upstream:   %.1f us CPU/request, %.2f context switches/request\n", u / hz * 1e6 / n, us / n
+    printf "  core 1 busy: %.0f %%\n", (b + i) > 0 ? b / (b + i) * 100 : 0
+}'
