@@ -86,5 +86,6 @@ awk -v n="$N" -v secs="$SECS" -v hz="$HZ" -v f="$FILTERS" \
     printf "filters=%d requests=%d req/s=%.0f\n", f, n, n / secs
     printf "  portcullis: %.1f us CPU/request, %.2f context switches/request\n", p / hz * 1e6 / n, ps / n
     printf "  upstream:   %.1f us CPU/request, %.2f context switches/request\n", u / hz * 1e6 / n, us / n
-    printf "  core 1 busy: %.0f %%\n", (b + i) > 0 ? b / (b + i) * 100 : 0
+    busy = (b + i > 0) ? b / (b + i) * 100 : 0
+    printf "  core 1 busy: %.0f %%\n", busy
 }'
