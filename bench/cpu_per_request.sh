@@ -12,60 +12,10 @@ set -Eeuo pipefail
 FILTERS=${1:-0}
 SECS=${2:-5}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 PORT_BASE="${BENCH_PORT_BASE:-18280}"
-U=$((PORT_BASE + 1)) P=$((PORT_BASE + 12)) A=$((PORT_BASE + 13))
-for b in portcullis bench_upstream; do
-    [ -x "$REL/$b" ] || { echo "$REL/$b missing: run bench/run.sh once" >&2; exit 1; }
-done
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-cat >"$TMP/pc.toml" <<EOF
-[admin]
-listen = "127.0.0.1:$A"
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:$P"
-[timeouts]
-drain_ms = 1000
-[[cluster]]
-name = "up1"
-endpoints = ["127.0.0.1:$U"]
-[[route]]
-name = "all"
-match = { path_prefix = "/" }
-cluster = "up1"
-EOF
-if [ "$FILTERS" -gt 0 ]; then
-    WASM="$ROOT/plugins/target/wasm32-wasip2/release/add_header.wasm"
-    [ -f "$WASM" ] || { echo "$WASM missing: run bench/run.sh once" >&2; exit 1; }
-    mkdir -p "$TMP/plugins"
-    for i in $(seq 1 "$FILTERS"); do
-        cp "$WASM" "$TMP/plugins/hdr$i.wasm"
-        printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
-            "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
-    done
-    printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
-fi
-
-taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
-UP=$!
-PIDS+=("$UP")
-RUST_LOG=warn taskset -c 1 "$REL/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/pc.log" 2>&1 &
-PC=$!
-PIDS+=("$PC")
-for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$P/" 2>/dev/null && break; sleep 0.1; done
+# shellcheck source=single_proxy.sh
+source "$ROOT/bench/single_proxy.sh"
+single_proxy_start "$FILTERS"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }

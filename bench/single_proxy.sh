@@ -1,0 +1,68 @@
+# Sourced by profile.sh and cpu_per_request.sh: one Portcullis (--workers 1) and one
+# bench_upstream on core 1, one route `/`, optionally FILTERS add-header filters as run.sh's
+# filter rows have. Everything started is stopped on exit. Loopback only.
+#
+# Needs ROOT and PORT_BASE set by the caller. Sets TMP, PIDS, U, P, A, UP (upstream pid),
+# PC (Portcullis pid) once `single_proxy_start FILTERS` returns.
+
+REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+U=$((PORT_BASE + 1)) P=$((PORT_BASE + 12)) A=$((PORT_BASE + 13))
+TMP=$(mktemp -d)
+PIDS=()
+
+single_proxy_cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap single_proxy_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+single_proxy_start() {
+    local filters=$1 b
+    for b in portcullis bench_upstream; do
+        [ -x "$REL/$b" ] || { echo "$REL/$b missing: run bench/run.sh once" >&2; exit 1; }
+    done
+    cat >"$TMP/pc.toml" <<EOF
+[admin]
+listen = "127.0.0.1:$A"
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$P"
+[timeouts]
+drain_ms = 1000
+[[cluster]]
+name = "up1"
+endpoints = ["127.0.0.1:$U"]
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "up1"
+EOF
+    if [ "$filters" -gt 0 ]; then
+        local wasm="$ROOT/plugins/target/wasm32-wasip2/release/add_header.wasm" i
+        [ -f "$wasm" ] || { echo "$wasm missing: run bench/run.sh once" >&2; exit 1; }
+        mkdir -p "$TMP/plugins"
+        for i in $(seq 1 "$filters"); do
+            cp "$wasm" "$TMP/plugins/hdr$i.wasm"
+            printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
+                "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
+        done
+        printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
+    fi
+    taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
+    UP=$!
+    PIDS+=("$UP")
+    RUST_LOG=warn taskset -c 1 "$REL/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/pc.log" 2>&1 &
+    PC=$!
+    PIDS+=("$PC")
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$P/" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "portcullis did not answer on 127.0.0.1:$P; log:" >&2
+    tail -n 20 "$TMP/pc.log" >&2
+    exit 1
+}
