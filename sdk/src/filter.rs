@@ -1,6 +1,6 @@
 //! The `filter` world: Zuul-style inbound and outbound filters.
 
-use crate::types::{InboundAction, OutboundAction, Request, ResponseHead};
+use crate::types::{InboundAction, OutboundAction, RequestView, ResponseView};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -25,17 +25,20 @@ pub mod bindings {
 pub trait Filter {
     /// `kind = "inbound"`: runs before routing. The default continues unchanged.
     ///
+    /// `req` is a view: each accessor (`req.header("x")`, `req.path()`) is one host call
+    /// that copies just that field, so read what you need once and keep it in a local.
+    ///
     /// Return [`InboundAction::Continue`], [`InboundAction::Modify`] (see [`crate::Changes`]),
     /// [`InboundAction::Respond`] (see [`crate::respond`]) or [`InboundAction::Reject`]
     /// (see [`crate::reject`]).
-    fn on_request(req: Request) -> InboundAction {
+    fn on_request(req: &RequestView) -> InboundAction {
         let _ = req;
         InboundAction::Continue
     }
 
     /// `kind = "outbound"`: runs on the response head before it is sent. The default
     /// continues unchanged.
-    fn on_response(req: Request, resp: ResponseHead) -> OutboundAction {
+    fn on_response(req: &RequestView, resp: &ResponseView) -> OutboundAction {
         let _ = (req, resp);
         OutboundAction::Continue
     }
@@ -48,12 +51,12 @@ macro_rules! export_filter {
         const _: () = {
             struct __PortcullisFilter;
             impl $crate::filter::bindings::Guest for __PortcullisFilter {
-                fn on_request(req: $crate::Request) -> $crate::InboundAction {
+                fn on_request(req: &$crate::RequestView) -> $crate::InboundAction {
                     <$t as $crate::Filter>::on_request(req)
                 }
                 fn on_response(
-                    req: $crate::Request,
-                    resp: $crate::ResponseHead,
+                    req: &$crate::RequestView,
+                    resp: &$crate::ResponseView,
                 ) -> $crate::OutboundAction {
                     <$t as $crate::Filter>::on_response(req, resp)
                 }

@@ -1,8 +1,8 @@
 //! Small conveniences over the generated types and host imports.
 
 use crate::types::{
-    Header, InboundAction, Priority, Rejection, Request, RequestChanges, Response, ResponseChanges,
-    ResponseHead,
+    Header, InboundAction, Priority, Rejection, Request, RequestChanges, RequestView, Response,
+    ResponseChanges,
 };
 
 pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
@@ -12,6 +12,29 @@ pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a s
         .map(|(_, v)| v.as_str())
 }
 
+/// Splits `path` (path and query) into the path alone.
+fn path_only(path: &str) -> &str {
+    path.split('?').next().unwrap_or("")
+}
+
+/// Value of query parameter `name` in `path` (no percent-decoding).
+fn query<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| match kv.split_once('=') {
+        Some((k, v)) if k == name => Some(v),
+        None if kv == name => Some(""),
+        _ => None,
+    })
+}
+
+/// Value of cookie `name` among `cookie` header values.
+fn cookie<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    values.flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
 impl Request {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -19,29 +42,22 @@ impl Request {
     }
     /// Path without the query.
     pub fn path_only(&self) -> &str {
-        self.path.split('?').next().unwrap_or("")
+        path_only(&self.path)
     }
     /// Value of query parameter `name` (no percent-decoding).
     pub fn query(&self, name: &str) -> Option<&str> {
-        let q = self.path.split_once('?')?.1;
-        q.split('&').find_map(|kv| match kv.split_once('=') {
-            Some((k, v)) if k == name => Some(v),
-            None if kv == name => Some(""),
-            _ => None,
-        })
+        query(&self.path, name)
     }
     /// Value of cookie `name`.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
+        let values = self
+            .headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-            .flat_map(|(_, v)| v.split(';'))
-            .find_map(|c| {
-                let (k, v) = c.trim().split_once('=')?;
-                (k == name).then_some(v)
-            })
+            .map(|(_, v)| v.as_str());
+        cookie(values, name)
     }
-    /// Metadata value set by an earlier inbound filter.
+    /// Metadata value set by an inbound filter (the latest, if set twice).
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata
             .iter()
@@ -51,9 +67,25 @@ impl Request {
     }
 }
 
-impl ResponseHead {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
+/// Conveniences over the view's accessors. Each one is a host call (or two): cheap, but not
+/// free, so a filter that needs a value twice keeps it in a local.
+impl RequestView {
+    /// Path without the query.
+    pub fn path_only(&self) -> String {
+        path_only(&self.path()).to_string()
+    }
+    /// Value of query parameter `name` (no percent-decoding).
+    pub fn query(&self, name: &str) -> Option<String> {
+        query(&self.path(), name).map(str::to_string)
+    }
+    /// Value of cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let lines = self.header_all("cookie");
+        cookie(lines.iter().map(String::as_str), name).map(str::to_string)
+    }
+    /// Metadata value set by an earlier inbound filter (the latest, if set twice).
+    pub fn meta(&self, key: &str) -> Option<String> {
+        self.metadata(key)
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! struct Hello;
 //! impl Filter for Hello {
-//!     fn on_request(req: Request) -> InboundAction {
+//!     fn on_request(req: &RequestView) -> InboundAction {
 //!         if req.header("x-hello").is_some() {
 //!             return respond(200, "hi\n");
 //!         }
@@ -48,7 +48,8 @@ pub mod prelude {
     pub use crate::{
         config, export_endpoint, export_filter, fetch, fetch_all, log, metrics, reject, respond,
         Call, CallError, Changes, Endpoint, Filter, Header, InboundAction, OutboundAction,
-        Priority, Reply, Request, RequestChanges, Response, ResponseChanges, ResponseHead,
+        Priority, Reply, Request, RequestChanges, RequestView, Response, ResponseChanges,
+        ResponseView,
     };
 }
 

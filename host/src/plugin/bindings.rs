@@ -6,6 +6,10 @@ pub mod filter {
         path: "../wit",
         world: "portcullis:plugin/filter",
         exports: { default: async },
+        with: {
+            "portcullis:plugin/types.request-view": crate::plugin::view::RequestView,
+            "portcullis:plugin/types.response-view": crate::plugin::view::ResponseView,
+        },
     });
 }
 

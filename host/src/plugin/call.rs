@@ -6,6 +6,7 @@ use super::engine::{IdleSlot, Stdio, StoreData, WasmHost, STDIO_CAPACITY};
 use super::manifest::{Kind, Manifest};
 use super::stats::{FailureKind, PluginStats, QuarantinePolicy};
 use super::upstream::FanoutCtx;
+use super::view::{self, ReqData, RespData};
 use crate::routing::Matcher;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -156,17 +157,24 @@ impl Plugin {
     /// Runs `f` on an idle or new instance under the manifest's limits and accounts for the
     /// outcome. Only an instance whose call succeeded is kept: after a trap, a limit or a
     /// timeout its state is unknown, so it is dropped.
+    ///
+    /// `req` and `resp` are lent to the store for the call (swapped with its empty views) and
+    /// swapped back before anything else happens, whatever the outcome: the heads belong to
+    /// the request, not to the plugin.
     async fn invoke<R, F>(
         &self,
         host: &WasmHost,
         policy: &QuarantinePolicy,
         fanout: Option<FanoutCtx>,
+        mut req: Option<&mut ReqData>,
+        mut resp: Option<&mut RespData>,
         f: F,
     ) -> Result<R, CallFail>
     where
         F: for<'a> FnOnce(&'a mut Store<StoreData>, &'a Instance) -> CallFuture<'a, R>,
     {
-        if let Some(left) = self.stats.quarantined(Instant::now()) {
+        let t0 = Instant::now();
+        if let Some(left) = self.stats.quarantined(t0) {
             let fail = CallFail {
                 kind: FailureKind::Quarantined,
                 detail: format!("quarantined for another {} ms", left.as_millis()),
@@ -177,9 +185,35 @@ impl Plugin {
         let idle = self.idle.lock().pop().map(|(w, _slot)| w);
         let mut warm = idle.unwrap_or_else(|| Warm::new(host, &self.manifest, &self.stats));
         StoreData::arm(&mut warm.store, fanout);
-        let t0 = Instant::now();
+        let lend = |d: &mut StoreData,
+                    req: &mut Option<&mut ReqData>,
+                    resp: &mut Option<&mut RespData>| {
+            if let Some(r) = req.as_deref_mut() {
+                std::mem::swap(r, &mut d.view.req);
+            }
+            if let Some(r) = resp.as_deref_mut() {
+                std::mem::swap(r, &mut d.view.resp);
+            }
+        };
+        lend(warm.store.data_mut(), &mut req, &mut resp);
+        // tokio's timeout polls the call before its timer, and a timer that is never polled
+        // is never registered: a call that finishes in its first poll (any filter that does
+        // not sleep) costs no timer work.
         let res = tokio::time::timeout(self.manifest.timeout, warm.call(&self.pre, f)).await;
         let elapsed = t0.elapsed();
+        lend(warm.store.data_mut(), &mut req, &mut resp);
+        self.account(host, policy, warm, res, elapsed)
+    }
+
+    /// Records a finished (or timed-out) call and keeps its instance if it is clean.
+    fn account<R>(
+        &self,
+        host: &WasmHost,
+        policy: &QuarantinePolicy,
+        mut warm: Warm,
+        res: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        elapsed: std::time::Duration,
+    ) -> Result<R, CallFail> {
         warm.flush_output(&self.stats);
         let d = warm.store.data();
         let waited = d.fanout.as_ref().map(|f| f.waited()).unwrap_or_default();
@@ -249,20 +283,23 @@ impl Plugin {
         }
     }
 
-    /// Calls `on-request`.
+    /// Calls `on-request` with a view of `req` (the filter's changes are applied by the
+    /// caller, from the returned action).
     pub async fn on_request(
         &self,
         host: &WasmHost,
         policy: &QuarantinePolicy,
-        req: types::Request,
+        req: &mut ReqData,
     ) -> Result<types::InboundAction, CallFail> {
-        let Pre::Filter(_) = &self.pre else {
+        if !matches!(self.pre, Pre::Filter(_)) {
             return Err(not_a(Kind::Inbound));
-        };
-        self.invoke(host, policy, None, move |store, inst| {
+        }
+        self.invoke(host, policy, None, Some(req), None, |store, inst| {
             Box::pin(async move {
                 match inst {
-                    Instance::Filter(i) => i.call_on_request(&mut *store, &req).await,
+                    Instance::Filter(i) => {
+                        i.call_on_request(&mut *store, view::request_handle()).await
+                    }
                     Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
                 }
             })
@@ -270,21 +307,24 @@ impl Plugin {
         .await
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response` with views of `req` and `resp`.
     pub async fn on_response(
         &self,
         host: &WasmHost,
         policy: &QuarantinePolicy,
-        req: types::Request,
-        resp: types::ResponseHead,
+        req: &mut ReqData,
+        resp: &mut RespData,
     ) -> Result<types::OutboundAction, CallFail> {
-        let Pre::Filter(_) = &self.pre else {
+        if !matches!(self.pre, Pre::Filter(_)) {
             return Err(not_a(Kind::Outbound));
-        };
-        self.invoke(host, policy, None, move |store, inst| {
+        }
+        self.invoke(host, policy, None, Some(req), Some(resp), |store, inst| {
             Box::pin(async move {
                 match inst {
-                    Instance::Filter(i) => i.call_on_response(&mut *store, &req, &resp).await,
+                    Instance::Filter(i) => {
+                        let (rq, rs) = (view::request_handle(), view::response_handle());
+                        i.call_on_response(&mut *store, rq, rs).await
+                    }
                     Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
                 }
             })
@@ -303,20 +343,27 @@ impl Plugin {
         let Pre::Endpoint(_) = &self.pre else {
             return Err(not_a(Kind::Endpoint));
         };
-        self.invoke(host, policy, Some(fanout), move |store, inst| {
-            Box::pin(async move {
-                let resp = match inst {
-                    Instance::Endpoint(i) => i.call_handle(&mut *store, &req).await?,
-                    Instance::Filter(_) => return Err(wasmtime::Error::msg("not an endpoint")),
-                };
-                let fanout = store
-                    .data_mut()
-                    .fanout
-                    .take()
-                    .ok_or_else(|| wasmtime::Error::msg("fan-out context lost"))?;
-                Ok((resp, fanout))
-            })
-        })
+        self.invoke(
+            host,
+            policy,
+            Some(fanout),
+            None,
+            None,
+            move |store, inst| {
+                Box::pin(async move {
+                    let resp = match inst {
+                        Instance::Endpoint(i) => i.call_handle(&mut *store, &req).await?,
+                        Instance::Filter(_) => return Err(wasmtime::Error::msg("not an endpoint")),
+                    };
+                    let fanout = store
+                        .data_mut()
+                        .fanout
+                        .take()
+                        .ok_or_else(|| wasmtime::Error::msg("fan-out context lost"))?;
+                    Ok((resp, fanout))
+                })
+            },
+        )
         .await
     }
 

@@ -4,6 +4,7 @@
 //! (`bad-output`), never a panic and never a malformed message on the wire.
 
 use super::bindings::types;
+use super::view::RespData;
 use super::{FilterState, OutputLimits};
 use crate::config::Priority;
 use bytes::Bytes;
@@ -46,13 +47,6 @@ pub fn request(
     }
 }
 
-pub fn response_head(parts: &http::response::Parts) -> types::ResponseHead {
-    types::ResponseHead {
-        status: parts.status.as_u16(),
-        headers: headers_to_wit(&parts.headers),
-    }
-}
-
 fn header_pair(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(k.as_bytes())
         .map_err(|_| format!("invalid header name {:?}", truncate(k)))?;
@@ -69,7 +63,9 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-/// Applies removals, then sets, then checks the result against the header limits.
+/// Applies removals, then sets (each replacing every value of its name), but only if the
+/// result stays within the header limits: the result is sized first, so a change that is
+/// refused leaves `h` exactly as it was, without copying `h` to get there.
 fn edit_headers(
     h: &mut HeaderMap,
     remove: Vec<String>,
@@ -86,37 +82,50 @@ fn edit_headers(
     for (k, v) in &set {
         staged.push(header_pair(k, v)?);
     }
-    for r in remove {
-        if let Ok(n) = HeaderName::from_bytes(r.as_bytes()) {
-            h.remove(n);
+    let removed: Vec<HeaderName> = remove
+        .iter()
+        .filter_map(|r| HeaderName::from_bytes(r.as_bytes()).ok())
+        .collect();
+    let size = |k: &HeaderName, v: &HeaderValue| k.as_str().len() + v.len() + 4;
+    let touched = |k: &HeaderName| removed.contains(k) || staged.iter().any(|(n, _)| n == k);
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for (k, v) in h.iter().filter(|(k, _)| !touched(k)) {
+        count += 1;
+        bytes += size(k, v);
+    }
+    // Of several sets of one name, the last wins.
+    for (i, (k, v)) in staged.iter().enumerate() {
+        if staged[i + 1..].iter().all(|(n, _)| n != k) {
+            count += 1;
+            bytes += size(k, v);
         }
     }
-    for (k, v) in staged {
-        h.insert(k, v);
-    }
-    check_header_limits(h, limits)
-}
-
-fn check_header_limits(h: &HeaderMap, limits: &OutputLimits) -> Result<(), String> {
-    if h.len() > limits.max_headers {
+    if count > limits.max_headers {
         return Err(format!(
-            "{} headers, more than the limit of {}",
-            h.len(),
+            "{count} headers, more than the limit of {}",
             limits.max_headers
         ));
     }
-    let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if bytes > limits.max_header_bytes {
         return Err(format!(
             "{bytes} header bytes, more than the limit of {}",
             limits.max_header_bytes
         ));
     }
+    for n in removed {
+        h.remove(n);
+    }
+    for (k, v) in staged {
+        h.insert(k, v);
+    }
     Ok(())
 }
 
+/// Applies an inbound filter's changes to the request head, its metadata and the filter
+/// state, all or nothing.
 pub fn apply_request(
     parts: &mut http::request::Parts,
+    metadata: &mut Vec<(String, String)>,
     state: &mut FilterState,
     ch: types::RequestChanges,
     limits: &OutputLimits,
@@ -136,7 +145,7 @@ pub fn apply_request(
         }
         None => None,
     };
-    if state.metadata.len() + ch.metadata.len() > MAX_METADATA {
+    if metadata.len() + ch.metadata.len() > MAX_METADATA {
         return Err(format!("more than {MAX_METADATA} metadata pairs"));
     }
     if ch
@@ -148,9 +157,12 @@ pub fn apply_request(
             "metadata key or value over {MAX_METADATA_LEN} bytes"
         ));
     }
-    let mut headers = parts.headers.clone();
-    edit_headers(&mut headers, ch.remove_headers, ch.set_headers, limits)?;
-    parts.headers = headers;
+    edit_headers(
+        &mut parts.headers,
+        ch.remove_headers,
+        ch.set_headers,
+        limits,
+    )?;
     if let Some(u) = new_uri {
         parts.uri = u;
     }
@@ -164,12 +176,13 @@ pub fn apply_request(
             types::Priority::Sheddable => Priority::Sheddable,
         });
     }
-    state.metadata.extend(ch.metadata);
+    metadata.extend(ch.metadata);
     Ok(())
 }
 
+/// Applies an outbound filter's changes to the response head, all or nothing.
 pub fn apply_response(
-    parts: &mut http::response::Parts,
+    head: &mut RespData,
     ch: types::ResponseChanges,
     limits: &OutputLimits,
 ) -> Result<(), String> {
@@ -177,11 +190,9 @@ pub fn apply_response(
         Some(s) => Some(valid_status(s)?),
         None => None,
     };
-    let mut headers = parts.headers.clone();
-    edit_headers(&mut headers, ch.remove_headers, ch.set_headers, limits)?;
-    parts.headers = headers;
+    edit_headers(&mut head.headers, ch.remove_headers, ch.set_headers, limits)?;
     if let Some(s) = status {
-        parts.status = s;
+        head.status = s;
     }
     Ok(())
 }

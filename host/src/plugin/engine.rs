@@ -17,6 +17,7 @@ use super::bindings::{filter, types, upstream};
 use super::manifest::Manifest;
 use super::stats::PluginStats;
 use super::upstream::FanoutCtx;
+use super::view::CallView;
 use crate::config;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -152,6 +153,7 @@ impl WasmHost {
             cpu_budget,
             cpu_exceeded: false,
             fanout: None,
+            view: CallView::default(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limiter);
@@ -207,6 +209,8 @@ pub struct StoreData {
     pub cpu_exceeded: bool,
     /// Present for endpoint calls: the context `upstream.fetch` runs in.
     pub fanout: Option<FanoutCtx>,
+    /// Present for filter calls: the request (and response) head the guest's views read.
+    pub view: CallView,
 }
 
 impl StoreData {

@@ -28,6 +28,7 @@ pub mod manifest;
 mod registry;
 mod stats;
 mod upstream;
+mod view;
 
 pub use call::Plugin;
 pub use stats::FailureKind;
@@ -46,6 +47,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use view::{ReqData, RespData};
 
 /// Per-request state that filters read and write. Lives for the whole request.
 #[derive(Debug, Default, Clone)]
@@ -179,6 +181,9 @@ impl Chain {
     }
 
     /// Runs matching inbound filters in order. Each sees the changes of those before it.
+    /// Runs the inbound filters whose match fits, in order, on `parts` (changed in place).
+    /// The head is moved into a [`view::ReqData`] for the whole chain, lent to each call,
+    /// and moved back at the end: no per-filter copies of the request.
     pub async fn inbound(
         &self,
         parts: &mut http::request::Parts,
@@ -191,17 +196,34 @@ impl Chain {
         let Some(host) = &self.host else {
             return InboundOutcome::Continue;
         };
+        if self.inbound.is_empty() {
+            return InboundOutcome::Continue;
+        }
+        let metadata = std::mem::take(&mut state.metadata);
+        let mut req = ReqData::take(parts, client, route, metadata);
+        let out = self
+            .run_inbound(host, &mut req, body, state, passport)
+            .await;
+        state.metadata = req.restore(parts);
+        out
+    }
+
+    async fn run_inbound(
+        &self,
+        host: &WasmHost,
+        req: &mut ReqData,
+        body: Option<&Bytes>,
+        state: &mut FilterState,
+        passport: &mut Passport,
+    ) -> InboundOutcome {
         for p in &self.inbound {
-            if !p
-                .matcher
-                .matches(parts, crate::routing::request_host(parts))
-            {
+            let host_name = crate::routing::request_host(&req.parts);
+            if !p.matcher.matches(&req.parts, host_name) {
                 continue;
             }
-            let body = body
+            req.body = body
                 .filter(|_| p.manifest.body)
                 .map(|b| b.slice(..b.len().min(p.manifest.max_body_bytes)));
-            let req = convert::request(parts, client, route, body.as_ref(), state);
             let action = match p.on_request(host, &self.policy, req).await {
                 Ok(a) => a,
                 Err(fail) => match self.failed(p, fail, passport) {
@@ -213,7 +235,8 @@ impl Chain {
             match action {
                 A::Continue => {}
                 A::Modify(ch) => {
-                    if let Err(why) = convert::apply_request(parts, state, ch, &self.limits) {
+                    let (parts, meta) = (&mut req.parts, &mut req.metadata);
+                    if let Err(why) = convert::apply_request(parts, meta, state, ch, &self.limits) {
                         if let Some(pf) = self.bad_output(p, why, passport) {
                             return InboundOutcome::Failed(pf);
                         }
@@ -241,26 +264,52 @@ impl Chain {
         InboundOutcome::Continue
     }
 
-    /// Runs matching outbound filters in order on the response head.
+    /// Runs the outbound filters whose match fits, in order, on `resp` (changed in place).
+    /// Both heads are lent to the calls as views, as in [`Chain::inbound`]; `req` comes back
+    /// unchanged.
     pub async fn outbound(
         &self,
-        req: &http::request::Parts,
+        req: &mut http::request::Parts,
         client: SocketAddr,
         route: Option<&str>,
         resp: &mut http::response::Parts,
-        state: &FilterState,
+        state: &mut FilterState,
         passport: &mut Passport,
     ) -> OutboundOutcome {
         let Some(host) = &self.host else {
             return OutboundOutcome::Continue;
         };
+        if self.outbound.is_empty() {
+            return OutboundOutcome::Continue;
+        }
+        let metadata = std::mem::take(&mut state.metadata);
+        let mut rq = ReqData::take(req, client, route, metadata);
+        let mut rs = RespData {
+            status: resp.status,
+            headers: std::mem::take(&mut resp.headers),
+        };
+        let out = self.run_outbound(host, &mut rq, &mut rs, passport).await;
+        state.metadata = rq.restore(req);
+        resp.status = rs.status;
+        resp.headers = rs.headers;
+        out
+    }
+
+    async fn run_outbound(
+        &self,
+        host: &WasmHost,
+        rq: &mut ReqData,
+        rs: &mut RespData,
+        passport: &mut Passport,
+    ) -> OutboundOutcome {
         for p in &self.outbound {
-            if !p.matcher.matches(req, crate::routing::request_host(req)) {
+            if !p
+                .matcher
+                .matches(&rq.parts, crate::routing::request_host(&rq.parts))
+            {
                 continue;
             }
-            let wreq = convert::request(req, client, route, None, state);
-            let head = convert::response_head(resp);
-            let action = match p.on_response(host, &self.policy, wreq, head).await {
+            let action = match p.on_response(host, &self.policy, rq, rs).await {
                 Ok(a) => a,
                 Err(fail) => match self.failed(p, fail, passport) {
                     Some(pf) => return OutboundOutcome::Failed(pf),
@@ -268,7 +317,7 @@ impl Chain {
                 },
             };
             if let bindings::types::OutboundAction::Modify(ch) = action {
-                if let Err(why) = convert::apply_response(resp, ch, &self.limits) {
+                if let Err(why) = convert::apply_response(rs, ch, &self.limits) {
                     if let Some(pf) = self.bad_output(p, why, passport) {
                         return OutboundOutcome::Failed(pf);
                     }

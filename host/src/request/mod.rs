@@ -676,11 +676,11 @@ async fn proxy(
         if let Some(chain) = &chain {
             f.passport.stamp(State::OutboundFiltersStart);
             match Box::pin(chain.outbound(
-                &parts,
+                &mut parts,
                 conn.client,
                 Some(&route.name),
                 &mut rparts,
-                &fstate,
+                &mut fstate,
                 &mut f.passport,
             ))
             .await
@@ -726,10 +726,10 @@ async fn endpoint(
     ctx: &Arc<Ctx>,
     conn: &Arc<ConnInfo>,
     mut f: Finisher,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     mut body: Option<ClientBody>,
     buffered: Option<Bytes>,
-    fstate: FilterState,
+    mut fstate: FilterState,
     chain: Option<Arc<crate::plugin::Chain>>,
     job: EndpointJob<'_>,
 ) -> Response<RespBody> {
@@ -778,11 +778,11 @@ async fn endpoint(
     f.passport.stamp(State::OutboundFiltersStart);
     match chain
         .outbound(
-            &parts,
+            &mut parts,
             conn.client,
             Some(job.route),
             &mut rparts,
-            &fstate,
+            &mut fstate,
             &mut f.passport,
         )
         .await

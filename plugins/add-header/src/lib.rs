@@ -9,10 +9,17 @@
 
 use portcullis_sdk::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 struct AddHeader;
 
+/// The changes are the same for every request: built from config once per instance.
 fn changes() -> Changes {
+    static CHANGES: OnceLock<Changes> = OnceLock::new();
+    CHANGES.get_or_init(build).clone()
+}
+
+fn build() -> Changes {
     let mut c = Changes::new();
     for name in config::parse::<Vec<String>>("remove").unwrap_or_default() {
         c = c.remove_header(&name);
@@ -25,10 +32,10 @@ fn changes() -> Changes {
 }
 
 impl Filter for AddHeader {
-    fn on_request(_req: Request) -> InboundAction {
+    fn on_request(_req: &RequestView) -> InboundAction {
         changes().inbound()
     }
-    fn on_response(_req: Request, _resp: ResponseHead) -> OutboundAction {
+    fn on_response(_req: &RequestView, _resp: &ResponseView) -> OutboundAction {
         changes().outbound()
     }
 }

@@ -49,7 +49,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn api_key(req: &Request) -> Result<String, &'static str> {
+fn api_key(req: &RequestView) -> Result<String, &'static str> {
     let header = config::get_or("header", "x-api-key");
     let given = req.header(&header).ok_or("missing API key")?;
     let keys: BTreeMap<String, String> = config::parse("keys").unwrap_or_default();
@@ -128,12 +128,13 @@ pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'stat
         .to_string())
 }
 
-fn jwt(req: &Request) -> Result<String, &'static str> {
+fn jwt(req: &RequestView) -> Result<String, &'static str> {
     let Some(secret) = config::get("secret") else {
         return Err("gateway misconfigured: no secret");
     };
-    let token = req
-        .header("authorization")
+    let header = req.header("authorization");
+    let token = header
+        .as_deref()
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
@@ -143,10 +144,10 @@ fn jwt(req: &Request) -> Result<String, &'static str> {
 }
 
 impl Filter for Auth {
-    fn on_request(req: Request) -> InboundAction {
+    fn on_request(req: &RequestView) -> InboundAction {
         let result = match config::get_or("mode", "api_key").as_str() {
-            "api_key" => api_key(&req),
-            "jwt" => jwt(&req),
+            "api_key" => api_key(req),
+            "jwt" => jwt(req),
             _ => Err("gateway misconfigured: mode must be api_key or jwt"),
         };
         match result {

@@ -26,7 +26,7 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-fn wants_canary(req: &Request) -> bool {
+fn wants_canary(req: &RequestView) -> bool {
     if let Some(h) = config::get("header") {
         if let Some(v) = req.header(&h) {
             match config::get("header_value") {
@@ -36,7 +36,7 @@ fn wants_canary(req: &Request) -> bool {
         }
     }
     if let Some(c) = config::get("cookie") {
-        if matches!(req.cookie(&c), Some("1") | Some("true")) {
+        if matches!(req.cookie(&c).as_deref(), Some("1") | Some("true")) {
             return true;
         }
     }
@@ -45,9 +45,9 @@ fn wants_canary(req: &Request) -> bool {
         return false;
     }
     let key = config::get("sticky_header")
-        .and_then(|h| req.header(&h).map(str::to_string))
+        .and_then(|h| req.header(&h))
         .unwrap_or_else(|| {
-            let addr = &req.client_addr;
+            let addr = req.client_addr();
             addr.rsplit_once(':')
                 .map(|(ip, _)| ip.to_string())
                 .unwrap_or(addr.clone())
@@ -56,12 +56,12 @@ fn wants_canary(req: &Request) -> bool {
 }
 
 impl Filter for Canary {
-    fn on_request(req: Request) -> InboundAction {
+    fn on_request(req: &RequestView) -> InboundAction {
         let Some(cluster) = config::get("cluster") else {
             log::warn("canary: config.cluster is not set; passing through");
             return InboundAction::Continue;
         };
-        if !wants_canary(&req) {
+        if !wants_canary(req) {
             return InboundAction::Continue;
         }
         metrics::count("canary_requests", 1);

@@ -40,16 +40,16 @@ fn list(key: &str, default: &str) -> String {
 }
 
 impl Filter for Cors {
-    fn on_request(req: Request) -> InboundAction {
-        let preflight =
-            req.method == "OPTIONS" && req.header("access-control-request-method").is_some();
+    fn on_request(req: &RequestView) -> InboundAction {
         let Some(origin) = req.header("origin") else {
             return InboundAction::Continue;
         };
+        let preflight =
+            req.method() == "OPTIONS" && req.header("access-control-request-method").is_some();
         if !preflight {
             return InboundAction::Continue;
         }
-        let Some(allow) = allowed_origin(origin) else {
+        let Some(allow) = allowed_origin(&origin) else {
             return reject(403, "CORS origin not allowed");
         };
         let mut headers = vec![
@@ -78,11 +78,11 @@ impl Filter for Cors {
         })
     }
 
-    fn on_response(req: Request, _resp: ResponseHead) -> OutboundAction {
+    fn on_response(req: &RequestView, _resp: &ResponseView) -> OutboundAction {
         let Some(origin) = req.header("origin") else {
             return OutboundAction::Continue;
         };
-        let Some(allow) = allowed_origin(origin) else {
+        let Some(allow) = allowed_origin(&origin) else {
             return OutboundAction::Continue;
         };
         let mut c = Changes::new()

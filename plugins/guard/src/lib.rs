@@ -15,11 +15,12 @@ use portcullis_sdk::prelude::*;
 struct Guard;
 
 impl Filter for Guard {
-    fn on_request(req: Request) -> InboundAction {
+    fn on_request(req: &RequestView) -> InboundAction {
         if let Some(methods) = config::parse::<Vec<String>>("methods") {
-            if !methods.iter().any(|m| m.eq_ignore_ascii_case(&req.method)) {
+            let method = req.method();
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(&method)) {
                 metrics::count("rejected_method", 1);
-                return reject(405, &format!("method {} is not allowed here", req.method));
+                return reject(405, &format!("method {method} is not allowed here"));
             }
         }
         let max: Option<u64> = config::parse("max_body_bytes");

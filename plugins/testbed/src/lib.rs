@@ -98,7 +98,7 @@ fn misbehave(mode: &str) -> Option<InboundAction> {
 }
 
 impl Filter for Testbed {
-    fn on_request(req: Request) -> InboundAction {
+    fn on_request(req: &RequestView) -> InboundAction {
         let mode = config::get_or("mode", "ok");
         if mode == "count" {
             let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -117,7 +117,7 @@ impl Filter for Testbed {
             .meta("testbed", &mode);
         if let Some(to) = config::get("rewrite_to") {
             let q = req
-                .path
+                .path()
                 .split_once('?')
                 .map(|(_, q)| format!("?{q}"))
                 .unwrap_or_default();
@@ -129,7 +129,7 @@ impl Filter for Testbed {
         c.inbound()
     }
 
-    fn on_response(req: Request, resp: ResponseHead) -> OutboundAction {
+    fn on_response(req: &RequestView, resp: &ResponseView) -> OutboundAction {
         let mode = config::get_or("mode", "ok");
         if let Some(InboundAction::Modify(_)) = misbehave(&mode) {
             // huge-headers / bad-header apply to responses as well
@@ -144,9 +144,9 @@ impl Filter for Testbed {
             };
             return c.outbound();
         }
-        let mut c = Changes::new().set_header("x-testbed-out", &resp.status.to_string());
+        let mut c = Changes::new().set_header("x-testbed-out", &resp.status().to_string());
         if let Some(m) = req.meta("testbed") {
-            c = c.set_header("x-testbed-meta", m);
+            c = c.set_header("x-testbed-meta", &m);
         }
         if let Some(s) = config::parse::<u16>("status") {
             c = c.status(s);
