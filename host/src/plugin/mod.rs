@@ -169,6 +169,12 @@ impl Chain {
         self.inbound.is_empty() && self.outbound.is_empty() && self.endpoints.is_empty()
     }
 
+    /// Whether any outbound filter is loaded: without one, the proxy path skips the outbound
+    /// phase and need not keep the request head it sent.
+    pub fn has_outbound(&self) -> bool {
+        self.host.is_some() && !self.outbound.is_empty()
+    }
+
     /// `Some(cap)` when a matching inbound filter wants the body: the core buffers it (and
     /// refuses bodies over the cap with 413) before calling `inbound`.
     pub fn inbound_body_cap(&self, parts: &http::request::Parts) -> Option<usize> {

@@ -535,7 +535,8 @@ async fn proxy(
         };
         let mut req = Request::new(up_body);
         *req.method_mut() = parts.method.clone();
-        *req.headers_mut() = if can_retry || chain.is_some() {
+        // Outbound filters read the request as sent, so its head must outlive the send.
+        *req.headers_mut() = if can_retry || chain.as_ref().is_some_and(|c| c.has_outbound()) {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
@@ -673,7 +674,8 @@ async fn proxy(
         rparts
             .headers
             .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
-        if let Some(chain) = &chain {
+        let outbound = chain.as_ref().filter(|c| c.has_outbound());
+        if let Some(chain) = outbound {
             f.passport.stamp(State::OutboundFiltersStart);
             match Box::pin(chain.outbound(
                 &mut parts,
@@ -695,7 +697,11 @@ async fn proxy(
             f.passport.stamp(State::OutboundFiltersEnd);
         }
         f.status = rparts.status.as_u16();
-        let head_done = if chain.is_some() { Instant::now() } else { got };
+        let head_done = if outbound.is_some() {
+            Instant::now()
+        } else {
+            got
+        };
         f.passport.stamp_at(State::RespHeadersSent, head_done);
         let body = RespBody::stream(
             rbody,
