@@ -249,3 +249,96 @@ pub fn rejection(rj: types::Rejection) -> Response<Bytes> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: OutputLimits = OutputLimits {
+        max_headers: 4,
+        max_header_bytes: 200,
+        max_body_bytes: 1024,
+    };
+
+    fn head(pairs: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::get("http://a.example/x");
+        for (k, v) in pairs {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> types::RequestChanges {
+        types::RequestChanges {
+            set_headers: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove_headers: Vec::new(),
+            path: None,
+            cluster: None,
+            priority: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    fn names(p: &http::request::Parts) -> Vec<String> {
+        p.headers
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_over_the_header_count_leaves_the_request_as_it_was() {
+        let mut p = head(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let before = names(&p);
+        let (mut meta, mut st) = (Vec::new(), FilterState::default());
+        let err = apply_request(
+            &mut p,
+            &mut meta,
+            &mut st,
+            set(&[("d", "4"), ("e", "5")]),
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert!(err.contains("5 headers"), "{err}");
+        assert_eq!(names(&p), before);
+    }
+
+    #[test]
+    fn a_change_over_the_header_bytes_leaves_the_request_as_it_was() {
+        let mut p = head(&[("a", "1")]);
+        let (mut meta, mut st) = (Vec::new(), FilterState::default());
+        let big = "v".repeat(300);
+        let err =
+            apply_request(&mut p, &mut meta, &mut st, set(&[("b", &big)]), &LIMITS).unwrap_err();
+        assert!(err.contains("header bytes"), "{err}");
+        assert_eq!(names(&p), vec!["a=1"]);
+    }
+
+    #[test]
+    fn replacing_and_removing_headers_is_sized_as_the_result() {
+        // At the limit of 4 already: replacing a name (all its values) and removing one keeps
+        // the result at 4, so the change is allowed.
+        let mut p = head(&[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")]);
+        let (mut meta, mut st) = (Vec::new(), FilterState::default());
+        let mut ch = set(&[("a", "x"), ("d", "first"), ("d", "last")]);
+        ch.remove_headers = vec!["b".into()];
+        apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).unwrap();
+        let mut got = names(&p);
+        got.sort();
+        assert_eq!(got, vec!["a=x", "c=4", "d=last"]);
+    }
+
+    #[test]
+    fn an_invalid_header_changes_nothing() {
+        let mut p = head(&[("a", "1")]);
+        let (mut meta, mut st) = (Vec::new(), FilterState::default());
+        let mut ch = set(&[("ok", "1"), ("bad name", "v")]);
+        ch.metadata = vec![("k".into(), "v".into())];
+        assert!(apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).is_err());
+        assert_eq!(names(&p), vec!["a=1"]);
+        assert!(meta.is_empty());
+    }
+}
