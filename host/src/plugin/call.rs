@@ -97,10 +97,10 @@ impl Warm {
             store, instance, ..
         } = self;
         if instance.is_none() {
-            *instance = Some(match pre {
-                Pre::Filter(p) => Instance::Filter(p.instantiate_async(&mut *store).await?),
-                Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(&mut *store).await?),
-            });
+            // Boxed: instantiation is rare (a new or retired instance) and its future is
+            // large; inline, every call's future (moved into a box per request by the proxy)
+            // would carry it.
+            *instance = Some(Box::pin(instantiate(pre, store)).await?);
         }
         self.calls += 1;
         match instance {
@@ -128,6 +128,13 @@ impl Warm {
     fn pipes_have_room(&self) -> bool {
         self.stdout_seen.max(self.stderr_seen) <= STDIO_CAPACITY / 2
     }
+}
+
+async fn instantiate(pre: &Pre, store: &mut Store<StoreData>) -> wasmtime::Result<Instance> {
+    Ok(match pre {
+        Pre::Filter(p) => Instance::Filter(p.instantiate_async(store).await?),
+        Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(store).await?),
+    })
 }
 
 impl Plugin {
@@ -199,7 +206,8 @@ impl Plugin {
         // tokio's timeout polls the call before its timer, and a timer that is never polled
         // is never registered: a call that finishes in its first poll (any filter that does
         // not sleep) costs no timer work.
-        let res = tokio::time::timeout(self.manifest.timeout, warm.call(&self.pre, f)).await;
+        let deadline = tokio::time::Instant::from_std(t0 + self.manifest.timeout);
+        let res = tokio::time::timeout_at(deadline, warm.call(&self.pre, f)).await;
         let elapsed = t0.elapsed();
         lend(warm.store.data_mut(), &mut req, &mut resp);
         self.account(host, policy, warm, res, elapsed)
@@ -374,10 +382,7 @@ impl Plugin {
         let mut warm = Warm::new(host, &self.manifest, &self.stats);
         StoreData::arm(&mut warm.store, None);
         let fut = async {
-            warm.instance = Some(match &self.pre {
-                Pre::Filter(p) => Instance::Filter(p.instantiate_async(&mut warm.store).await?),
-                Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(&mut warm.store).await?),
-            });
+            warm.instance = Some(instantiate(&self.pre, &mut warm.store).await?);
             wasmtime::Result::Ok(())
         };
         match tokio::time::timeout(self.manifest.timeout, fut).await {
