@@ -124,6 +124,63 @@ async fn respond_reject_and_cluster_override() {
     assert_eq!(echo(&b)["upstream"], "other-up");
 }
 
+/// The epoch ticker parks while no plugin call runs (an idle gateway does not wake a thread
+/// 1000 times a second). The first call after an idle spell must still be bounded by its CPU
+/// budget and still yield: if the ticker stayed parked, the loop would never stop and the good
+/// request would never be served. Such a guest holds the test's only thread, so no timeout in
+/// the test could fire: a watchdog thread fails the test binary instead of letting it hang.
+#[tokio::test]
+async fn cpu_budget_and_yielding_hold_after_the_gateway_was_idle() {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        if !watch.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("cpu_budget_and_yielding_hold_after_the_gateway_was_idle: the spinning guest was never stopped after an idle spell (epoch ticker left parked?)");
+            std::process::exit(101);
+        }
+    });
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("plugins-idle-ticker");
+    install_plugin(
+        &dir,
+        "spin",
+        "testbed",
+        "kind = \"inbound\"\nfailure = \"fail_closed\"\n[match]\npath_prefix = \"/spin\"\n[limits]\ncpu_ms = 50\ntimeout_ms = 2000\n[config]\nmode = \"loop\"\n",
+    );
+    let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for round in 0..2 {
+        // Well past the ticker's 100 ms idle threshold.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let bad = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r =
+                tokio::time::timeout(Duration::from_secs(10), send(addr, get(addr, "/spin"))).await;
+            (r, t0.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        let good = tokio::time::timeout(Duration::from_secs(10), send(addr, get(addr, "/up/ok")))
+            .await
+            .expect("the good request is served while the guest spins");
+        assert_eq!(good.0.status, 200);
+        assert!(
+            t0.elapsed() < Duration::from_millis(150),
+            "round {round}: good request stalled {:?}",
+            t0.elapsed()
+        );
+        let (r, took) = bad.await.expect("bad request task");
+        let (p, _) = r.expect("the spinning guest is stopped");
+        assert_eq!(header(&p, "portcullis-error"), "plugin-cpu-exceeded");
+        assert!(
+            took >= Duration::from_millis(40) && took < Duration::from_millis(1000),
+            "round {round}: stopped after {took:?}, budget 50 ms"
+        );
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Every limit, against a real misbehaving guest; each time a concurrent well-behaved request
 /// is served promptly. `#[tokio::test]` is single-threaded: if a guest did not yield, the good
 /// request could not be served until it stopped.

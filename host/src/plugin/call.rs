@@ -207,7 +207,9 @@ impl Plugin {
         // is never registered: a call that finishes in its first poll (any filter that does
         // not sleep) costs no timer work.
         let deadline = tokio::time::Instant::from_std(t0 + self.manifest.timeout);
+        let running = host.ticker.enter();
         let res = tokio::time::timeout_at(deadline, warm.call(&self.pre, f)).await;
+        drop(running);
         let elapsed = t0.elapsed();
         lend(warm.store.data_mut(), &mut req, &mut resp);
         self.account(host, policy, warm, res, elapsed)
@@ -385,7 +387,10 @@ impl Plugin {
             warm.instance = Some(instantiate(&self.pre, &mut warm.store).await?);
             wasmtime::Result::Ok(())
         };
-        match tokio::time::timeout(self.manifest.timeout, fut).await {
+        let running = host.ticker.enter();
+        let res = tokio::time::timeout(self.manifest.timeout, fut).await;
+        drop(running);
+        match res {
             Ok(r) => r.map_err(super::engine::wasm_err)?,
             Err(_) => anyhow::bail!("instantiation exceeded timeout_ms"),
         }

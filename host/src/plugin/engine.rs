@@ -5,9 +5,10 @@
 //! * **Pooling allocator**: instance slots, memories, tables and fiber stacks are reserved up
 //!   front, so the total is bounded by `[plugins] max_instances`: more concurrent calls than
 //!   slots fail fast, never allocate.
-//! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond; a
-//!   call yields to tokio at each tick (so a long guest never starves other requests on the
-//!   worker) and is stopped once its ticks exceed the manifest's `cpu_ms`.
+//! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond
+//!   while calls run (it parks when there are none: `ticker.rs`); a call yields to tokio at
+//!   each tick (so a long guest never starves other requests on the worker) and is stopped
+//!   once its ticks exceed the manifest's `cpu_ms`.
 //! * **A `Store` is the unit of isolation**, never shared between plugins or versions. By
 //!   default a store and its instance serve up to `[plugins] instance_reuse_calls` calls of
 //!   one plugin (see `call.rs` for why); `reuse_instance = false` in a manifest gives every
@@ -16,19 +17,18 @@
 use super::bindings::{filter, types, upstream};
 use super::manifest::Manifest;
 use super::stats::PluginStats;
+use super::ticker::Ticker;
 use super::upstream::FanoutCtx;
 use super::view::CallView;
 use crate::config;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Epoch tick: the granularity of CPU accounting and of yielding to tokio.
-pub const TICK: Duration = Duration::from_millis(1);
+pub use super::ticker::TICK;
 /// Guest stack; deep recursion traps here instead of growing.
 const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of guest stdout/stderr a store's pipes hold; a reused store is retired once half
@@ -40,18 +40,13 @@ const MAX_TABLE_ELEMENTS: usize = 20_000;
 pub struct WasmHost {
     pub engine: Engine,
     pub linker: Linker<StoreData>,
-    ticker_stop: Arc<AtomicBool>,
+    /// Advances the epoch while calls run; parked while none do (see `ticker.rs`).
+    pub ticker: Ticker,
     /// Calls one instance may serve (`[plugins] instance_reuse_calls`; ≤ 1: no reuse).
     pub reuse_calls: u32,
     /// Idle instances may hold at most half of the pool's slots, so kept-warm instances can
     /// never starve calls of a slot.
     idle_slots_left: Arc<AtomicUsize>,
-}
-
-impl Drop for WasmHost {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl WasmHost {
@@ -90,24 +85,11 @@ impl WasmHost {
         upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(wasm_err)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let stop = ticker_stop.clone();
-        std::thread::Builder::new()
-            .name("portcullis-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?;
+        let ticker = Ticker::start(engine.weak())?;
         Ok(WasmHost {
             engine,
             linker,
-            ticker_stop,
+            ticker,
             reuse_calls: cfg.instance_reuse_calls,
             idle_slots_left: Arc::new(AtomicUsize::new(slots as usize / 2)),
         })

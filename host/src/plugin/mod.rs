@@ -27,6 +27,7 @@ mod engine;
 pub mod manifest;
 mod registry;
 mod stats;
+mod ticker;
 mod upstream;
 mod view;
 
