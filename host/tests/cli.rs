@@ -7,10 +7,26 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-fn temp(tag: &str) -> std::path::PathBuf {
+/// A private temp directory, removed when the test drops it.
+struct Temp(std::path::PathBuf);
+
+impl std::ops::Deref for Temp {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp(tag: &str) -> Temp {
     let d = std::env::temp_dir().join(format!("portcullis-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Temp(d)
 }
 
 #[test]

@@ -425,15 +425,39 @@ pub fn basic_config(upstreams: &[(&str, SocketAddr)], extra: &str) -> String {
     s
 }
 
-/// A fresh private temp directory for one test.
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+/// A fresh private temp directory for one test, removed again when the test drops it (also
+/// when the test fails), so repeated runs don't fill the disk.
+pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "portcullis-{tag}-{}-{}",
         std::process::id(),
         fastrand::u64(..)
     ));
     std::fs::create_dir_all(&d).expect("temp dir");
-    d
+    TempDir(d)
+}
+
+/// A directory under the system temp dir that is deleted on drop; derefs to its [`Path`].
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Writes a self-signed certificate for `names` as `<stem>.crt`/`<stem>.key`; returns its DER.
