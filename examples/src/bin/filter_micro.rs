@@ -33,7 +33,9 @@ async fn main() -> anyhow::Result<()> {
         "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
          [[cluster]]\nname = \"up\"\nendpoints = [\"127.0.0.1:1\"]\n\
          [[route]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"up\"\n\
-         [plugins]\ndir = \"{}\"\n",
+         [plugins]\ndir = \"{}\"\n\
+         # One call at a time: a small pool keeps the reservation small enough for valgrind.\n\
+         max_instances = 8\n",
         dir.display()
     );
     let cfg =
