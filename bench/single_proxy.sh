@@ -2,6 +2,13 @@
 # bench_upstream on core 1, one route `/`, optionally FILTERS add-header filters as run.sh's
 # filter rows have. Everything started is stopped on exit. Loopback only.
 #
+# FILTER=pass installs the first-party CORS filter instead (a request without `Origin`: it
+# reads one header and continues), the cheapest useful filter.
+#
+# UPSTREAM_CORE (default 1, run.sh's layout) moves the upstream elsewhere, e.g. to core 0
+# with the load generator, to see Portcullis' cost without a co-located upstream (information
+# only: run.sh's rows and ratios always use the shared core).
+#
 # Needs ROOT and PORT_BASE set by the caller. Sets TMP, PIDS, U, P, A, UP (upstream pid),
 # PC (Portcullis pid) once `single_proxy_start FILTERS` returns.
 
@@ -42,17 +49,24 @@ match = { path_prefix = "/" }
 cluster = "up1"
 EOF
     if [ "$filters" -gt 0 ]; then
-        local wasm="$ROOT/plugins/target/wasm32-wasip2/release/add_header.wasm" i
+        local guest=add_header i
+        [ "${FILTER:-add-header}" = pass ] && guest=cors
+        local wasm="$ROOT/plugins/target/wasm32-wasip2/release/$guest.wasm"
         [ -f "$wasm" ] || { echo "$wasm missing: run bench/run.sh once" >&2; exit 1; }
         mkdir -p "$TMP/plugins"
         for i in $(seq 1 "$filters"); do
             cp "$wasm" "$TMP/plugins/hdr$i.wasm"
-            printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
-                "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
+            if [ "$guest" = cors ]; then
+                printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\norigins = ["https://app.example"]\n' \
+                    "$((i * 10))" >"$TMP/plugins/hdr$i.toml"
+            else
+                printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
+                    "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
+            fi
         done
         printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
     fi
-    taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
+    taskset -c "${UPSTREAM_CORE:-1}" "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
     UP=$!
     PIDS+=("$UP")
     RUST_LOG=warn taskset -c 1 "$REL/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/pc.log" 2>&1 &

@@ -53,6 +53,9 @@ match = { path_prefix = "api" }
 cluster = "users"
 [timeouts]
 connect_ms = 0
+[plugins]
+dir = "plugins"
+epoch_tick_ms = 50
 "#,
     )
     .unwrap();
@@ -70,6 +73,7 @@ connect_ms = 0
         ("route[0].cluster", "no [[cluster]] is named `missing`"),
         ("route[1].match.path_prefix", "must start with `/`"),
         ("timeouts.connect_ms", "greater than 0"),
+        ("plugins.epoch_tick_ms", "between 1 and 10"),
     ] {
         let line = format!("{file}: {key}: ");
         assert!(

@@ -3,8 +3,12 @@
 //! end-to-end numbers live in `bench/run.sh` (rows `portcullis-filter1`/`portcullis-filters`).
 //!
 //! ```text
-//! cargo run --release -p portcullis-examples --bin filter_micro -- [calls] [cold_kib]
+//! cargo run --release -p portcullis-examples --bin filter_micro -- [calls] [cold_kib] [filter]
 //! ```
+//!
+//! `filter` is `add-header` (default: sets one header, the benchmark's chain filter) or
+//! `pass` (the first-party CORS filter on a request without `Origin`: it reads one header
+//! and continues, the cheapest useful filter).
 #![forbid(unsafe_code)]
 
 use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
@@ -20,14 +24,24 @@ async fn main() -> anyhow::Result<()> {
     // with caches that the rest of a request (and other processes) have evicted.
     let cold_kib: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
     let mut scratch = vec![0u8; cold_kib * 1024];
+    let pass = match args.get(3).map(String::as_str) {
+        None | Some("add-header") => false,
+        Some("pass") => true,
+        Some(other) => anyhow::bail!("unknown filter {other:?}: add-header or pass"),
+    };
+    let (wasm, config) = if pass {
+        ("cors.wasm", "origins = [\"https://app.example\"]")
+    } else {
+        ("add_header.wasm", "set = { \"x-bench\" = \"1\" }")
+    };
 
     let dir = std::env::temp_dir().join(format!("portcullis-filter-micro-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let guests = std::path::Path::new(env!("PORTCULLIS_GUEST_DIR"));
-    std::fs::copy(guests.join("add_header.wasm"), dir.join("hdr.wasm"))?;
+    std::fs::copy(guests.join(wasm), dir.join("hdr.wasm"))?;
     std::fs::write(
         dir.join("hdr.toml"),
-        "kind = \"inbound\"\norder = 10\nfailure = \"fail_closed\"\n[config]\nset = { \"x-bench\" = \"1\" }\n",
+        format!("kind = \"inbound\"\norder = 10\nfailure = \"fail_closed\"\n[config]\n{config}\n"),
     )?;
     let text = format!(
         "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
@@ -46,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no [plugins]"))?;
     let rt = PluginRuntime::start(&plugins, &cfg.limits).await?;
     let chain = rt.chain();
+    // A filter that continues leaves no trace on the request: make sure it is loaded.
+    anyhow::ensure!(!chain.is_empty(), "the filter did not load");
     let client: SocketAddr = ([127, 0, 0, 1], 40000).into();
 
     let one = || {
@@ -70,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await
             {
-                InboundOutcome::Continue if parts.headers.contains_key("x-bench") => Ok(()),
+                InboundOutcome::Continue if parts.headers.contains_key("x-bench") != pass => Ok(()),
                 _ => anyhow::bail!("filter did not run"),
             }
         }

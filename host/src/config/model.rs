@@ -440,6 +440,10 @@ pub struct Plugins {
     /// plugins); see docs/architecture.md.
     #[serde(default = "defaults::instance_reuse_calls")]
     pub instance_reuse_calls: u32,
+    /// Epoch tick: how often a running guest is interrupted to yield to tokio and to count
+    /// its CPU budget (`cpu_ms` is rounded up to whole ticks). See `plugin::ticker`.
+    #[serde(default = "defaults::epoch_tick_ms")]
+    pub epoch_tick_ms: u64,
     /// Consecutive traps before a plugin is quarantined.
     #[serde(default = "defaults::quarantine_after")]
     pub quarantine_after: u32,
@@ -488,6 +492,9 @@ pub(crate) mod defaults {
     }
     pub fn instance_reuse_calls() -> u32 {
         1_000
+    }
+    pub fn epoch_tick_ms() -> u64 {
+        2
     }
     pub fn quarantine_after() -> u32 {
         5

@@ -4,6 +4,10 @@ use super::{Config, Problem};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+/// Longest epoch tick: a looping guest holds its worker for up to one tick between yields,
+/// and a CPU budget can overrun by up to one tick.
+const MAX_EPOCH_TICK_MS: u64 = 10;
+
 pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     let mut p = |key: String, reason: String| out.push(Problem::new(key, reason));
 
@@ -227,6 +231,23 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         }
         if pl.max_instances == 0 {
             p("plugins.max_instances".into(), "must be at least 1".into());
+        }
+        if !(1..=MAX_EPOCH_TICK_MS).contains(&pl.epoch_tick_ms) {
+            p(
+                "plugins.epoch_tick_ms".into(),
+                format!(
+                    "must be between 1 and {MAX_EPOCH_TICK_MS}: it bounds how long a running \
+                     guest can hold its worker before it yields"
+                ),
+            );
+        } else if pl.max_cpu_ms < pl.epoch_tick_ms {
+            p(
+                "plugins.max_cpu_ms".into(),
+                format!(
+                    "must be at least epoch_tick_ms ({}): CPU is counted in whole ticks",
+                    pl.epoch_tick_ms
+                ),
+            );
         }
         if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {
             p(

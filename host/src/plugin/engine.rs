@@ -5,10 +5,11 @@
 //! * **Pooling allocator**: instance slots, memories, tables and fiber stacks are reserved up
 //!   front, so the total is bounded by `[plugins] max_instances`: more concurrent calls than
 //!   slots fail fast, never allocate.
-//! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every millisecond
-//!   while calls run (it parks when there are none: `ticker.rs`); a call yields to tokio at
-//!   each tick (so a long guest never starves other requests on the worker) and is stopped
-//!   once its ticks exceed the manifest's `cpu_ms`.
+//! * **Epoch interruption** (not fuel): a ticker thread bumps the epoch every tick
+//!   (`[plugins] epoch_tick_ms`, 2 ms by default) while calls run (it parks when there are
+//!   none: `ticker.rs`); a call yields to tokio at each tick (so a long guest never starves
+//!   other requests on the worker) and is stopped once its ticks exceed the manifest's
+//!   `cpu_ms`.
 //! * **A `Store` is the unit of isolation**, never shared between plugins or versions. By
 //!   default a store and its instance serve up to `[plugins] instance_reuse_calls` calls of
 //!   one plugin (see `call.rs` for why); `reuse_instance = false` in a manifest gives every
@@ -23,12 +24,12 @@ use super::view::CallView;
 use crate::config;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use super::ticker::TICK;
 /// Guest stack; deep recursion traps here instead of growing.
 const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of guest stdout/stderr a store's pipes hold; a reused store is retired once half
@@ -44,6 +45,8 @@ pub struct WasmHost {
     pub ticker: Ticker,
     /// Calls one instance may serve (`[plugins] instance_reuse_calls`; ≤ 1: no reuse).
     pub reuse_calls: u32,
+    /// The epoch tick; CPU budgets are counted in whole ticks.
+    tick: Duration,
     /// Idle instances may hold at most half of the pool's slots, so kept-warm instances can
     /// never starve calls of a slot.
     idle_slots_left: Arc<AtomicUsize>,
@@ -85,12 +88,14 @@ impl WasmHost {
         upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(wasm_err)?;
 
-        let ticker = Ticker::start(engine.weak())?;
+        let tick = Duration::from_millis(cfg.epoch_tick_ms.max(1));
+        let ticker = Ticker::start(engine.weak(), tick)?;
         Ok(WasmHost {
             engine,
             linker,
             ticker,
             reuse_calls: cfg.instance_reuse_calls,
+            tick,
             idle_slots_left: Arc::new(AtomicUsize::new(slots as usize / 2)),
         })
     }
@@ -120,7 +125,7 @@ impl WasmHost {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let cpu_budget = (manifest.cpu.as_micros() / TICK.as_micros()).max(1) as u64;
+        let cpu_budget = budget_ticks(manifest.cpu, self.tick);
         let data = StoreData {
             wasi,
             table: ResourceTable::new(),
@@ -158,6 +163,14 @@ impl WasmHost {
     }
 }
 
+/// A CPU budget in whole ticks, rounded up: the guest is stopped at the first tick past it, so
+/// it always gets at least `cpu` and at most about two ticks more (the first tick of a call
+/// can come at any point of a tick period).
+fn budget_ticks(cpu: Duration, tick: Duration) -> u64 {
+    let tick = tick.as_micros().max(1);
+    cpu.as_micros().div_ceil(tick).max(1) as u64
+}
+
 /// Room for one idle instance in the pool-wide idle budget, given back on drop.
 pub struct IdleSlot(Arc<AtomicUsize>);
 
@@ -185,7 +198,7 @@ pub struct StoreData {
     pub limiter: MemLimiter,
     pub manifest: Arc<Manifest>,
     pub stats: Arc<PluginStats>,
-    /// Epoch ticks spent in the guest during this call (≈ milliseconds of execution).
+    /// Epoch ticks spent in the guest during this call (× `epoch_tick_ms` ≈ execution time).
     pub ticks: u64,
     cpu_budget: u64,
     pub cpu_exceeded: bool,
@@ -274,5 +287,26 @@ impl filter::portcullis::plugin::config::Host for StoreData {
     }
     fn all(&mut self) -> String {
         serde_json::Value::Object(self.manifest.config.clone()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::budget_ticks;
+    use std::time::Duration;
+
+    #[test]
+    fn cpu_budgets_round_up_to_whole_ticks() {
+        let ms = Duration::from_millis;
+        assert_eq!(budget_ticks(ms(10), ms(2)), 5);
+        assert_eq!(
+            budget_ticks(ms(5), ms(2)),
+            3,
+            "never fewer ticks than the budget"
+        );
+        assert_eq!(budget_ticks(ms(1), ms(2)), 1);
+        assert_eq!(budget_ticks(ms(50), ms(1)), 50);
+        assert_eq!(budget_ticks(ms(15), ms(10)), 2);
+        assert_eq!(budget_ticks(Duration::ZERO, ms(2)), 1, "at least one tick");
     }
 }

@@ -1,9 +1,16 @@
-//! The epoch ticker: the thread that advances wasmtime's epoch every [`TICK`], which is what
-//! makes a running guest yield to tokio and what its CPU budget is counted in.
+//! The epoch ticker: the thread that advances wasmtime's epoch every tick (`[plugins]
+//! epoch_tick_ms`, default 2 ms), which is what makes a running guest yield to tokio and what
+//! its CPU budget is counted in.
 //!
-//! Why it parks: a gateway with plugins but no traffic would otherwise wake a thread 1000
-//! times a second for nothing (about 1 % of a core here, and a context switch on whatever
-//! core the proxy runs). The ticker parks after [`IDLE_TICKS`] ticks in which no call started
+//! Why 2 ms and not 1: under load the ticker never parks, and each wake-up is a context switch
+//! on whatever core the proxy runs. On the benchmark's shared core a 1 ms tick cost 3 filters
+//! ~0.12 extra context switches per request and ~10 % of their throughput; 2 ms removed most of
+//! that (bench/PROFILE.md, round 5). The price: a looping guest holds its worker for up to
+//! 2 ms between yields, and a CPU budget can overrun by up to one tick.
+//!
+//! Why it parks: a gateway with plugins but no traffic would otherwise wake a thread every
+//! tick for nothing (about 1 % of a core here at 1 ms, and a context switch on whatever
+//! core the proxy runs). The ticker parks after [`IDLE_PARK`] of ticks in which no call started
 //! and none was running; the first call after that wakes it before entering the guest.
 //!
 //! Why parking cannot lose a budget: a call registers ([`Ticker::enter`]) before any guest
@@ -22,10 +29,8 @@ use std::thread::Thread;
 use std::time::Duration;
 use wasmtime::EngineWeak;
 
-/// Epoch tick: the granularity of CPU accounting and of yielding to tokio.
-pub const TICK: Duration = Duration::from_millis(1);
-/// Idle ticks before the ticker parks (100 ms).
-const IDLE_TICKS: u32 = 100;
+/// Idle time before the ticker parks.
+const IDLE_PARK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Shared {
@@ -54,12 +59,15 @@ impl Drop for Running {
 }
 
 impl Ticker {
-    pub fn start(engine: EngineWeak) -> std::io::Result<Ticker> {
+    /// Starts the thread; `tick` is clamped to at least 1 ms.
+    pub fn start(engine: EngineWeak, tick: Duration) -> std::io::Result<Ticker> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
+        let tick = tick.max(Duration::from_millis(1));
+        let idle_ticks = (IDLE_PARK.as_micros() / tick.as_micros()).max(1) as u32;
         let handle = std::thread::Builder::new()
             .name("portcullis-epoch".into())
-            .spawn(move || run(&s, &engine))?;
+            .spawn(move || run(&s, &engine, tick, idle_ticks))?;
         Ok(Ticker {
             shared,
             thread: handle.thread().clone(),
@@ -89,10 +97,10 @@ impl Drop for Ticker {
     }
 }
 
-fn run(s: &Shared, engine: &EngineWeak) {
+fn run(s: &Shared, engine: &EngineWeak, tick: Duration, idle_ticks: u32) {
     let (mut seen, mut idle) = (s.started.load(SeqCst), 0u32);
     while !s.stop.load(SeqCst) {
-        std::thread::sleep(TICK);
+        std::thread::sleep(tick);
         match engine.upgrade() {
             Some(e) => e.increment_epoch(),
             None => return,
@@ -103,7 +111,7 @@ fn run(s: &Shared, engine: &EngineWeak) {
             continue;
         }
         idle += 1;
-        if idle < IDLE_TICKS {
+        if idle < idle_ticks {
             continue;
         }
         s.parked.store(true, SeqCst);
@@ -135,13 +143,13 @@ mod tests {
     #[test]
     fn parks_when_idle_ticks_while_a_call_runs_and_parks_again_after() {
         let engine = wasmtime::Engine::default();
-        let t = Ticker::start(engine.weak()).unwrap();
+        let t = Ticker::start(engine.weak(), Duration::from_millis(2)).unwrap();
         wait_for("parked while idle", || t.is_parked());
 
         let call = t.enter();
         wait_for("awake once a call registered", || !t.is_parked());
         // While the call is registered the ticker keeps ticking, however long it runs.
-        std::thread::sleep(TICK * (IDLE_TICKS + 50));
+        std::thread::sleep(IDLE_PARK * 2);
         assert!(!t.is_parked(), "parked under a running call");
         drop(call);
         wait_for("parked again after the call", || t.is_parked());
