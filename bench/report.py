@@ -41,6 +41,7 @@ LABEL = {
     "portcullis": "Portcullis (1 worker thread)",
     "portcullis-filter1": "Portcullis + 1 filter",
     "portcullis-filters": "Portcullis + 3 filters",
+    "portcullis-pass3": "Portcullis + 3 pass-through filters",
     "portcullis-fanout": "Portcullis endpoint fan-out ×3",
 }
 
@@ -273,6 +274,10 @@ if sk:
 else:
     r = ratio(tp("portcullis-filters"), tp("portcullis"))
     P(f"| 3 filters / no filters throughput | {'–' if r is None else f'{r:.2f}×'} | ≥ 0.90× | {verdict(None if r is None else r >= 0.9)} |")
+sk3 = skip_reason("portcullis-pass3")
+if not sk3:
+    r3 = ratio(tp("portcullis-pass3"), tp("portcullis"))
+    P(f"| 3 pass-through filters / no filters throughput (info: Envoy's comparison case) | {'–' if r3 is None else f'{r3:.2f}×'} | info | – |")
 sk = skip_reason("portcullis-fanout")
 if sk:
     P(f"| fan-out ×3 / single proxy throughput | SKIPPED ({sk}) | info | – |")

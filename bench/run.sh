@@ -198,6 +198,7 @@ P_PC1=$((PORT_BASE + 18)) A_PC1=$((PORT_BASE + 19))
 P_PCT=$((PORT_BASE + 22)) A_PCT=$((PORT_BASE + 23))
 P_NGINX_H2=$((PORT_BASE + 20)) P_HAPROXY_H2=$((PORT_BASE + 21))
 P_FLOOR=$((PORT_BASE + 24))
+P_PCP=$((PORT_BASE + 25)) A_PCP=$((PORT_BASE + 26))
 
 declare -A URL=() PROC=()
 
@@ -395,22 +396,28 @@ build_plugins() {
 }
 
 start_portcullis_filters() {
-    # $1 = number of filters, $2 = target name, $3/$4 = proxy/admin ports
-    local count=$1 name=$2 port=$3 admin=$4
+    # $1 = number of filters, $2 = target name, $3/$4 = proxy/admin ports,
+    # $5 = add-header (default: each sets one request header) or pass (the CORS filter on a
+    # request without Origin: reads one header and continues, Envoy's "pass-through" case)
+    local count=$1 name=$2 port=$3 admin=$4 kind=${5:-add-header}
     build_plugins
     if [ -n "$PLUGINS_SKIP" ]; then
         skip "$name" "$PLUGINS_SKIP"
         return 0
     fi
-    local wasm="$PLUGIN_TARGET/add_header.wasm"
+    local guest=add_header
+    [ "$kind" = pass ] && guest=cors
+    local wasm="$PLUGIN_TARGET/$guest.wasm"
     [ -f "$wasm" ] || {
-        skip "$name" "add_header.wasm missing after plugin build"
+        skip "$name" "$guest.wasm missing after plugin build"
         return 0
     }
     local dir="$TMP/plugins-$name"
     mkdir -p "$dir"
     for i in $(seq 1 "$count"); do
         cp "$wasm" "$dir/hdr$i.wasm"
+        local conf="set = { \"x-bench-$i\" = \"1\" }"
+        [ "$kind" = pass ] && conf='origins = ["https://app.example"]'
         cat >"$dir/hdr$i.toml" <<EOF
 kind = "inbound"
 order = $((i * 10))
@@ -418,7 +425,7 @@ failure = "fail_open"
 [match]
 path_prefix = "/"
 [config]
-set = { "x-bench-$i" = "1" }
+$conf
 EOF
     done
     local cfg
@@ -473,11 +480,23 @@ endpoint = "fanout"')
     start_portcullis "$name" "$cfg" "$P_PCE" "$A_PCE" /fan 30 || return 0
 }
 
+# The filter rows' proof that their filters ran: the calls counted by /admin/plugins, next to
+# the requests those targets served (pass-through filters leave no other trace).
+filter_calls() {
+    local t calls
+    for t in "$@"; do
+        [ -n "${ADMIN[$t]:-}" ] || continue
+        calls=$(curl -fsS --max-time 2 "${ADMIN[$t]}/admin/plugins" 2>/dev/null |
+            grep -o '"calls": *[0-9]*' | awk -F: '{s += $2} END {print s + 0}')
+        note "$t: its filters counted $calls calls in all (warm-up, throughput and latency runs)"
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-fanout; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -664,7 +683,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -681,6 +700,7 @@ main() {
     start_portcullis_plain
     start_portcullis_filters 1 portcullis-filter1 "$P_PC1" "$A_PC1"
     start_portcullis_filters 3 portcullis-filters "$P_PCF" "$A_PCF"
+    start_portcullis_filters 3 portcullis-pass3 "$P_PCP" "$A_PCP" pass
     start_portcullis_fanout
 
     mapfile -t TARGETS < <(active_targets)
@@ -690,9 +710,10 @@ main() {
     throughput "${TARGETS[@]}"
     latency "${TARGETS[@]}"
     for t in nginx haproxy portcullis; do idle_test "$t"; done
-    for t in portcullis-filter1 portcullis-filters portcullis-fanout; do
+    for t in portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout; do
         if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
     done
+    filter_calls portcullis-filter1 portcullis-filters portcullis-pass3
     h2_rows
     tls_rows
 
@@ -721,7 +742,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-fanout".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout".split(),
   "rates": $rates_json,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
