@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// Longest epoch tick: a looping guest holds its worker for up to one tick between yields,
-/// and a CPU budget can overrun by up to one tick.
+/// and a CPU budget can overrun by up to two ticks.
 const MAX_EPOCH_TICK_MS: u64 = 10;
 
 pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {

@@ -6,7 +6,7 @@
 //! on whatever core the proxy runs. On the benchmark's shared core a 1 ms tick cost 3 filters
 //! ~0.12 extra context switches per request and ~10 % of their throughput; 2 ms removed most of
 //! that (bench/PROFILE.md, round 5). The price: a looping guest holds its worker for up to
-//! 2 ms between yields, and a CPU budget can overrun by up to one tick.
+//! 2 ms between yields, and a CPU budget can overrun by up to two ticks.
 //!
 //! Why it parks: a gateway with plugins but no traffic would otherwise wake a thread every
 //! tick for nothing (about 1 % of a core here at 1 ms, and a context switch on whatever
