@@ -5,6 +5,8 @@
 # FILTER=pass installs the first-party CORS filter instead (a request without `Origin`: it
 # reads one header and continues), the cheapest useful filter.
 #
+# EPOCH_TICK_MS sets `[plugins] epoch_tick_ms` (default 2, the gateway's default).
+#
 # UPSTREAM_CORE (default 1, run.sh's layout) moves the upstream elsewhere, e.g. to core 0
 # with the load generator, to see Portcullis' cost without a co-located upstream (information
 # only: run.sh's rows and ratios always use the shared core).
@@ -64,7 +66,7 @@ EOF
                     "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
             fi
         done
-        printf '[plugins]\ndir = "%s"\n' "$TMP/plugins" >>"$TMP/pc.toml"
+        printf '[plugins]\ndir = "%s"\nepoch_tick_ms = %d\n' "$TMP/plugins" "${EPOCH_TICK_MS:-2}" >>"$TMP/pc.toml"
     fi
     taskset -c "${UPSTREAM_CORE:-1}" "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
     UP=$!
