@@ -26,35 +26,13 @@ timeout $((SECS + 20)) taskset -c 0 oha -z "${SECS}s" -q "$RATE" -c 32 --latency
     --no-tui --output-format json "http://127.0.0.1:$P/" >"$TMP/oha.json" 2>/dev/null || true
 curl -fsS --max-time 2 "http://127.0.0.1:$A/metrics" >"$TMP/after"
 
-python3 - "$TMP" "$FILTERS" "$TICK" "$RATE" <<'PY'
-import json, re, sys
-d, filters, tick, rate = sys.argv[1:5]
+python3 - "$TMP" "$FILTERS" "$TICK" "$RATE" "$ROOT/bench" <<'PY'
+import json, sys
+d, filters, tick, rate, here = sys.argv[1:6]
+sys.path.insert(0, here)
+from histogram import buckets, quantile
 
-def buckets(path):
-    out = {}
-    for line in open(path):
-        m = re.match(r'portcullis_overhead_seconds_bucket\{(?:[^}]*,)?le="([^"]+)"\}\s+([\d.e+]+)', line)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            out[le] = out.get(le, 0) + float(m.group(2))
-    return out
-
-def quantile(b, a, q):
-    """Prometheus' histogram_quantile over the delta of two scrapes."""
-    les = sorted(a)
-    cum = [a[le] - b.get(le, 0) for le in les]
-    if not cum or cum[-1] <= 0:
-        return float("nan")
-    rank, prev_le, prev_c = q * cum[-1], 0.0, 0.0
-    for le, c in zip(les, cum):
-        if c >= rank:
-            if le == float("inf"):
-                return prev_le
-            return prev_le + (le - prev_le) * ((rank - prev_c) / (c - prev_c) if c > prev_c else 1.0)
-        prev_le, prev_c = le, c
-    return float("nan")
-
-b, a = buckets(f"{d}/before"), buckets(f"{d}/after")
+b, a = buckets(open(f"{d}/before").read()), buckets(open(f"{d}/after").read())
 n = a.get(float("inf"), 0) - b.get(float("inf"), 0)
 try:
     lp = json.load(open(f"{d}/oha.json")).get("latencyPercentiles", {})
@@ -62,7 +40,7 @@ except ValueError:
     lp = {}
 us = lambda s: "–" if s is None else f"{s * 1e6:.0f} µs"
 print(f"filters={filters} epoch_tick_ms={tick} rate={rate} requests={n:.0f}")
-print("  overhead p50 {:.1f} µs, p99 {:.1f} µs, p99.9 {:.1f} µs".format(
-    *(quantile(b, a, q) * 1e6 for q in (0.5, 0.99, 0.999))))
+own = [quantile(b, a, q)[0] for q in (0.5, 0.99, 0.999)]
+print(f"  overhead p50 {us(own[0])}, p99 {us(own[1])}, p99.9 {us(own[2])}")
 print(f"  client   p50 {us(lp.get('p50'))}, p99 {us(lp.get('p99'))}, p99.9 {us(lp.get('p99.9'))}")
 PY

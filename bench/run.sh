@@ -25,6 +25,8 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
+# shellcheck source=filters.sh
+source "$BENCH/filters.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 JOBS="${BENCH_JOBS:-2}"
 PORT_BASE="${BENCH_PORT_BASE:-18080}"
@@ -405,29 +407,11 @@ start_portcullis_filters() {
         skip "$name" "$PLUGINS_SKIP"
         return 0
     fi
-    local guest=add_header
-    [ "$kind" = pass ] && guest=cors
-    local wasm="$PLUGIN_TARGET/$guest.wasm"
-    [ -f "$wasm" ] || {
-        skip "$name" "$guest.wasm missing after plugin build"
+    local dir="$TMP/plugins-$name" why
+    if ! why=$(write_filters "$dir" "$count" "$kind" "$PLUGIN_TARGET" 2>&1); then
+        skip "$name" "$why after the plugin build"
         return 0
-    }
-    local dir="$TMP/plugins-$name"
-    mkdir -p "$dir"
-    for i in $(seq 1 "$count"); do
-        cp "$wasm" "$dir/hdr$i.wasm"
-        local conf="set = { \"x-bench-$i\" = \"1\" }"
-        [ "$kind" = pass ] && conf='origins = ["https://app.example"]'
-        cat >"$dir/hdr$i.toml" <<EOF
-kind = "inbound"
-order = $((i * 10))
-failure = "fail_open"
-[match]
-path_prefix = "/"
-[config]
-$conf
-EOF
-    done
+    fi
     local cfg
     cfg=$(portcullis_config "$name" "$port" "$admin" "[plugins]
 dir = \"$dir\"" '

@@ -14,6 +14,8 @@
 # Needs ROOT and PORT_BASE set by the caller. Sets TMP, PIDS, U, P, A, UP (upstream pid),
 # PC (Portcullis pid) once `single_proxy_start FILTERS` returns.
 
+# shellcheck source=filters.sh
+source "$ROOT/bench/filters.sh"
 REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 U=$((PORT_BASE + 1)) P=$((PORT_BASE + 12)) A=$((PORT_BASE + 13))
 TMP=$(mktemp -d)
@@ -51,21 +53,11 @@ match = { path_prefix = "/" }
 cluster = "up1"
 EOF
     if [ "$filters" -gt 0 ]; then
-        local guest=add_header i
-        [ "${FILTER:-add-header}" = pass ] && guest=cors
-        local wasm="$ROOT/plugins/target/wasm32-wasip2/release/$guest.wasm"
-        [ -f "$wasm" ] || { echo "$wasm missing: run bench/run.sh once" >&2; exit 1; }
-        mkdir -p "$TMP/plugins"
-        for i in $(seq 1 "$filters"); do
-            cp "$wasm" "$TMP/plugins/hdr$i.wasm"
-            if [ "$guest" = cors ]; then
-                printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\norigins = ["https://app.example"]\n' \
-                    "$((i * 10))" >"$TMP/plugins/hdr$i.toml"
-            else
-                printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[config]\nset = { "x-bench-%d" = "1" }\n' \
-                    "$((i * 10))" "$i" >"$TMP/plugins/hdr$i.toml"
-            fi
-        done
+        write_filters "$TMP/plugins" "$filters" "${FILTER:-add-header}" \
+            "$ROOT/plugins/target/wasm32-wasip2/release" || {
+            echo "run bench/run.sh once to build the guests" >&2
+            exit 1
+        }
         printf '[plugins]\ndir = "%s"\nepoch_tick_ms = %d\n' "$TMP/plugins" "${EPOCH_TICK_MS:-2}" >>"$TMP/pc.toml"
     fi
     taskset -c "${UPSTREAM_CORE:-1}" "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &

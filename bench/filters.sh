@@ -1,0 +1,25 @@
+# Sourced by run.sh and single_proxy.sh: the benchmark's filter plugins, written one way.
+#
+#   write_filters DIR COUNT KIND GUEST_DIR
+#
+# KIND add-header: COUNT copies of add_header.wasm, each setting one request header
+# (`x-bench-N: 1`). KIND pass: COUNT copies of the first-party cors.wasm; a request without
+# `Origin` makes each read one header and continue (Envoy's "pass-through" case). All inbound,
+# orders 10, 20, 30 …, `fail_open`, matching every path. Returns 1, with the reason on stderr,
+# when the guest is missing.
+write_filters() {
+    local dir=$1 count=$2 kind=$3 guests=$4 guest=add_header i conf
+    [ "$kind" = pass ] && guest=cors
+    [ -f "$guests/$guest.wasm" ] || {
+        echo "$guest.wasm missing in $guests" >&2
+        return 1
+    }
+    mkdir -p "$dir"
+    for i in $(seq 1 "$count"); do
+        cp "$guests/$guest.wasm" "$dir/hdr$i.wasm"
+        conf="set = { \"x-bench-$i\" = \"1\" }"
+        [ "$kind" = pass ] && conf='origins = ["https://app.example"]'
+        printf 'kind = "inbound"\norder = %d\nfailure = "fail_open"\n[match]\npath_prefix = "/"\n[config]\n%s\n' \
+            "$((i * 10))" "$conf" >"$dir/hdr$i.toml"
+    done
+}
