@@ -292,8 +292,29 @@ impl filter::portcullis::plugin::config::Host for StoreData {
 
 #[cfg(test)]
 mod tests {
-    use super::budget_ticks;
-    use std::time::Duration;
+    use super::*;
+
+    /// The tick comes from `[plugins] epoch_tick_ms` and every store's budget is counted in it.
+    #[test]
+    fn stores_count_cpu_in_the_configured_tick() {
+        let cfg = config::Config::parse(
+            "[[listener]]\nname='l'\nlisten='127.0.0.1:0'\n\
+             [plugins]\ndir='p'\nmax_instances=4\nepoch_tick_ms=7\n",
+            std::path::Path::new("."),
+        )
+        .expect("config");
+        let plugins = cfg.plugins.expect("plugins");
+        let host = WasmHost::new(&plugins).expect("engine");
+        let manifest =
+            Manifest::parse("kind='inbound'\n[limits]\ncpu_ms=20\n", &plugins).expect("manifest");
+        let (store, _) = host.store(&Arc::new(manifest), &Arc::new(PluginStats::new("t")));
+        assert_eq!(host.tick, Duration::from_millis(7));
+        assert_eq!(
+            store.data().cpu_budget,
+            3,
+            "20 ms in 7 ms ticks, rounded up"
+        );
+    }
 
     #[test]
     fn cpu_budgets_round_up_to_whole_ticks() {
