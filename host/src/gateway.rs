@@ -1,7 +1,8 @@
 //! Assembles a running gateway from a validated config: binds listeners and the admin port,
 //! builds the route table and upstreams, and owns shutdown.
 
-use crate::config::{self, Config};
+use crate::config::Config;
+use crate::request::{HttpPolicy, Services};
 use crate::plugin::PluginRuntime;
 use crate::routing::RouteTable;
 use crate::server::{self, tls};
@@ -17,20 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// Everything a request needs, shared read-only by all connections.
-pub struct Ctx {
-    pub routes: RouteTable,
-    pub upstreams: Upstreams,
-    pub metrics: Arc<Metrics>,
-    pub plugins: Option<Arc<PluginRuntime>>,
-    pub shedder: Shedder,
-    pub timeouts: config::Timeouts,
-    pub limits: config::Limits,
-    pub draining: AtomicBool,
-}
-
 pub struct Gateway {
-    ctx: Arc<Ctx>,
+    ctx: Arc<Services>,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -74,20 +63,21 @@ impl Gateway {
         ));
         let plugins = match &cfg.plugins {
             Some(p) => Some(
-                PluginRuntime::start(p, &cfg.limits)
+                PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())
                     .await
                     .context("starting the plugin runtime")?,
             ),
             None => None,
         };
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new(Services {
             routes,
-            upstreams,
+            upstreams: Arc::new(upstreams),
             metrics,
             plugins,
             shedder: Shedder::new(cfg.limits.max_in_flight),
             timeouts: cfg.timeouts.clone(),
             limits: cfg.limits.clone(),
+            http: HttpPolicy::from_config(&cfg.http),
             draining: AtomicBool::new(false),
         });
 
@@ -187,7 +177,7 @@ impl Gateway {
         })
     }
 
-    pub fn ctx(&self) -> &Arc<Ctx> {
+    pub fn services(&self) -> &Arc<Services> {
         &self.ctx
     }
 

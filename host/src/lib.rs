@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod core;
 pub mod gateway;
 pub mod plugin;
 pub mod request;

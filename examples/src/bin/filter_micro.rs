@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
-use portcullis::request::passport::Passport;
+use portcullis::core::passport::Passport;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .plugins
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no [plugins]"))?;
-    let rt = PluginRuntime::start(&plugins, &cfg.limits).await?;
+    let rt = PluginRuntime::start(&plugins, &cfg.limits, cfg.http.path_policy()).await?;
     let chain = rt.chain();
     // A filter that continues leaves no trace on the request: make sure it is loaded.
     anyhow::ensure!(!chain.is_empty(), "the filter did not load");

@@ -3,7 +3,7 @@
 //! Kept on its own port so that it can be firewalled off from the public and keeps answering
 //! while the public listeners shed load.
 
-use crate::gateway::Ctx;
+use crate::request::Services as Ctx;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -21,6 +21,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub http: Http,
     /// Absent: no plugins are loaded and the plugin admin API answers 404.
     pub plugins: Option<Plugins>,
 }
@@ -408,6 +410,44 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024 * 1024,
             max_in_flight: 10_000,
             max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// How every request's identity is fixed at admission (see `core::identity`), and the
+/// headers on the responses that skip outbound filters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Decode percent-encoded unreserved characters and remove dot segments (RFC 3986 §6.2.2,
+    /// §5.2.4) before anything matches the path.
+    pub normalize_path: bool,
+    /// Merge runs of `/` into one. Upstreams then see the merged path.
+    pub merge_slashes: bool,
+    /// `%2F` / `%5C` in a path: `keep` (forward encoded), `reject` (400) or `unescape`.
+    pub escaped_slashes: crate::core::identity::EscapedSlashes,
+    /// Headers set on the responses that skip outbound filters: load-shed 503s and the
+    /// client-header-timeout 408 (and, below them, every gateway error), without Wasm.
+    pub error_headers: BTreeMap<String, String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: crate::core::identity::EscapedSlashes::Keep,
+            error_headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Http {
+    pub fn path_policy(&self) -> crate::core::identity::PathPolicy {
+        crate::core::identity::PathPolicy {
+            normalize: self.normalize_path,
+            merge_slashes: self.merge_slashes,
+            escaped_slashes: self.escaped_slashes,
         }
     }
 }

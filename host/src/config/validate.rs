@@ -222,6 +222,20 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             "must be at least 1".into(),
         );
     }
+    for (k, v) in &cfg.http.error_headers {
+        let key = format!("http.error_headers.{k}");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            p(key, "not a valid header name".into());
+        } else if http::HeaderValue::from_str(v).is_err() {
+            p(key, "not a valid header value".into());
+        }
+    }
+    if cfg.http.error_headers.len() > 32 {
+        p(
+            "http.error_headers".into(),
+            "at most 32 headers: they go on every error response".into(),
+        );
+    }
     if let Some(pl) = &cfg.plugins {
         if pl.admin_token.as_deref() == Some("") {
             p(

@@ -136,7 +136,19 @@ pub fn apply_request(
             if !p.starts_with('/') {
                 return Err(format!("path {:?} does not start with `/`", truncate(p)));
             }
-            let pq: http::uri::PathAndQuery = p
+            // Normalized like the client's path, or a filter would reopen the bypass that
+            // admission closed; the query is left as the filter wrote it.
+            let (path, query) = match p.split_once('?') {
+                Some((a, q)) => (a, Some(q)),
+                None => (p.as_str(), None),
+            };
+            let path = crate::core::identity::normalize_path(path, &limits.path)
+                .map_err(|e| format!("path {:?}: {}", truncate(p), e.reason()))?;
+            let pq = match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            };
+            let pq: http::uri::PathAndQuery = pq
                 .parse()
                 .map_err(|_| format!("invalid path {:?}", truncate(p)))?;
             let mut up = parts.uri.clone().into_parts();
@@ -217,7 +229,7 @@ pub fn response(r: types::Response, limits: &OutputLimits) -> Result<Response<By
     let mut h = HeaderMap::new();
     edit_headers(&mut h, Vec::new(), r.headers, limits)?;
     // Framing is the gateway's job: a plugin cannot lie about the body length.
-    crate::request::headers::strip_hop_by_hop(&mut h);
+    crate::core::headers::strip_hop_by_hop(&mut h);
     h.remove(http::header::CONTENT_LENGTH);
     let mut resp = Response::new(Bytes::from(r.body));
     *resp.status_mut() = status;
@@ -240,7 +252,7 @@ pub fn rejection(rj: types::Rejection) -> Response<Bytes> {
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
-        crate::request::headers::PORTCULLIS_ERROR.clone(),
+        crate::core::headers::PORTCULLIS_ERROR.clone(),
         HeaderValue::from_static("plugin-rejected"),
     );
     h.insert(
@@ -258,6 +270,7 @@ mod tests {
         max_headers: 4,
         max_header_bytes: 200,
         max_body_bytes: 1024,
+        path: crate::core::identity::PathPolicy::DEFAULT,
     };
 
     fn head(pairs: &[(&str, &str)]) -> http::request::Parts {

@@ -55,6 +55,9 @@ struct Raw {
     /// `false`: a fresh instance for every call (see `Manifest::reuse_instance`).
     #[serde(default = "yes")]
     reuse_instance: bool,
+    /// Outbound filters: also run on responses the gateway made (errors, filter answers).
+    #[serde(default = "yes")]
+    gateway_responses: bool,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -106,6 +109,10 @@ pub struct Manifest {
     /// instance_reuse_calls`). `false` trades throughput for isolation between requests: a
     /// plugin that keeps request data in globals cannot leak it into the next request.
     pub reuse_instance: bool,
+    /// Outbound filters: run on the gateway's own responses too (its errors, and inbound
+    /// filters' `respond` / `reject`), not only on upstream and endpoint answers. Default
+    /// `true`, so a security-headers filter covers a 404 as well.
+    pub gateway_responses: bool,
     /// Guest execution budget per call, enforced by epoch interruption.
     pub cpu: Duration,
     pub memory_bytes: usize,
@@ -220,6 +227,7 @@ impl Manifest {
             failure: raw.failure,
             body: raw.body,
             reuse_instance: raw.reuse_instance,
+            gateway_responses: raw.gateway_responses,
             cpu: Duration::from_millis(cpu_ms),
             memory_bytes: (memory_mb as usize) << 20,
             timeout: Duration::from_millis(timeout_ms),

@@ -33,11 +33,12 @@ mod view;
 
 pub use call::Plugin;
 pub use stats::FailureKind;
-pub use upstream::CallRecord;
 
 use crate::config::{self, Priority};
-use crate::gateway::Ctx;
-use crate::request::passport::{Passport, State};
+use crate::core::failure::{Failure as GatewayFailure, PluginFailure};
+use crate::core::identity::PathPolicy;
+use crate::core::passport::{Passport, State};
+use crate::upstream::Upstreams;
 use bytes::Bytes;
 use engine::WasmHost;
 use http::{Response, StatusCode};
@@ -61,32 +62,24 @@ pub struct FilterState {
     pub priority: Option<Priority>,
 }
 
-/// A plugin that failed under `fail_closed`: the core answers with `status`, the header
-/// `portcullis-error: <code>` and `reason` as the body.
-#[derive(Debug, Clone)]
-pub struct PluginFailure {
-    pub status: StatusCode,
-    pub code: String,
-    pub reason: String,
-}
-
 pub enum InboundOutcome {
     /// Go on to routing (the head and `FilterState` may have been changed).
     Continue,
     /// A filter answered (short-circuit) or rejected; send this response as is.
     Respond(Response<Bytes>),
-    /// A `fail_closed` filter trapped or exceeded a limit.
-    Failed(PluginFailure),
+    /// A `fail_closed` filter trapped or exceeded a limit, or changed the path into one
+    /// admission refuses.
+    Failed(GatewayFailure),
 }
 
 pub enum OutboundOutcome {
     Continue,
-    Failed(PluginFailure),
+    Failed(GatewayFailure),
 }
 
 pub enum EndpointOutcome {
     Respond(Response<Bytes>),
-    Failed(PluginFailure),
+    Failed(GatewayFailure),
 }
 
 /// Limits on what plugins may hand back, taken from the gateway's `[limits]`.
@@ -95,6 +88,8 @@ struct OutputLimits {
     max_headers: usize,
     max_header_bytes: usize,
     max_body_bytes: usize,
+    /// A path a filter sets is normalized like the client's (`[http]`).
+    path: PathPolicy,
 }
 
 /// The set of loaded plugins at one instant, ordered for execution.
@@ -123,6 +118,7 @@ impl Default for Chain {
                 max_headers: 100,
                 max_header_bytes: 64 * 1024,
                 max_body_bytes: 1024 * 1024,
+                path: PathPolicy::default(),
             },
         }
     }
@@ -134,6 +130,7 @@ impl Chain {
         host: Arc<WasmHost>,
         cfg: &config::Plugins,
         limits: &config::Limits,
+        path: PathPolicy,
     ) -> Chain {
         let mut c = Chain {
             host: Some(host),
@@ -146,6 +143,7 @@ impl Chain {
                 max_headers: limits.max_headers,
                 max_header_bytes: limits.max_header_bytes,
                 max_body_bytes: cfg.max_body_bytes,
+                path,
             },
             ..Chain::default()
         };
@@ -273,13 +271,16 @@ impl Chain {
 
     /// Runs the outbound filters whose match fits, in order, on `resp` (changed in place).
     /// Both heads are lent to the calls as views, as in [`Chain::inbound`]; `req` comes back
-    /// unchanged.
+    /// unchanged. `gateway_made`: the response is the gateway's own (an error, a filter's
+    /// answer); filters whose manifest says `gateway_responses = false` skip it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn outbound(
         &self,
         req: &mut http::request::Parts,
         client: SocketAddr,
         route: Option<&str>,
         resp: &mut http::response::Parts,
+        gateway_made: bool,
         state: &mut FilterState,
         passport: &mut Passport,
     ) -> OutboundOutcome {
@@ -295,7 +296,9 @@ impl Chain {
             status: resp.status,
             headers: std::mem::take(&mut resp.headers),
         };
-        let out = self.run_outbound(host, &mut rq, &mut rs, passport).await;
+        let out = self
+            .run_outbound(host, &mut rq, &mut rs, gateway_made, passport)
+            .await;
         state.metadata = rq.restore(req);
         resp.status = rs.status;
         resp.headers = rs.headers;
@@ -307,9 +310,13 @@ impl Chain {
         host: &WasmHost,
         rq: &mut ReqData,
         rs: &mut RespData,
+        gateway_made: bool,
         passport: &mut Passport,
     ) -> OutboundOutcome {
         for p in &self.outbound {
+            if gateway_made && !p.manifest.gateway_responses {
+                continue;
+            }
             if !p
                 .matcher
                 .matches(&rq.parts, crate::routing::request_host(&rq.parts))
@@ -344,7 +351,7 @@ impl Chain {
     pub async fn run_endpoint(
         &self,
         plugin: &Arc<Plugin>,
-        ctx: Arc<Ctx>,
+        upstreams: Arc<Upstreams>,
         parts: &http::request::Parts,
         client: SocketAddr,
         route: Option<&str>,
@@ -359,7 +366,13 @@ impl Chain {
         };
         passport.stamp(State::EndpointStart);
         let req = convert::request(parts, client, route, body, state);
-        let fanout = upstream::FanoutCtx::new(ctx, deadline, plugin.manifest.fanout, priority);
+        let fanout = upstream::FanoutCtx::new(
+            upstreams,
+            deadline,
+            plugin.manifest.fanout,
+            priority,
+            self.limits.max_headers,
+        );
         let res = plugin.handle(host, &self.policy, req, fanout).await;
         let out = match res {
             Ok((resp, fanout)) => {
@@ -394,7 +407,7 @@ impl Chain {
         p: &Plugin,
         fail: call::CallFail,
         passport: &mut Passport,
-    ) -> Option<PluginFailure> {
+    ) -> Option<GatewayFailure> {
         passport.stamp(match fail.kind {
             FailureKind::CpuExceeded => State::PluginCpuExceeded,
             FailureKind::MemoryExceeded => State::PluginMemoryExceeded,
@@ -414,11 +427,11 @@ impl Chain {
             FailureKind::Overloaded | FailureKind::Quarantined => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Some(PluginFailure {
+        Some(GatewayFailure::Plugin(PluginFailure {
+            plugin: p.name.clone(),
+            code: failure_code(fail.kind),
             status,
-            code: format!("plugin-{}", fail.kind.as_str()),
-            reason: format!("plugin `{}` failed: {}", p.name, fail.kind.as_str()),
-        })
+        }))
     }
 
     fn bad_output(
@@ -426,7 +439,7 @@ impl Chain {
         p: &Plugin,
         why: String,
         passport: &mut Passport,
-    ) -> Option<PluginFailure> {
+    ) -> Option<GatewayFailure> {
         let fail = call::CallFail {
             kind: FailureKind::BadOutput,
             detail: why,
@@ -437,11 +450,20 @@ impl Chain {
     }
 }
 
-fn unavailable() -> PluginFailure {
-    PluginFailure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "endpoint-unavailable".into(),
-        reason: "the endpoint plugin is not loaded".into(),
+fn unavailable() -> GatewayFailure {
+    GatewayFailure::EndpointUnavailable
+}
+
+/// The `portcullis-error` code of a plugin failure.
+fn failure_code(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::Trap => "plugin-trap",
+        FailureKind::CpuExceeded => "plugin-cpu-exceeded",
+        FailureKind::MemoryExceeded => "plugin-memory-exceeded",
+        FailureKind::Timeout => "plugin-timeout",
+        FailureKind::BadOutput => "plugin-bad-output",
+        FailureKind::Overloaded => "plugin-overloaded",
+        FailureKind::Quarantined => "plugin-quarantined",
     }
 }
 
@@ -509,15 +531,17 @@ impl PluginRuntime {
     /// Boots the runtime: every plugin in the directory must load, or the gateway refuses to
     /// start (a missing auth filter must not silently open the door). Later reloads are
     /// forgiving: a bad version is reported and the old one keeps serving.
+    /// `path`: how a path a filter sets is normalized (the gateway's `[http]` policy).
     pub async fn start(
         cfg: &config::Plugins,
         limits: &config::Limits,
+        path: PathPolicy,
     ) -> anyhow::Result<Arc<PluginRuntime>> {
         if !cfg.dir.is_dir() {
             anyhow::bail!("plugins.dir: `{}` is not a directory", cfg.dir.display());
         }
         let host = Arc::new(WasmHost::new(cfg)?);
-        let registry = Arc::new(Registry::new(cfg, limits, host));
+        let registry = Arc::new(Registry::new(cfg, limits, path, host));
         registry.rescan(true).await?;
         let watcher = registry.watch()?;
         Ok(Arc::new(PluginRuntime {

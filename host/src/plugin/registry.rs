@@ -41,6 +41,7 @@ pub struct Registry {
     pub dir: PathBuf,
     pub cfg: config::Plugins,
     limits: config::Limits,
+    path: crate::core::identity::PathPolicy,
     pub current: ArcSwap<Chain>,
     pub entries: Mutex<BTreeMap<String, Entry>>,
     stats: Mutex<HashMap<String, Arc<PluginStats>>>,
@@ -59,12 +60,18 @@ struct Files {
 }
 
 impl Registry {
-    pub fn new(cfg: &config::Plugins, limits: &config::Limits, host: Arc<WasmHost>) -> Self {
+    pub fn new(
+        cfg: &config::Plugins,
+        limits: &config::Limits,
+        path: crate::core::identity::PathPolicy,
+        host: Arc<WasmHost>,
+    ) -> Self {
         Registry {
             host,
             dir: cfg.dir.clone(),
             cfg: cfg.clone(),
             limits: limits.clone(),
+            path,
             current: ArcSwap::from_pointee(Chain::default()),
             entries: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(HashMap::new()),
@@ -278,6 +285,7 @@ impl Registry {
             self.host.clone(),
             &self.cfg,
             &self.limits,
+            self.path,
         )));
     }
 

@@ -1,29 +1,30 @@
 //! `upstream.fetch` / `fetch-all`: an endpoint's calls to the gateway's clusters.
 //!
-//! Each call takes the same path as proxied traffic (cluster concurrency limit, balancer,
-//! outlier detection, pool, one retry on another endpoint for idempotent calls under the
-//! cluster's retry budget) and is bounded by its own `timeout-ms`, the request deadline and
-//! the manifest's per-request caps. A fan-out runs concurrently on the host while the guest is
+//! Each call goes through the one upstream client (`upstream::client::send`), exactly like
+//! proxied traffic: cluster concurrency limit, balancer, outlier detection, pool, the
+//! cluster's connect timeout, retries on another endpoint for replayable methods under the
+//! cluster's retry budget (counted in `portcullis_retries_total`). It is bounded by its own
+//! `timeout-ms`, the request deadline and the manifest's per-request caps. A fan-out runs concurrently on the host while the guest is
 //! suspended on its fiber; no worker thread blocks.
 
 use super::bindings::upstream::{self as wit, CallError};
 use super::engine::StoreData;
 use super::manifest::FanoutLimits;
-use crate::config::Priority;
-use crate::gateway::Ctx;
-use crate::request::body::UpBody;
-use crate::upstream::stats::Outcome;
+use crate::config::{self, Priority};
+use crate::core::failure::Failure;
+use crate::core::passport::{CallRecord, State};
+use crate::upstream::client::{self, Body, Head, Journal, Policy};
+use crate::upstream::Upstreams;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt;
-use serde::Serialize;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Per-request state of an endpoint's calls; lives in the call's store.
 pub struct FanoutCtx {
-    ctx: Arc<Ctx>,
+    upstreams: Arc<Upstreams>,
+    max_headers: usize,
     deadline: Instant,
     limits: FanoutLimits,
     priority: Priority,
@@ -33,24 +34,17 @@ pub struct FanoutCtx {
     pub records: Vec<CallRecord>,
 }
 
-/// One upstream call as the passport shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallRecord {
-    pub cluster: String,
-    pub endpoint: Option<String>,
-    pub status: Option<u16>,
-    pub error: Option<&'static str>,
-    pub attempts: u32,
-    #[serde(skip)]
-    pub start: Instant,
-    #[serde(skip)]
-    pub end: Instant,
-}
-
 impl FanoutCtx {
-    pub fn new(ctx: Arc<Ctx>, deadline: Instant, limits: FanoutLimits, priority: Priority) -> Self {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        deadline: Instant,
+        limits: FanoutLimits,
+        priority: Priority,
+        max_headers: usize,
+    ) -> Self {
         FanoutCtx {
-            ctx,
+            upstreams,
+            max_headers,
             deadline,
             limits,
             priority,
@@ -91,10 +85,11 @@ impl FanoutCtx {
             self.calls_made += 1;
             refused.push(None);
             futs.push(one_call(
-                self.ctx.clone(),
+                self.upstreams.clone(),
                 c,
                 self.deadline,
                 self.limits.max_response_bytes,
+                self.max_headers,
                 self.priority,
             ));
         }
@@ -153,10 +148,11 @@ fn error_name(e: &CallError) -> &'static str {
 }
 
 async fn one_call(
-    ctx: Arc<Ctx>,
+    upstreams: Arc<Upstreams>,
     call: wit::Call,
     request_deadline: Instant,
     max_response_bytes: usize,
+    max_headers: usize,
     priority: Priority,
 ) -> (Result<wit::Reply, CallError>, CallRecord) {
     let start = Instant::now();
@@ -170,10 +166,11 @@ async fn one_call(
         end: start,
     };
     let res = dispatch(
-        &ctx,
+        &upstreams,
         call,
         request_deadline,
         max_response_bytes,
+        max_headers,
         priority,
         &mut rec,
     )
@@ -186,15 +183,41 @@ async fn one_call(
     (res, rec)
 }
 
+/// A fan-out call's journal is its call record: the passport gets one start and end per call.
+impl Journal for CallRecord {
+    fn stamp_at(&mut self, _: State, _: Instant) {}
+    fn waited(&mut self, _: Duration) {}
+    fn attempt(&mut self, endpoint: &Arc<str>) {
+        self.attempts += 1;
+        self.endpoint = Some(endpoint.to_string());
+    }
+    fn detail(&mut self, _: String) {}
+}
+
+/// The WIT's view of a gateway failure.
+fn call_error(why: Failure) -> CallError {
+    match why {
+        Failure::Overloaded => CallError::Overloaded,
+        Failure::UnknownCluster => CallError::UnknownCluster,
+        Failure::ConnectFailed | Failure::NoHealthyUpstream | Failure::UpstreamTls => {
+            CallError::ConnectFailed
+        }
+        w if w.is_timeout() => CallError::Timeout,
+        Failure::UpstreamReset => CallError::UpstreamReset,
+        other => CallError::LimitExceeded(other.reason().into_owned()),
+    }
+}
+
 async fn dispatch(
-    ctx: &Ctx,
+    upstreams: &Upstreams,
     call: wit::Call,
     request_deadline: Instant,
     max_response_bytes: usize,
+    max_headers: usize,
     priority: Priority,
     rec: &mut CallRecord,
 ) -> Result<wit::Reply, CallError> {
-    let Some(cluster) = ctx.upstreams.get(&call.cluster) else {
+    let Some(cluster) = upstreams.get(&call.cluster) else {
         return Err(CallError::UnknownCluster);
     };
     if call.timeout_ms == 0 {
@@ -202,8 +225,8 @@ async fn dispatch(
             "timeout-ms must be greater than 0".into(),
         ));
     }
-    let deadline =
-        (Instant::now() + Duration::from_millis(u64::from(call.timeout_ms))).min(request_deadline);
+    let timeout = Duration::from_millis(u64::from(call.timeout_ms));
+    let deadline = (Instant::now() + timeout).min(request_deadline);
     let method = Method::from_bytes(call.method.as_bytes())
         .map_err(|_| CallError::LimitExceeded(format!("invalid method `{}`", call.method)))?;
     let path: http::uri::PathAndQuery = call
@@ -212,7 +235,7 @@ async fn dispatch(
         .ok()
         .filter(|p: &http::uri::PathAndQuery| p.as_str().starts_with('/'))
         .ok_or_else(|| CallError::LimitExceeded(format!("invalid path `{}`", call.path)))?;
-    if call.headers.len() > ctx.limits.max_headers {
+    if call.headers.len() > max_headers {
         return Err(CallError::LimitExceeded("too many headers".into()));
     }
     let mut headers = http::HeaderMap::with_capacity(call.headers.len() + 1);
@@ -225,123 +248,49 @@ async fn dispatch(
         };
         headers.append(k, v);
     }
-    crate::request::headers::strip_hop_by_hop(&mut headers);
-    let body = Bytes::from(call.body);
-    let _permit = cluster
-        .limit
-        .try_acquire(priority)
-        .ok_or(CallError::Overloaded)?;
-
-    let idempotent = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let max_attempts = if idempotent { 2 } else { 1 };
-    let connect = Duration::from_millis(ctx.timeouts.connect_ms);
-    let mut tried: SmallVec<[usize; 2]> = SmallVec::new();
-    let mut last = CallError::ConnectFailed;
-    let mut _retry_permit = None;
-    while (tried.len() as u32) < max_attempts {
-        if Instant::now() >= deadline {
-            return Err(CallError::Timeout);
-        }
-        if !tried.is_empty() {
-            match cluster.retry_budget.try_acquire(cluster.in_flight()) {
-                Some(p) => _retry_permit = Some(p),
-                None => return Err(last),
-            }
-        }
-        let Some(ei) = cluster.pick(&tried) else {
-            return Err(last);
-        };
-        tried.push(ei);
-        rec.attempts += 1;
-        let ep = &cluster.endpoints[ei];
-        rec.endpoint = Some(ep.addr.to_string());
-        let inflight = cluster.stats[ei].begin();
-        let mut conn = match ep
-            .pool
-            .acquire((Instant::now() + connect).min(deadline))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                inflight.finish(Outcome {
-                    latency: Duration::ZERO,
-                    failed: true,
-                });
-                cluster.outlier.on_failure(ei, Instant::now());
-                last = if Instant::now() >= deadline {
-                    CallError::Timeout
-                } else {
-                    CallError::ConnectFailed
-                };
-                tracing::debug!(cluster = %cluster.name, error = %e, "fan-out connect failed");
-                continue;
-            }
-        };
-        let mut req = http::Request::new(if body.is_empty() {
-            UpBody::Empty
-        } else {
-            UpBody::Full(Some(body.clone()))
-        });
-        *req.method_mut() = method.clone();
-        *req.headers_mut() = headers.clone();
-        let uri = if conn.sender.is_h2() {
-            format!("{}://{}{}", ep.pool.connector().scheme(), ep.addr, path)
-        } else {
-            req.headers_mut().insert(
-                http::header::HOST,
-                HeaderValue::from_str(&ep.addr).unwrap_or(HeaderValue::from_static("upstream")),
-            );
-            path.to_string()
-        };
-        match uri.parse() {
-            Ok(u) => *req.uri_mut() = u,
-            Err(_) => return Err(CallError::LimitExceeded("invalid path".into())),
-        }
-        let sent = Instant::now();
-        let resp = match tokio::time::timeout_at(deadline.into(), conn.sender.send(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                inflight.finish(Outcome {
-                    latency: sent.elapsed(),
-                    failed: true,
-                });
-                cluster.outlier.on_failure(ei, Instant::now());
-                tracing::debug!(cluster = %cluster.name, error = %e, "fan-out call reset");
-                last = CallError::UpstreamReset;
-                continue;
-            }
-            Err(_) => {
-                inflight.finish(Outcome {
-                    latency: sent.elapsed(),
-                    failed: true,
-                });
-                return Err(CallError::Timeout);
-            }
-        };
-        let (parts, incoming) = resp.into_parts();
-        let latency = sent.elapsed();
-        let failed = parts.status.is_server_error();
-        inflight.finish(Outcome { latency, failed });
-        if failed && cluster.outlier_cfg.eject_on_5xx {
-            cluster.outlier.on_failure(ei, Instant::now());
-        } else {
-            cluster.outlier.on_success(ei);
-        }
-        let body = read_capped(incoming, max_response_bytes, deadline).await?;
-        ep.pool.release(conn);
-        let headers = parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        return Ok(wit::Reply {
-            status: parts.status.as_u16(),
-            headers,
-            body: body.to_vec(),
-        });
-    }
-    Err(last)
+    crate::core::headers::strip_hop_by_hop(&mut headers);
+    // The route defaults (2 attempts for replayable methods, 503 retried), the cluster's
+    // connect and response-head timeouts: the same policy a proxied request gets from a
+    // route without overrides.
+    let retry = FANOUT_RETRY.get_or_init(config::Retry::default);
+    let policy = Policy::for_request(
+        &method,
+        retry,
+        cluster.timeouts.connect,
+        cluster.timeouts.upstream_headers,
+        deadline,
+        priority,
+    );
+    let head = Head {
+        method,
+        path_and_query: path,
+        headers,
+    };
+    let answered = client::send(
+        cluster,
+        head,
+        Body::Replayable(Bytes::from(call.body)),
+        &policy,
+        rec,
+    )
+    .await
+    .map_err(call_error)?;
+    let (parts, incoming) = answered.response.into_parts();
+    let body = read_capped(incoming, max_response_bytes, deadline).await?;
+    cluster.endpoints[answered.endpoint].pool.release(answered.conn);
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    Ok(wit::Reply {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec(),
+    })
 }
+
+static FANOUT_RETRY: std::sync::OnceLock<config::Retry> = std::sync::OnceLock::new();
 
 /// Reads a response body up to `cap` bytes before `deadline`.
 async fn read_capped(

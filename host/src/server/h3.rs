@@ -5,8 +5,9 @@
 //! is off (`max_early_data_size = 0`): replayable early data is a risk we do not take by
 //! default.
 
-use crate::gateway::Ctx;
-use crate::request::body::{BoxError, ClientBody, RespBody};
+use crate::request::Services as Ctx;
+use crate::core::body::{BoxError, ClientBody};
+use crate::request::RespBody;
 use crate::request::{self, ConnInfo, ConnState};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -190,7 +191,7 @@ async fn connection(
                 }
             };
             let (send, recv) = stream.split();
-            let req = req.map(|()| ClientBody::H3(Box::new(H3Body { recv, done: false })));
+            let req = req.map(|()| ClientBody::Boxed(Box::pin(H3Body { recv, done: false })));
             let resp = request::handle_any(ctx, info, req).await;
             respond(send, resp).await;
         });

@@ -5,7 +5,7 @@ pub mod h3;
 pub mod io;
 pub mod tls;
 
-use crate::gateway::Ctx;
+use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

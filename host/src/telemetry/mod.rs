@@ -6,7 +6,7 @@
 
 pub mod histogram;
 
-use crate::request::passport::{Passport, State};
+use crate::core::passport::{Passport, State};
 use histogram::{Histogram, DURATION_BUCKETS, OVERHEAD_BUCKETS};
 use parking_lot::Mutex;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! the HTTP/1.1 or HTTP/2 handshake. The pool decides *when*; this module knows *how*.
 
 use crate::config::{self, UpstreamProtocol};
-use crate::request::body::UpBody;
+use crate::core::body::UpBody;
 use anyhow::{anyhow, Context as _};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -2,6 +2,7 @@
 //! detection, a retry budget and a concurrency limit.
 
 pub mod balancer;
+pub mod client;
 pub mod connect;
 pub mod health;
 pub mod outlier;
@@ -38,10 +39,28 @@ pub struct Cluster {
     pub retry_budget: RetryBudget,
     /// Per-cluster concurrency limit, shedding by priority.
     pub limit: Shedder,
+    /// The cluster's timeouts over the global ones: what a call without a route (fan-out)
+    /// gets, and what a route's own overrides start from.
+    pub timeouts: CallTimeouts,
+}
+
+/// Per-attempt waits of a call to a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTimeouts {
+    pub connect: std::time::Duration,
+    pub upstream_headers: std::time::Duration,
 }
 
 impl Cluster {
-    fn new(cfg: &config::Cluster, seed: u64) -> anyhow::Result<Self> {
+    fn new(cfg: &config::Cluster, global: &config::Timeouts, seed: u64) -> anyhow::Result<Self> {
+        let ms = std::time::Duration::from_millis;
+        let timeouts = CallTimeouts {
+            connect: ms(cfg.timeouts.connect_ms.unwrap_or(global.connect_ms)),
+            upstream_headers: ms(cfg
+                .timeouts
+                .upstream_headers_ms
+                .unwrap_or(global.upstream_headers_ms)),
+        };
         let pool_cfg = PoolConfig::from(&cfg.pool);
         let connector = connect::Connector::new(cfg)
             .map_err(|e| anyhow::anyhow!("cluster `{}`: {e:#}", cfg.name))?;
@@ -69,6 +88,7 @@ impl Cluster {
             health: None,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
             limit: Shedder::new(cfg.max_concurrency),
+            timeouts,
             endpoints,
         })
     }
@@ -109,7 +129,7 @@ impl Upstreams {
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| Cluster::new(c, 0x5eed_0000 + i as u64).map(Arc::new))
+            .map(|(i, c)| Cluster::new(c, &cfg.timeouts, 0x5eed_0000 + i as u64).map(Arc::new))
             .collect::<anyhow::Result<_>>()?;
         let by_name = clusters
             .iter()

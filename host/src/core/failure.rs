@@ -1,15 +1,34 @@
-//! Why a request could not be served, and the response the client gets for it.
+//! Why a request (or one of an endpoint's calls) could not be served: the one failure
+//! vocabulary of the gateway.
 //!
 //! Every failure has a stable machine-readable code (the `portcullis-error` header), a status,
-//! and a passport state, so clients, dashboards and the passport ring all agree.
+//! a one-line reason and a passport state, so clients, dashboards and the passport ring all
+//! agree. The request path turns one into a response in exactly one place
+//! (`request::respond::error_response`); fan-out maps it onto the WIT's `call-error`.
 
-use super::body::RespBody;
-use super::headers::{PORTCULLIS_ERROR, X_REQUEST_ID};
+use super::identity::BadHead;
 use super::passport::State;
-use http::{HeaderValue, Response, StatusCode};
+use http::StatusCode;
+use std::borrow::Cow;
+use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A plugin that failed under `fail_closed` (or an endpoint, which has nothing to skip to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    pub plugin: Arc<str>,
+    /// `plugin-trap`, `plugin-cpu-exceeded`, …: the `portcullis-error` code.
+    pub code: &'static str,
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The request head was refused at admission (identity, framing).
+    BadHead(BadHead),
+    /// The client went away while its body was being sent up.
+    ClientGone,
+    /// A plugin failed; its state (trap, CPU, memory) was stamped when it happened.
+    Plugin(PluginFailure),
     NoRoute,
     Overloaded,
     BodyTooLarge,
@@ -27,9 +46,11 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn status(self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         use Failure::*;
         match self {
+            BadHead(_) | ClientGone => StatusCode::BAD_REQUEST,
+            Plugin(p) => p.status,
             NoRoute => StatusCode::NOT_FOUND,
             Overloaded | NoHealthyUpstream | EndpointUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -40,9 +61,12 @@ impl Failure {
         }
     }
 
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         use Failure::*;
         match self {
+            BadHead(_) => "bad-request",
+            ClientGone => "client-disconnected",
+            Plugin(p) => p.code,
             NoRoute => "no-route",
             Overloaded => "overloaded",
             BodyTooLarge => "body-too-large",
@@ -60,9 +84,13 @@ impl Failure {
         }
     }
 
-    pub fn state(self) -> State {
+    /// The passport state for this failure; `None` when it was stamped where it happened.
+    pub fn state(&self) -> Option<State> {
         use Failure::*;
-        match self {
+        Some(match self {
+            BadHead(_) => State::BadRequest,
+            ClientGone => State::ClientDisconnected,
+            Plugin(_) => return None,
             NoRoute => State::NoRoute,
             Overloaded => State::Shed,
             BodyTooLarge => State::BodyTooLarge,
@@ -77,12 +105,19 @@ impl Failure {
             UnknownCluster => State::NoRoute,
             EndpointUnavailable => State::NoRoute,
             UpstreamTls => State::ConnectFailed,
-        }
+        })
     }
 
-    pub fn reason(self) -> &'static str {
+    /// One line for the client.
+    pub fn reason(&self) -> Cow<'static, str> {
         use Failure::*;
-        match self {
+        Cow::Borrowed(match self {
+            BadHead(b) => b.reason(),
+            ClientGone => "the client went away while sending the body",
+            Plugin(p) => {
+                let what = p.code.strip_prefix("plugin-").unwrap_or(p.code);
+                return Cow::Owned(format!("plugin `{}` failed: {what}", p.plugin));
+            }
             NoRoute => "no route matches this request",
             Overloaded => "the gateway is overloaded; retry later",
             BodyTooLarge => "request body is larger than this route allows",
@@ -99,32 +134,14 @@ impl Failure {
             UpstreamTls => {
                 "the upstream's TLS certificate could not be verified or the handshake failed"
             }
-        }
+        })
     }
-}
 
-/// A gateway-generated error response: status, `portcullis-error`, a short text reason.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    reason: &str,
-    request_id: Option<&HeaderValue>,
-) -> Response<RespBody> {
-    let mut resp = Response::new(RespBody::full(format!("{reason}\n")));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(code) {
-        h.insert(PORTCULLIS_ERROR.clone(), v);
+    /// Whether waiting on something ran out of time (connect, response, deadline).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectTimeout | Failure::UpstreamTimeout | Failure::DeadlineExceeded
+        )
     }
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    if let Some(id) = request_id {
-        h.insert(X_REQUEST_ID.clone(), id.clone());
-    }
-    resp
 }

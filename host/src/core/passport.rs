@@ -150,7 +150,7 @@ pub struct Passport {
     /// Free-form detail about failures (plugin name, error text), bounded in length.
     pub detail: Option<String>,
     /// An endpoint's upstream calls (bounded by the manifest's `max_calls`).
-    pub calls: Vec<crate::plugin::CallRecord>,
+    pub calls: Vec<CallRecord>,
 }
 
 const MAX_STAMPS: usize = 128;
@@ -228,4 +228,18 @@ impl Passport {
     pub fn last_at(&self) -> Instant {
         self.stamps.last().map(|s| s.at).unwrap_or(self.start)
     }
+}
+
+/// One upstream call of an endpoint plugin, as the passport shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub cluster: String,
+    pub endpoint: Option<String>,
+    pub status: Option<u16>,
+    pub error: Option<&'static str>,
+    pub attempts: u32,
+    #[serde(skip)]
+    pub start: Instant,
+    #[serde(skip)]
+    pub end: Instant,
 }

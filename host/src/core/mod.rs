@@ -1,0 +1,13 @@
+//! Leaf types every part of the gateway shares. Nothing here imports anything above it.
+//!
+//! - `identity`: the request's one normalized path, host and framing, fixed at admission;
+//! - `passport`: the ordered record of a request's states;
+//! - `failure`: the one vocabulary of why something could not be served;
+//! - `body`: request bodies on their way up;
+//! - `headers`: header hygiene at the proxy boundary.
+
+pub mod body;
+pub mod failure;
+pub mod headers;
+pub mod identity;
+pub mod passport;

@@ -1,0 +1,105 @@
+//! The end of a request: its passport turned into metrics, its permits released.
+
+use super::{ConnInfo, Services};
+use crate::core::body::ReqShared;
+use crate::core::passport::{Passport, State};
+use crate::shed::Permit;
+use crate::upstream::client::{Held, Journal};
+use http::{HeaderValue, Method};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Owns a request's passport until the request is over, then turns it into metrics. Moves
+/// into the response body when the response streams, so "over" means the last byte.
+pub struct Finisher {
+    pub passport: Passport,
+    pub(super) svc: Arc<Services>,
+    pub(super) conn: Arc<ConnInfo>,
+    pub(super) route: Option<usize>,
+    pub(super) route_name: Option<Arc<str>>,
+    pub(super) cluster: Option<Arc<str>>,
+    pub(super) endpoint: Option<Arc<str>>,
+    pub(super) status: u16,
+    pub(super) method: Method,
+    pub(super) uri: http::Uri,
+    pub(super) request_id: Option<HeaderValue>,
+    pub(super) protocol: &'static str,
+    pub(super) req_body: Option<Arc<ReqShared>>,
+    pub(super) permits: SmallVec<[Permit; 2]>,
+    pub(super) retry_permits: Vec<crate::upstream::retry::RetryPermit>,
+    pub(super) done: bool,
+}
+
+impl Finisher {
+    /// Ends the request now.
+    pub fn finish(mut self) {
+        self.complete();
+    }
+
+    fn complete(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(at) = self.req_body.as_ref().and_then(|s| s.sent_at()) {
+            self.passport.stamp_at(State::ReqBodySent, at);
+        }
+        let start = self.passport.start();
+        let passport = std::mem::replace(&mut self.passport, Passport::new(start));
+        self.svc.metrics.finish(crate::telemetry::Finished {
+            passport,
+            route: self.route,
+            route_name: self.route_name.take(),
+            cluster: self.cluster.take(),
+            endpoint: self.endpoint.take(),
+            status: self.status,
+            method: std::mem::take(&mut self.method),
+            uri: std::mem::take(&mut self.uri),
+            request_id: self.request_id.take(),
+            protocol: self.protocol,
+        });
+        self.permits.clear();
+        self.retry_permits.clear();
+        self.conn.state.end();
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropped without an answer: hyper dropped the request future because the client
+            // went away. 499 is the conventional "client closed request".
+            self.passport.stamp(State::ClientDisconnected);
+            self.status = 499;
+            self.complete();
+        }
+    }
+}
+
+
+impl Finisher {
+    /// Keeps what a call holds (cluster slot, retry budget) until the request ends.
+    pub(super) fn hold(&mut self, held: Held) {
+        if let Some(p) = held.cluster {
+            self.permits.push(p);
+        }
+        self.retry_permits.extend(held.retries);
+    }
+}
+
+/// The proxy's journal of its upstream attempts is the passport.
+impl Journal for Finisher {
+    fn stamp_at(&mut self, state: State, at: Instant) {
+        self.passport.stamp_at(state, at);
+    }
+    fn waited(&mut self, d: Duration) {
+        self.passport.add_waiting(d);
+    }
+    fn attempt(&mut self, endpoint: &Arc<str>) {
+        self.endpoint = Some(endpoint.clone());
+    }
+    fn detail(&mut self, d: String) {
+        self.passport.set_detail(d);
+    }
+}

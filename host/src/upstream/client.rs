@@ -1,0 +1,423 @@
+//! The one upstream client: pick, acquire, send, classify, record, retry elsewhere.
+//!
+//! Proxied requests (`request`) and endpoint fan-out calls (`plugin`) both go through
+//! [`send`], so both get the same balancer, pool, outlier detection, retry budget,
+//! `portcullis_retries_total`, connect timeout and failure vocabulary. Where the two callers
+//! differ (how many attempts, which statuses are retried, how long a response head may take)
+//! the difference is a field of [`Policy`], never a second loop.
+//!
+//! Each attempt is stamped through a [`Journal`]: the proxy's is the request's passport, a
+//! fan-out call's is its call record.
+
+use super::pool::Conn;
+use super::retry::{RetryPermit, RetryReason};
+use super::stats::Outcome;
+use super::Cluster;
+use crate::config::{self, Priority};
+use crate::core::body::{ReqBody, ReqBodyFault, ReqShared, UpBody};
+use crate::core::failure::Failure;
+use crate::core::passport::State;
+use crate::shed::Permit;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How one call may be attempted. Built per call by the caller from its route (proxy) or its
+/// manifest and the call's own timeout (fan-out).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// Attempts in total, including the first; 1 disables retries. Only honoured when the
+    /// method is replayable and the body is buffered (see [`Policy::for_request`]).
+    pub max_attempts: u32,
+    /// Upstream statuses answered by another attempt (the retry's answer replaces them).
+    pub retry_on_status: &'a [u16],
+    /// Connect (TCP + TLS + handshake), or waiting for a pooled connection.
+    pub connect: Duration,
+    /// From the request head sent to the response head received, per attempt.
+    pub response_headers: Duration,
+    /// Nothing goes on past this instant, retries included.
+    pub deadline: Instant,
+    /// Shedding class against the cluster's concurrency limit.
+    pub priority: Priority,
+}
+
+impl<'a> Policy<'a> {
+    /// The policy of a request with `method` under `retry`: replayable methods (or every
+    /// method when `retry.idempotent`) get `retry.attempts`, others one.
+    pub fn for_request(
+        method: &Method,
+        retry: &'a config::Retry,
+        connect: Duration,
+        response_headers: Duration,
+        deadline: Instant,
+        priority: Priority,
+    ) -> Self {
+        let attempts = if replayable_method(method) || retry.idempotent {
+            retry.attempts.max(1)
+        } else {
+            1
+        };
+        Policy {
+            max_attempts: attempts,
+            retry_on_status: &retry.on_status,
+            connect,
+            response_headers,
+            deadline,
+            priority,
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2 idempotent methods: safe to send twice.
+pub fn replayable_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// What goes up.
+pub enum Body {
+    /// Empty or fully buffered: can be sent again.
+    Replayable(Bytes),
+    /// Streamed from the client as it arrives: one attempt only. `ReqShared` tells a client
+    /// body fault (too large, stalled, gone) from an upstream failure.
+    Once(ReqBody, Arc<ReqShared>),
+}
+
+/// The request head that goes up: origin-form path and query, headers already cleaned of
+/// hop-by-hop fields. `Host` is the authority; h2 upstreams get it as `:authority`.
+pub struct Head {
+    pub method: Method,
+    pub path_and_query: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+}
+
+/// Per-attempt bookkeeping of a caller.
+pub trait Journal {
+    /// A lifecycle state at an instant.
+    fn stamp_at(&mut self, state: State, at: Instant);
+    /// Time spent waiting on the upstream (connect, response head).
+    fn waited(&mut self, d: Duration);
+    /// An attempt goes to `endpoint`.
+    fn attempt(&mut self, endpoint: &Arc<str>);
+    /// A detail worth keeping (a TLS failure's reason).
+    fn detail(&mut self, d: String);
+}
+
+/// An upstream's answer, with what must live as long as its body.
+pub struct Answered {
+    pub response: Response<Incoming>,
+    /// The connection the body arrives on, returned to its pool after the last byte.
+    pub conn: Conn,
+    pub cluster: Arc<Cluster>,
+    pub endpoint: usize,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// When the response head arrived.
+    pub at: Instant,
+    /// Held until the request ends: the cluster's concurrency slot and any retry budget.
+    pub permits: Held,
+}
+
+/// Slots a call holds until its response is over.
+#[derive(Default)]
+pub struct Held {
+    pub cluster: Option<Permit>,
+    pub retries: SmallVec<[RetryPermit; 1]>,
+}
+
+/// Sends `head` + `body` to `cluster` under `policy`, retrying on another endpoint where
+/// that is safe, and returns the first answer worth keeping.
+///
+/// Retries happen only for a replayable body and method, on connect failures, resets and
+/// the statuses in `policy.retry_on_status`, each to a new endpoint, under the cluster's
+/// retry budget and the deadline. A reused connection reset before answering is replayed
+/// once even with retries off (the benign keep-alive race), when the body allows it.
+pub async fn send(
+    cluster: &Arc<Cluster>,
+    mut head: Head,
+    body: Body,
+    policy: &Policy<'_>,
+    journal: &mut impl Journal,
+) -> Result<Answered, Failure> {
+    let mut held = Held {
+        cluster: Some(
+            cluster
+                .limit
+                .try_acquire(policy.priority)
+                .ok_or(Failure::Overloaded)?,
+        ),
+        retries: SmallVec::new(),
+    };
+    let (replay, mut once, shared) = match body {
+        Body::Replayable(b) => (Some(b), None, None),
+        Body::Once(b, s) => (None, Some(b), Some(s)),
+    };
+    let mut max_attempts = if replay.is_some() {
+        policy.max_attempts.max(1)
+    } else {
+        1
+    };
+    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+    let mut last = Failure::NoHealthyUpstream;
+    loop {
+        let attempt = tried.len() as u32 + 1;
+        if Instant::now() >= policy.deadline {
+            return Err(Failure::DeadlineExceeded);
+        }
+        let Some(ei) = cluster.pick(&tried) else {
+            return Err(last);
+        };
+        tried.push(ei);
+        let can_retry = attempt < max_attempts;
+        let up_body = match (&replay, once.take()) {
+            (Some(b), _) if b.is_empty() => UpBody::Empty,
+            (Some(b), _) => UpBody::Full(Some(b.clone())),
+            (None, Some(b)) => UpBody::Stream(b),
+            (None, None) => UpBody::Empty,
+        };
+        // The head is kept for another attempt only when one may follow.
+        let headers = if can_retry || replay.is_some() && attempt == 1 {
+            head.headers.clone()
+        } else {
+            std::mem::take(&mut head.headers)
+        };
+        let step = attempt_once(
+            cluster,
+            ei,
+            (&head.method, &head.path_and_query, headers),
+            up_body,
+            shared.as_deref(),
+            policy,
+            journal,
+        )
+        .await;
+        let (why, reason) = match step {
+            Step::Answer(resp, conn, at) => {
+                let status = resp.status().as_u16();
+                if can_retry
+                    && policy.retry_on_status.contains(&status)
+                    && may_retry(cluster, &tried, RetryReason::Status, &mut held, journal)
+                {
+                    journal.stamp_at(State::RespHeadersReceived, at);
+                    // The connection carries an unread body: drop it rather than pool it.
+                    drop((resp, conn));
+                    continue;
+                }
+                return Ok(Answered {
+                    response: resp,
+                    conn,
+                    cluster: cluster.clone(),
+                    endpoint: ei,
+                    attempts: attempt,
+                    at,
+                    permits: held,
+                });
+            }
+            Step::Connect(why) => (why, RetryReason::ConnectFailed),
+            Step::Reset { reused } => {
+                journal.stamp_at(State::UpstreamReset, Instant::now());
+                if reused && replay.is_some() && attempt == 1 {
+                    max_attempts = max_attempts.max(2);
+                }
+                (Failure::UpstreamReset, RetryReason::Reset)
+            }
+            Step::Fatal(why) => return Err(why),
+        };
+        let retry = attempt < max_attempts
+            && why != Failure::DeadlineExceeded
+            && may_retry(cluster, &tried, reason, &mut held, journal);
+        if !retry {
+            return Err(why);
+        }
+        last = why;
+    }
+}
+
+/// What one attempt came to.
+enum Step {
+    Answer(Response<Incoming>, Conn, Instant),
+    /// No connection: retryable on another endpoint.
+    Connect(Failure),
+    /// The request went up and the connection failed before a response head.
+    Reset { reused: bool },
+    /// Not retried: a timeout waiting for the head, or the deadline.
+    Fatal(Failure),
+}
+
+async fn attempt_once(
+    cluster: &Arc<Cluster>,
+    ei: usize,
+    (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
+    body: UpBody,
+    body_state: Option<&ReqShared>,
+    policy: &Policy<'_>,
+    journal: &mut impl Journal,
+) -> Step {
+    let ep = &cluster.endpoints[ei];
+    journal.attempt(&ep.addr);
+    // One clock reading per step: the stamps and bookkeeping below happen back to back.
+    let picked = Instant::now();
+    journal.stamp_at(State::UpstreamPicked, picked);
+    journal.stamp_at(State::ConnAcquireStart, picked);
+    let inflight = cluster.stats[ei].begin_at(picked);
+    let mut conn = match ep
+        .pool
+        .acquire((picked + policy.connect).min(policy.deadline))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            inflight.finish(Outcome {
+                latency: Duration::ZERO,
+                failed: true,
+            });
+            let now = Instant::now();
+            cluster.outlier.on_failure(ei, now);
+            tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
+            if e.is_tls() {
+                tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
+                journal.detail(e.to_string());
+            }
+            return Step::Connect(if now >= policy.deadline {
+                Failure::DeadlineExceeded
+            } else if e.is_tls() {
+                Failure::UpstreamTls
+            } else if e.is_timeout() {
+                Failure::ConnectTimeout
+            } else {
+                Failure::ConnectFailed
+            });
+        }
+    };
+    journal.waited(conn.connect_time);
+    let sent = Instant::now();
+    journal.stamp_at(State::ConnAcquired, sent);
+
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    let uri = if conn.sender.is_h2() {
+        // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
+        let authority = headers
+            .remove(http::header::HOST)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| ep.addr.to_string());
+        let scheme = ep.pool.connector().scheme();
+        format!("{scheme}://{authority}{path_q}").parse()
+    } else {
+        if !headers.contains_key(http::header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&ep.addr) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+        Ok(http::Uri::from(path_q.clone()))
+    };
+    match uri {
+        Ok(u) => *req.uri_mut() = u,
+        Err(_) => {
+            inflight.finish(Outcome {
+                latency: Duration::ZERO,
+                failed: false,
+            });
+            return Step::Fatal(Failure::BadRequest);
+        }
+    }
+    *req.headers_mut() = headers;
+
+    journal.stamp_at(State::ReqHeadersSent, sent);
+    let res = tokio::time::timeout_at(
+        (sent + policy.response_headers)
+            .min(policy.deadline)
+            .into(),
+        conn.sender.send(req),
+    )
+    .await;
+    let got = Instant::now();
+    let latency = got.saturating_duration_since(sent);
+    journal.waited(latency);
+    match res {
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            // The balancer's failure rate always counts a 5xx (an endpoint answering 500s
+            // fast must not look attractive); outlier ejection only when the cluster opts in.
+            inflight.finish_at(
+                Outcome {
+                    latency,
+                    failed: status.is_server_error(),
+                },
+                got,
+            );
+            if status.is_server_error() && cluster.outlier_cfg.eject_on_5xx {
+                cluster.outlier.on_failure(ei, got);
+            } else {
+                cluster.outlier.on_success(ei);
+            }
+            Step::Answer(resp, conn, got)
+        }
+        Ok(Err(e)) => {
+            // A client body fault is not the endpoint's failure.
+            let client_fault = match body_state.map(ReqShared::fault) {
+                Some(ReqBodyFault::TooLarge) => Some(Failure::BodyTooLarge),
+                Some(ReqBodyFault::IdleTimeout) => Some(Failure::ClientBodyTimeout),
+                Some(ReqBodyFault::ClientError) => Some(Failure::ClientGone),
+                Some(ReqBodyFault::None) | None => None,
+            };
+            if let Some(why) = client_fault {
+                inflight.finish(Outcome {
+                    latency,
+                    failed: false,
+                });
+                return Step::Fatal(why);
+            }
+            tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream request failed");
+            inflight.finish(Outcome {
+                latency,
+                failed: true,
+            });
+            cluster.outlier.on_failure(ei, got);
+            Step::Reset {
+                reused: conn.reused,
+            }
+        }
+        Err(_) => {
+            inflight.finish(Outcome {
+                latency,
+                failed: true,
+            });
+            cluster.outlier.on_failure(ei, got);
+            Step::Fatal(if got >= policy.deadline {
+                Failure::DeadlineExceeded
+            } else {
+                Failure::UpstreamTimeout
+            })
+        }
+    }
+}
+
+/// A retry goes ahead only if another endpoint is eligible and the cluster's retry budget
+/// allows it (measured against the requests in flight to the cluster, proxied and fan-out
+/// alike); the budget permit is held until the request ends.
+fn may_retry(
+    cluster: &Cluster,
+    tried: &[usize],
+    why: RetryReason,
+    held: &mut Held,
+    journal: &mut impl Journal,
+) -> bool {
+    if !cluster.has_eligible(tried) {
+        return false;
+    }
+    match cluster.retry_budget.try_acquire(cluster.limit.in_flight()) {
+        Some(p) => {
+            cluster.retry_budget.record_retry(why);
+            held.retries.push(p);
+            journal.stamp_at(State::Retry, Instant::now());
+            true
+        }
+        None => false,
+    }
+}
