@@ -2,8 +2,8 @@
 //! builds the route table and upstreams, and owns shutdown.
 
 use crate::config::Config;
-use crate::request::{HttpPolicy, Services};
 use crate::plugin::PluginRuntime;
+use crate::request::{HttpPolicy, Services};
 use crate::routing::RouteTable;
 use crate::server::{self, tls};
 use crate::shed::Shedder;

@@ -85,13 +85,12 @@ async fn no_spelling_of_a_guarded_path_walks_around_its_filter() {
     for path in bypasses {
         let before = up.requests();
         let (p, body) = send(addr, get(addr, path)).await;
+        assert_eq!(p.status, 401, "{path}: {}", String::from_utf8_lossy(&body));
         assert_eq!(
-            p.status,
-            401,
-            "{path}: {}",
-            String::from_utf8_lossy(&body)
+            up.requests(),
+            before,
+            "{path} reached the upstream unauthenticated"
         );
-        assert_eq!(up.requests(), before, "{path} reached the upstream unauthenticated");
 
         // With the key, the upstream sees the one normalized path.
         let mut req = get(addr, &format!("{path}?q=%2e%2e/a//b"));
@@ -202,7 +201,10 @@ async fn ambiguous_http1_heads_get_400_with_a_reason() {
     }
     // HTTP/1.0 may omit Host.
     let r = raw(addr, b"GET /a/x HTTP/1.0\r\n\r\n").await;
-    assert!(r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+        "{r}"
+    );
 
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2): routing and
     // the upstream see `real.example`.
@@ -222,9 +224,10 @@ async fn h2_send(
     req: http::Request<http_body_util::Full<Bytes>>,
 ) -> (http::response::Parts, Bytes) {
     let s = TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .expect("h2 handshake");
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
         .await
@@ -244,7 +247,8 @@ async fn http2_gets_the_same_identity_rules() {
         for h in hosts {
             b = b.header("host", *h);
         }
-        b.body(http_body_util::Full::new(Bytes::new())).expect("request")
+        b.body(http_body_util::Full::new(Bytes::new()))
+            .expect("request")
     };
     let before = up.requests();
     for (r, reason) in [
@@ -252,10 +256,7 @@ async fn http2_gets_the_same_identity_rules() {
             req(&format!("http://{addr}/a/x"), &["a.example", "b.example"]),
             "more than one Host",
         ),
-        (
-            req("http://a.example/a/x", &["b.example"]),
-            "disagrees",
-        ),
+        (req("http://a.example/a/x", &["b.example"]), "disagrees"),
         (req("http://a.example/a/../../x", &[]), "above the root"),
         (req("http://a.example/a/..;x/y", &[]), "parameters"),
     ] {
@@ -313,7 +314,11 @@ async fn outbound_filters_see_gateway_errors_but_not_a_shed_503() {
     ] {
         let (p, _) = send(addr, get(addr, path)).await;
         assert_eq!(p.status, status, "{path}");
-        assert_eq!(header(&p, "x-frame-options"), "DENY", "{path}: outbound filter skipped");
+        assert_eq!(
+            header(&p, "x-frame-options"),
+            "DENY",
+            "{path}: outbound filter skipped"
+        );
         assert_eq!(header(&p, "portcullis-error"), code, "{path}");
         if status >= 500 || status == 404 {
             assert_eq!(header(&p, "x-static"), "yes", "{path}: error_headers");
@@ -325,8 +330,15 @@ async fn outbound_filters_see_gateway_errors_but_not_a_shed_503() {
     let hold = tokio::spawn(async move { send(addr, get(addr, "/hold/x")).await });
     let admin = gw.admin_addr();
     let t0 = Instant::now();
-    while sample(&metrics(admin).await, "portcullis_in_flight{scope=\"global\"}") != Some(1.0) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the holding request never became in flight");
+    while sample(
+        &metrics(admin).await,
+        "portcullis_in_flight{scope=\"global\"}",
+    ) != Some(1.0)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the holding request never became in flight"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (p, _) = send(addr, get(addr, "/cheap/x")).await;
@@ -334,7 +346,11 @@ async fn outbound_filters_see_gateway_errors_but_not_a_shed_503() {
     assert_eq!(header(&p, "portcullis-error"), "overloaded");
     assert_eq!(header(&p, "x-static"), "yes");
     assert!(!header(&p, "retry-after").is_empty());
-    assert_eq!(header(&p, "x-frame-options"), "", "a shed 503 must not enter Wasm");
+    assert_eq!(
+        header(&p, "x-frame-options"),
+        "",
+        "a shed 503 must not enter Wasm"
+    );
     hold.abort();
     gw.shutdown().await;
 }
@@ -416,7 +432,10 @@ async fn proxy_and_fanout_retry_and_time_out_the_same_way() {
         assert_eq!(p.status, 200);
     }
     let after_proxy = retries(&metrics(admin).await, "flaky");
-    assert!(after_proxy >= 1.0, "proxy retries not recorded: {after_proxy}");
+    assert!(
+        after_proxy >= 1.0,
+        "proxy retries not recorded: {after_proxy}"
+    );
     for _ in 0..4 {
         let (p, body) = send(addr, get(addr, "/fan")).await;
         assert_eq!(p.status, 200);

@@ -11,8 +11,8 @@
 //! and continues, the cheapest useful filter).
 #![forbid(unsafe_code)]
 
-use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
 use portcullis::core::passport::Passport;
+use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

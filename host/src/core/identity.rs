@@ -85,15 +85,21 @@ impl BadHead {
         match self {
             BadHead::PathNotAbsolute => "the request path must start with `/`",
             BadHead::BadPercentEncoding => "the path has an invalid percent-encoding",
-            BadHead::EscapedSlash => "the path has an encoded slash (%2F or %5C), which this gateway refuses",
+            BadHead::EscapedSlash => {
+                "the path has an encoded slash (%2F or %5C), which this gateway refuses"
+            }
             BadHead::AboveRoot => "the path climbs above the root with `..`",
-            BadHead::DotSegmentParameters => "the path has a `.` or `..` segment with `;` parameters",
+            BadHead::DotSegmentParameters => {
+                "the path has a `.` or `..` segment with `;` parameters"
+            }
             BadHead::InvalidPath => "the normalized path is not a valid request target",
             BadHead::DuplicateHost => "the request has more than one Host header",
             BadHead::MissingHost => "an HTTP/1.1 request must have a Host header",
             BadHead::InvalidHost => "the Host header is not a valid authority",
             BadHead::AuthorityMismatch => "the Host header disagrees with the request's authority",
-            BadHead::LengthWithChunked => "the request has both Content-Length and Transfer-Encoding",
+            BadHead::LengthWithChunked => {
+                "the request has both Content-Length and Transfer-Encoding"
+            }
         }
     }
 }
@@ -249,11 +255,29 @@ fn remove_dot_segments(p: &[u8]) -> Result<Vec<u8>, BadHead> {
 /// Checks the framing headers: `Content-Length` together with `Transfer-Encoding` is
 /// ambiguous (RFC 9112 §6.3; the classic request-smuggling vector).
 pub fn check_framing(h: &http::HeaderMap) -> Result<(), BadHead> {
-    if h.contains_key(http::header::CONTENT_LENGTH) && h.contains_key(http::header::TRANSFER_ENCODING)
+    if h.contains_key(http::header::CONTENT_LENGTH)
+        && h.contains_key(http::header::TRANSFER_ENCODING)
     {
         return Err(BadHead::LengthWithChunked);
     }
     Ok(())
+}
+
+/// Whether an HTTP/1.1 head (as read from the socket) declares both `Content-Length` and
+/// `Transfer-Encoding`. hyper's codec drops the length in that case, so the request path can
+/// only learn of it from the raw bytes. Scans header line starts up to the blank line.
+pub fn head_has_length_and_chunked(raw: &[u8]) -> bool {
+    let (mut cl, mut te) = (false, false);
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        if line.is_empty() || line == b"\r" {
+            break;
+        }
+        let starts =
+            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        cl |= starts(b"content-length:");
+        te |= starts(b"transfer-encoding:");
+    }
+    cl && te
 }
 
 /// Fixes the request's one host and returns the value the `Host` header must carry.
@@ -368,7 +392,10 @@ mod tests {
         assert_eq!(n("/%2e%2e/x"), Err(BadHead::AboveRoot));
         assert_eq!(n("/..;x/admin"), Err(BadHead::DotSegmentParameters));
         assert_eq!(n("/a/.;x/b"), Err(BadHead::DotSegmentParameters));
-        assert_eq!(n("/a/%2e%2e;jsessionid=1/b"), Err(BadHead::DotSegmentParameters));
+        assert_eq!(
+            n("/a/%2e%2e;jsessionid=1/b"),
+            Err(BadHead::DotSegmentParameters)
+        );
         assert_eq!(n("/a%zz"), Err(BadHead::BadPercentEncoding));
         assert_eq!(n("/a%4"), Err(BadHead::BadPercentEncoding));
         assert_eq!(n("a/b"), Err(BadHead::PathNotAbsolute));
@@ -393,8 +420,14 @@ mod tests {
             escaped_slashes: EscapedSlashes::Reject,
             ..keep
         };
-        assert_eq!(normalize_path("/a%2Fb", &reject), Err(BadHead::EscapedSlash));
-        assert_eq!(normalize_path("/a%5cb", &reject), Err(BadHead::EscapedSlash));
+        assert_eq!(
+            normalize_path("/a%2Fb", &reject),
+            Err(BadHead::EscapedSlash)
+        );
+        assert_eq!(
+            normalize_path("/a%5cb", &reject),
+            Err(BadHead::EscapedSlash)
+        );
         let unescape = PathPolicy {
             escaped_slashes: EscapedSlashes::Unescape,
             ..keep
@@ -430,15 +463,23 @@ mod tests {
     #[test]
     fn the_common_path_is_borrowed() {
         let p = PathPolicy::default();
-        assert!(matches!(normalize_path("/api/users/42", &p), Ok(Cow::Borrowed(_))));
-        assert!(matches!(normalize_path("/a.b/c-d_e~f", &p), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path("/api/users/42", &p),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(
+            normalize_path("/a.b/c-d_e~f", &p),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     /// Every policy's output is a fixed point, over an exhaustive set of short paths built
     /// from the characters that matter.
     #[test]
     fn normalizing_twice_changes_nothing() {
-        let atoms = ["/", ".", "..", "%2e", "%2F", "%5c", "a", "%61", ";p", "%20", "//"];
+        let atoms = [
+            "/", ".", "..", "%2e", "%2F", "%5c", "a", "%61", ";p", "%20", "//",
+        ];
         let policies = [
             PathPolicy::default(),
             PathPolicy {
@@ -489,33 +530,81 @@ mod tests {
     #[test]
     fn one_host() {
         use http::Version as V;
-        let ok = |p: &http::request::Parts| resolve_host(p).map(|h| h.map(|v| v.to_str().map(str::to_owned).unwrap_or_default()));
-        assert_eq!(ok(&head(V::HTTP_11, "/", &["a.example"])), Ok(Some("a.example".into())));
-        assert_eq!(ok(&head(V::HTTP_11, "/", &["a", "b"])), Err(BadHead::DuplicateHost));
+        let ok = |p: &http::request::Parts| {
+            resolve_host(p).map(|h| h.map(|v| v.to_str().map(str::to_owned).unwrap_or_default()))
+        };
+        assert_eq!(
+            ok(&head(V::HTTP_11, "/", &["a.example"])),
+            Ok(Some("a.example".into()))
+        );
+        assert_eq!(
+            ok(&head(V::HTTP_11, "/", &["a", "b"])),
+            Err(BadHead::DuplicateHost)
+        );
         assert_eq!(ok(&head(V::HTTP_11, "/", &[])), Err(BadHead::MissingHost));
         assert_eq!(ok(&head(V::HTTP_10, "/", &[])), Ok(None));
-        assert_eq!(ok(&head(V::HTTP_11, "/", &["a b"])), Err(BadHead::InvalidHost));
+        assert_eq!(
+            ok(&head(V::HTTP_11, "/", &["a b"])),
+            Err(BadHead::InvalidHost)
+        );
         // Absolute-form: the target's authority wins over Host.
         assert_eq!(
             ok(&head(V::HTTP_11, "http://b.example:81/x", &["a.example"])),
             Ok(Some("b.example:81".into()))
         );
-        assert_eq!(ok(&head(V::HTTP_11, "http://b.example/x", &[])), Err(BadHead::MissingHost));
+        assert_eq!(
+            ok(&head(V::HTTP_11, "http://b.example/x", &[])),
+            Err(BadHead::MissingHost)
+        );
         // HTTP/2: :authority wins; a disagreeing Host is refused.
-        assert_eq!(ok(&head(V::HTTP_2, "https://a.example/x", &[])), Ok(Some("a.example".into())));
-        assert_eq!(ok(&head(V::HTTP_2, "https://a.example/x", &["A.example"])), Ok(Some("a.example".into())));
-        assert_eq!(ok(&head(V::HTTP_2, "https://a.example/x", &["b.example"])), Err(BadHead::AuthorityMismatch));
-        assert_eq!(ok(&head(V::HTTP_2, "/x", &["a.example", "a.example"])), Err(BadHead::DuplicateHost));
+        assert_eq!(
+            ok(&head(V::HTTP_2, "https://a.example/x", &[])),
+            Ok(Some("a.example".into()))
+        );
+        assert_eq!(
+            ok(&head(V::HTTP_2, "https://a.example/x", &["A.example"])),
+            Ok(Some("a.example".into()))
+        );
+        assert_eq!(
+            ok(&head(V::HTTP_2, "https://a.example/x", &["b.example"])),
+            Err(BadHead::AuthorityMismatch)
+        );
+        assert_eq!(
+            ok(&head(V::HTTP_2, "/x", &["a.example", "a.example"])),
+            Err(BadHead::DuplicateHost)
+        );
         assert_eq!(ok(&head(V::HTTP_2, "/x", &[])), Err(BadHead::MissingHost));
     }
 
     #[test]
     fn framing() {
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("3"));
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("3"),
+        );
         assert_eq!(check_framing(&h), Ok(()));
-        h.insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+        h.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
         assert_eq!(check_framing(&h), Err(BadHead::LengthWithChunked));
+    }
+
+    #[test]
+    fn raw_heads_with_length_and_chunked() {
+        assert!(head_has_length_and_chunked(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(head_has_length_and_chunked(
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 3\r\n\r\n"
+        ));
+        assert!(!head_has_length_and_chunked(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\ntransfer-encoding: x\r\n"
+        ));
+        assert!(!head_has_length_and_chunked(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Admission: fix the request's identity, then shed before spending anything on it.
 
 use super::{Exchange, RespBody};
+use crate::config::Priority;
 use crate::core::failure::Failure;
 use crate::core::identity::{self, BadHead};
-use crate::config::Priority;
 use http::Response;
 
 impl Exchange<'_> {
@@ -21,6 +21,9 @@ impl Exchange<'_> {
     }
 
     fn fix_identity(&mut self) -> Result<(), BadHead> {
+        if self.conn.state.take_ambiguous_framing() {
+            return Err(BadHead::LengthWithChunked);
+        }
         let parts = &mut self.parts;
         identity::check_framing(&parts.headers)?;
         let host = identity::resolve_host(parts)?;
@@ -62,7 +65,7 @@ impl Exchange<'_> {
     }
 
     /// The answer to a request refused by admission or shedding: cheap, static, no Wasm.
-    pub(super) fn respond_static(mut self, why: Failure) -> Response<RespBody> {
+    pub(super) fn respond_static(&mut self, why: Failure) -> Response<RespBody> {
         if let Some(s) = why.state() {
             self.f.passport.stamp(s);
         }

@@ -12,7 +12,7 @@ impl Exchange<'_> {
     ///
     /// `Err`-like answers: `endpoint-unavailable` (503) when the plugin is not loaded, the
     /// plugin's failure code when it fails.
-    pub(super) async fn endpoint(&mut self, name: &str, payload: Payload) -> Answer {
+    pub(crate) async fn endpoint(&mut self, name: &str, payload: Payload) -> Answer {
         let Some(route) = self.route else {
             return Answer::Failed(Failure::NoRoute);
         };
@@ -25,7 +25,10 @@ impl Exchange<'_> {
         let t = route.timeouts;
         let deadline = self.f.passport.start() + t.request_deadline;
         let cap = (plugin.manifest.max_body_bytes as u64).min(route.max_body_bytes);
-        let body = match self.buffer(payload, cap, t.client_body_idle, deadline).await {
+        let body = match self
+            .buffer(payload, cap, t.client_body_idle, deadline)
+            .await
+        {
             Ok(Payload::Buffered(b)) => b,
             Ok(Payload::Stream(_)) => Bytes::new(),
             Err(why) => return Answer::Failed(why),

@@ -16,7 +16,10 @@ impl Exchange<'_> {
     /// Runs after admission. Without plugins it only checks the declared body size. `Ok` is
     /// the body to send on; `Err` is the answer (413, a filter's response, a `fail_closed`
     /// failure), which still goes through outbound filters.
-    pub(super) async fn inbound(&mut self, body: crate::core::body::ClientBody) -> Result<Payload, Answer> {
+    pub(crate) async fn inbound(
+        &mut self,
+        body: crate::core::body::ClientBody,
+    ) -> Result<Payload, Answer> {
         let body_limit = self
             .route
             .map(|r| r.max_body_bytes)

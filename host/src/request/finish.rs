@@ -37,7 +37,7 @@ impl Finisher {
         self.complete();
     }
 
-    fn complete(&mut self) {
+    pub(super) fn complete(&mut self) {
         if self.done {
             return;
         }
@@ -77,8 +77,33 @@ impl Drop for Finisher {
     }
 }
 
-
 impl Finisher {
+    /// Moves the request's ending out (into a streaming body), leaving a spent one behind
+    /// whose drop does nothing. Lets the phases borrow the exchange instead of moving it,
+    /// which keeps every request's future small (each by-value move of the exchange into a
+    /// nested future is another copy of it inside the state machine).
+    pub(super) fn take(&mut self) -> Finisher {
+        let spent = Finisher {
+            passport: Passport::new(self.passport.start()),
+            svc: self.svc.clone(),
+            conn: self.conn.clone(),
+            route: None,
+            route_name: None,
+            cluster: None,
+            endpoint: None,
+            status: 0,
+            method: Method::GET,
+            uri: http::Uri::default(),
+            request_id: None,
+            protocol: "",
+            req_body: None,
+            permits: SmallVec::new(),
+            retry_permits: Vec::new(),
+            done: true,
+        };
+        std::mem::replace(self, spent)
+    }
+
     /// Keeps what a call holds (cluster slot, retry budget) until the request ends.
     pub(super) fn hold(&mut self, held: Held) {
         if let Some(p) = held.cluster {

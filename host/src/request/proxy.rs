@@ -17,7 +17,7 @@ impl Exchange<'_> {
     /// path, hop-by-hop headers stripped and forwarding headers added. The body goes up
     /// replayable (empty, already buffered, or buffered here when retries are possible and
     /// it fits `retry.max_buffered_body_bytes`) or streamed once.
-    pub(super) async fn proxy(&mut self, cluster: Arc<Cluster>, payload: Payload) -> Answer {
+    pub(crate) async fn proxy(&mut self, cluster: Arc<Cluster>, payload: Payload) -> Answer {
         let Some(route) = self.route else {
             return Answer::Failed(crate::core::failure::Failure::NoRoute);
         };

@@ -17,7 +17,7 @@ impl Exchange<'_> {
     /// always; the gateway's own errors and inbound filters' answers unless a filter's
     /// manifest says `gateway_responses = false`), then the head goes down and the body
     /// streams. The passport ends with the last body byte.
-    pub(super) async fn respond(mut self, answer: Answer) -> Response<RespBody> {
+    pub(crate) async fn respond(&mut self, answer: Answer) -> Response<RespBody> {
         match answer {
             Answer::Upstream(a) => self.respond_upstream(*a).await,
             Answer::Endpoint(r) => self.respond_local(r, false).await,
@@ -32,7 +32,7 @@ impl Exchange<'_> {
         }
     }
 
-    async fn respond_upstream(mut self, a: Answered) -> Response<RespBody> {
+    async fn respond_upstream(&mut self, a: Answered) -> Response<RespBody> {
         let (mut rparts, rbody) = a.response.into_parts();
         self.f.passport.stamp_at(State::RespHeadersReceived, a.at);
         self.f.hold(a.permits);
@@ -72,14 +72,18 @@ impl Exchange<'_> {
             idle,
             deadline,
             (a.conn, a.cluster, a.endpoint),
-            self.f,
+            self.f.take(),
             head_done,
         );
         Response::from_parts(rparts, body)
     }
 
     /// A complete answer made here: an endpoint's, a filter's, or an error.
-    async fn respond_local(mut self, resp: Response<Bytes>, gateway_made: bool) -> Response<RespBody> {
+    async fn respond_local(
+        &mut self,
+        resp: Response<Bytes>,
+        gateway_made: bool,
+    ) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         if let Err(why) = self.outbound(&mut parts, gateway_made).await {
             return self.respond_unfiltered(why);
@@ -89,7 +93,7 @@ impl Exchange<'_> {
 
     /// An outbound filter failed `fail_closed`: answer with its failure, without running
     /// outbound filters again.
-    fn respond_unfiltered(self, why: Failure) -> Response<RespBody> {
+    fn respond_unfiltered(&mut self, why: Failure) -> Response<RespBody> {
         let resp = self.error_response(&why);
         self.local(resp)
     }
@@ -125,7 +129,7 @@ impl Exchange<'_> {
     }
 
     /// Sends a complete response and ends the request.
-    pub(super) fn local(mut self, resp: Response<Bytes>) -> Response<RespBody> {
+    pub(super) fn local(&mut self, resp: Response<Bytes>) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         self.f.status = parts.status.as_u16();
         if let Some(id) = &self.f.request_id {
@@ -135,13 +139,17 @@ impl Exchange<'_> {
                 .or_insert_with(|| id.clone());
         }
         self.f.passport.stamp(State::RespHeadersSent);
-        self.f.finish();
+        self.f.complete();
         Response::from_parts(parts, RespBody::full(body))
     }
 
     /// The gateway's error response for `why`, with `[http] error_headers`.
     pub(super) fn error_response(&self, why: &Failure) -> Response<Bytes> {
-        error_response(why, self.f.request_id.as_ref(), &self.svc.http.error_headers)
+        error_response(
+            why,
+            self.f.request_id.as_ref(),
+            &self.svc.http.error_headers,
+        )
     }
 }
 
@@ -160,7 +168,10 @@ pub(crate) fn error_response(
     for (k, v) in extra {
         h.insert(k.clone(), v.clone());
     }
-    h.insert(PORTCULLIS_ERROR.clone(), HeaderValue::from_static(why.code()));
+    h.insert(
+        PORTCULLIS_ERROR.clone(),
+        HeaderValue::from_static(why.code()),
+    );
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

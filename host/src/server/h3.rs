@@ -5,9 +5,9 @@
 //! is off (`max_early_data_size = 0`): replayable early data is a risk we do not take by
 //! default.
 
-use crate::request::Services as Ctx;
 use crate::core::body::{BoxError, ClientBody};
 use crate::request::RespBody;
+use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};

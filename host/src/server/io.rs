@@ -99,6 +99,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                         this.h2 = true;
                     }
                 }
+                if !got.is_empty() && this.state.busy() == 0 && !this.h2 {
+                    // hyper resolves `Content-Length` + `Transfer-Encoding` by dropping the
+                    // length (and closing afterwards), which hides the ambiguity from the
+                    // request path; admission refuses it with 400 instead. Only head bytes
+                    // are scanned (no request is in flight), line starts only.
+                    if crate::core::identity::head_has_length_and_chunked(got) {
+                        this.state.flag_ambiguous_framing();
+                    }
+                }
                 if !got.is_empty() && this.state.busy() == 0 && !this.h2 && !this.partial {
                     // A new head begins: its clock starts now.
                     this.partial = true;

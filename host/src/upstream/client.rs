@@ -244,7 +244,9 @@ enum Step {
     /// No connection: retryable on another endpoint.
     Connect(Failure),
     /// The request went up and the connection failed before a response head.
-    Reset { reused: bool },
+    Reset {
+        reused: bool,
+    },
     /// Not retried: a timeout waiting for the head, or the deadline.
     Fatal(Failure),
 }
@@ -330,9 +332,7 @@ async fn attempt_once(
 
     journal.stamp_at(State::ReqHeadersSent, sent);
     let res = tokio::time::timeout_at(
-        (sent + policy.response_headers)
-            .min(policy.deadline)
-            .into(),
+        (sent + policy.response_headers).min(policy.deadline).into(),
         conn.sender.send(req),
     )
     .await;
