@@ -23,7 +23,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\nportcullis-error: client-header-timeout\r\ncontent-length: 33\r\n\r\nrequest head did not arrive in time\n";
+
+/// The canned 408 for a head that did not arrive in time, with the operator's static
+/// `[http] error_headers` (no request exists yet, so no filter can add them). Built once per
+/// listener.
+pub fn response_408(extra: &[(http::HeaderName, http::HeaderValue)]) -> Arc<[u8]> {
+    let mut r = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\nportcullis-error: client-header-timeout\r\n".to_vec();
+    for (k, v) in extra {
+        r.extend_from_slice(k.as_str().as_bytes());
+        r.extend_from_slice(b": ");
+        r.extend_from_slice(v.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"content-length: 36\r\n\r\nrequest head did not arrive in time\n");
+    r.into()
+}
 
 pub struct ClientIo<T> {
     inner: T,
@@ -42,6 +56,7 @@ pub struct ClientIo<T> {
     sleep: Option<Pin<Box<Sleep>>>,
     /// `Some(is_header_timeout)` while the timer counts; `None` while disarmed.
     armed: Option<bool>,
+    response_408: Arc<[u8]>,
 }
 
 impl<T> ClientIo<T> {
@@ -54,6 +69,7 @@ impl<T> ClientIo<T> {
         header_timeout: Duration,
         idle_timeout: Duration,
         h2: bool,
+        response_408: Arc<[u8]>,
     ) -> Self {
         ClientIo {
             inner,
@@ -68,6 +84,7 @@ impl<T> ClientIo<T> {
             seen_started: 0,
             sleep: None,
             armed: None,
+            response_408,
         }
     }
 
@@ -153,7 +170,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     // Best effort: one non-blocking write of a canned 408, then close.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, &this.response_408);
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,

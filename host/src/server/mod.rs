@@ -58,6 +58,7 @@ pub async fn serve(
     let builder = Arc::new(builder(&ctx));
     let header_timeout = Duration::from_millis(ctx.timeouts.client_header_ms);
     let idle_timeout = Duration::from_millis(ctx.timeouts.client_idle_ms);
+    let response_408 = io::response_408(&ctx.http.error_headers);
     let Some(metrics) = ctx.metrics.listeners.get(l.index) else {
         return;
     };
@@ -89,6 +90,7 @@ pub async fn serve(
         let tls = l.tls.clone();
         let index = l.index;
         let alt_svc = l.alt_svc.clone();
+        let response_408 = response_408.clone();
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
             let info = Arc::new(ConnInfo {
@@ -110,6 +112,7 @@ pub async fn serve(
                         header_timeout,
                         idle_timeout,
                         false,
+                        response_408,
                     );
                     let conn = builder.serve_connection(TokioIo::new(io), svc);
                     watcher.watch(conn).await
@@ -131,6 +134,7 @@ pub async fn serve(
                                     header_timeout,
                                     idle_timeout,
                                     h2,
+                                    response_408,
                                 );
                                 let conn = builder.serve_connection(TokioIo::new(io), svc);
                                 watcher.watch(conn).await
