@@ -398,6 +398,216 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Checks Prometheus text (format 0.0.4) the way a strict scraper reads it, returning every
+/// problem found: each family has exactly one `# HELP` and one `# TYPE` line, HELP before TYPE;
+/// every sample sits right under its own family's header (so it has a TYPE and no family is
+/// split); histogram samples are `_bucket` (with `le`), `_sum` or `_count`; label values are
+/// well-formed and escaped; no series appears twice; values parse; every histogram's buckets are
+/// cumulative, end with `le="+Inf"` and agree with `_count`.
+pub fn exposition_errors(text: &str) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut errors = Vec::new();
+    let mut help: HashSet<String> = HashSet::new();
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut current: Option<(String, String)> = None;
+    let mut series: HashSet<String> = HashSet::new();
+    // (family, labels without le) -> ((bound, cumulative count) in order, _count)
+    type Buckets = (Vec<(f64, f64)>, Option<f64>);
+    let mut hist: HashMap<(String, String), Buckets> = HashMap::new();
+    let mut last_help: Option<String> = None;
+    if !text.is_empty() && !text.ends_with('\n') {
+        errors.push("text does not end with a newline".into());
+    }
+    for (no, line) in text.lines().enumerate() {
+        let no = no + 1;
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or("");
+            if !help.insert(name.to_string()) {
+                errors.push(format!("line {no}: second HELP for {name}"));
+            }
+            last_help = Some(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, kind) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                errors.push(format!("line {no}: bad TYPE {kind:?} for {name}"));
+            }
+            if types.insert(name.to_string(), kind.to_string()).is_some() {
+                errors.push(format!("line {no}: second TYPE for {name}"));
+            }
+            if last_help.as_deref() != Some(name) {
+                errors.push(format!(
+                    "line {no}: TYPE for {name} not right after its HELP"
+                ));
+            }
+            current = Some((name.to_string(), kind.to_string()));
+            continue;
+        }
+        last_help = None;
+        if line.starts_with('#') || line.is_empty() {
+            errors.push(format!("line {no}: unexpected line {line:?}"));
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let mut rest = &line[name_end..];
+        let mut labels: LabelPairs = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            match parse_labels(r) {
+                Ok((l, after)) => {
+                    labels = l;
+                    rest = after;
+                }
+                Err(e) => {
+                    errors.push(format!("line {no}: {e}: {line}"));
+                    continue;
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').unwrap_or("");
+        let value = match value {
+            "+Inf" => Some(f64::INFINITY),
+            "-Inf" => Some(f64::NEG_INFINITY),
+            "NaN" => Some(f64::NAN),
+            v => v.parse::<f64>().ok(),
+        };
+        let Some(value) = value else {
+            errors.push(format!("line {no}: bad value: {line}"));
+            continue;
+        };
+        let mut names = HashSet::new();
+        if !labels.iter().all(|(k, _)| names.insert(k.as_str())) {
+            errors.push(format!("line {no}: repeated label name: {line}"));
+        }
+        if !series.insert(line[..line.len() - rest.len()].to_string()) {
+            errors.push(format!("line {no}: series repeated: {line}"));
+        }
+        let Some((family, kind)) = &current else {
+            errors.push(format!("line {no}: sample before any TYPE: {line}"));
+            continue;
+        };
+        if kind == "histogram" {
+            let suffix = name.strip_prefix(family.as_str()).unwrap_or("-");
+            let le = labels.iter().position(|(k, _)| k == "le");
+            let key_labels = |labels: &[(String, String)]| {
+                labels
+                    .iter()
+                    .filter(|(k, _)| k != "le")
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let key = (family.clone(), key_labels(&labels));
+            match (suffix, le) {
+                ("_bucket", Some(i)) => {
+                    let le = &labels[i].1;
+                    let bound = if le == "+Inf" {
+                        Some(f64::INFINITY)
+                    } else {
+                        le.parse::<f64>().ok()
+                    };
+                    match bound {
+                        Some(b) => hist.entry(key).or_default().0.push((b, value)),
+                        None => errors.push(format!("line {no}: bad le: {line}")),
+                    }
+                }
+                ("_sum", None) => {}
+                ("_count", None) => hist.entry(key).or_default().1 = Some(value),
+                _ => errors.push(format!(
+                    "line {no}: not a sample of histogram {family}: {line}"
+                )),
+            }
+        } else if name != family {
+            errors.push(format!(
+                "line {no}: sample not under its own family (current: {family}): {line}"
+            ));
+        }
+    }
+    for ((family, labels), (buckets, count)) in &hist {
+        let what = format!("histogram {family}{{{labels}}}");
+        if !buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        {
+            errors.push(format!("{what}: buckets not ascending and cumulative"));
+        }
+        match buckets.last() {
+            Some((b, c)) if b.is_infinite() => {
+                if *count != Some(*c) {
+                    errors.push(format!("{what}: _count {count:?} != +Inf bucket {c}"));
+                }
+            }
+            _ => errors.push(format!("{what}: no le=\"+Inf\" bucket")),
+        }
+    }
+    for name in &help {
+        if !types.contains_key(name) {
+            errors.push(format!("{name}: HELP without TYPE"));
+        }
+    }
+    errors
+}
+
+type LabelPairs = Vec<(String, String)>;
+
+/// Parses `k="v",…}` (after the `{`), unescaping values; returns the labels and what follows `}`.
+fn parse_labels(mut s: &str) -> Result<(LabelPairs, &str), String> {
+    let mut out = Vec::new();
+    loop {
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok((out, rest));
+        }
+        let eq = s.find('=').ok_or("label without =")?;
+        let name = &s[..eq];
+        let mut chars = name.chars();
+        let name_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok {
+            return Err(format!("bad label name {name:?}"));
+        }
+        s = s[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut it = s.char_indices();
+        let end = loop {
+            match it.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match it.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    _ => return Err("bad escape in label value".into()),
+                },
+                Some((_, '\n')) => return Err("raw newline in label value".into()),
+                Some((_, c)) => value.push(c),
+                None => return Err("unterminated label value".into()),
+            }
+        };
+        out.push((name.to_string(), value));
+        s = &s[end + 1..];
+        if let Some(rest) = s.strip_prefix(',') {
+            s = rest;
+        } else if !s.starts_with('}') {
+            return Err("expected , or } after label".into());
+        }
+    }
+}
+
+/// Panics with every problem [`exposition_errors`] finds in `/metrics` text.
+pub fn assert_valid_exposition(text: &str) {
+    let errors = exposition_errors(text);
+    assert!(
+        errors.is_empty(),
+        "invalid /metrics text:\n{}\n\n{text}",
+        errors.join("\n")
+    );
+}
+
 /// Polls `f` until it returns true or `within` passes.
 pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + within;
@@ -684,4 +894,33 @@ pub async fn dead_addr() -> SocketAddr {
     let a = l.local_addr().expect("addr");
     drop(l);
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposition_errors;
+
+    #[test]
+    fn exposition_check_accepts_good_text_and_names_each_problem() {
+        let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"q\\\"\\\\\\n\"} 1\n\
+                    # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3.5\nh_count 2\n";
+        assert_eq!(exposition_errors(good), Vec::<String>::new());
+        // The layout /metrics had for plugins: headers first, then families interleaved per
+        // plugin, and a family with no HELP/TYPE at all.
+        let bad = "# HELP a A.\n# TYPE a gauge\n# HELP b B.\n# TYPE b gauge\n\
+                   a{p=\"1\"} 1\nb{p=\"1\"} 1\na{p=\"2\"} 1\nc{p=\"1\"} 1\n";
+        let errors = exposition_errors(bad);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors
+            .iter()
+            .all(|e| e.contains("not under its own family")));
+        let errors = exposition_errors(
+            "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"2\"} 1\nh_count 1\nh_x 1\n",
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            !exposition_errors("# TYPE a gauge\n# TYPE a gauge\na{x=\"\\q\"} 1\na 1\na 1\n")
+                .is_empty()
+        );
+    }
 }

@@ -297,6 +297,8 @@ async fn guard_refuses_methods_and_oversized_bodies_and_headers_are_injected() {
     assert_eq!(p.status, 200);
     assert_eq!(header(&p, "strict-transport-security"), "max-age=600");
     let m = metrics(e.gw.admin_addr()).await;
+    // Strictly valid exposition text: one HELP/TYPE per family, samples under it.
+    assert_valid_exposition(&m);
     assert_eq!(
         sample(
             &m,

@@ -601,6 +601,8 @@ async fn guest_logs_stdout_and_metrics_are_exported() {
         assert_eq!(p.status, 200);
     }
     let m = metrics(gw.admin_addr()).await;
+    // Strictly valid exposition text: one HELP/TYPE per family, samples under it.
+    assert_valid_exposition(&m);
     assert_eq!(
         sample(
             &m,

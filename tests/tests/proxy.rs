@@ -238,6 +238,8 @@ async fn admin_serves_health_metrics_and_failed_passports() {
     let (p, _) = send(addr, get(addr, "/missing")).await;
     assert_eq!(p.status, 404);
     let m = metrics(admin).await;
+    // Strictly valid exposition text: one HELP/TYPE per family, samples under it.
+    assert_valid_exposition(&m);
     assert_eq!(
         sample(
             &m,

@@ -4,6 +4,7 @@
 //! while the public listeners shed load.
 
 use crate::request::Services as Ctx;
+use crate::telemetry::prom::{Kind, Writer};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -70,9 +71,13 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         (&Method::GET, "/metrics") => {
             let mut out = String::with_capacity(64 * 1024);
-            ctx.metrics.render(&mut out);
-            ctx.upstreams.render(&mut out);
-            render_shedding(ctx, &mut out);
+            {
+                let mut w = Writer::new(&mut out);
+                ctx.metrics.render(&mut w);
+                ctx.upstreams.render(&mut w);
+                render_shedding(ctx, &mut w);
+            }
+            // The plugin runtime appends its families through a writer of its own.
             if let Some(p) = &ctx.plugins {
                 p.render_metrics(&mut out);
             }
@@ -108,33 +113,29 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
-fn render_shedding(ctx: &Ctx, out: &mut String) {
+fn render_shedding(ctx: &Ctx, w: &mut Writer) {
     use crate::config::Priority;
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP portcullis_in_flight Requests in flight, gateway-wide (scope=global) or per cluster.\n# TYPE portcullis_in_flight gauge");
-    let _ = writeln!(
-        out,
-        "portcullis_in_flight{{scope=\"global\"}} {}",
-        ctx.shedder.in_flight()
+    let mut f = w.family(
+        "portcullis_in_flight",
+        "Requests in flight, gateway-wide (scope=global) or per cluster.",
+        Kind::Gauge,
     );
+    f.sample(&[("scope", "global")], ctx.shedder.in_flight());
     for c in &ctx.upstreams.clusters {
-        let _ = writeln!(
-            out,
-            "portcullis_in_flight{{scope=\"{}\"}} {}",
-            c.name,
-            c.limit.in_flight()
-        );
+        f.sample(&[("scope", &c.name)], c.limit.in_flight());
     }
-    let _ = writeln!(out, "# HELP portcullis_shed_total Requests shed, by scope and priority.\n# TYPE portcullis_shed_total counter");
+    let mut f = w.family(
+        "portcullis_shed_total",
+        "Requests shed, by scope and priority.",
+        Kind::Counter,
+    );
     for (scope, s) in std::iter::once(("global", &ctx.shedder))
         .chain(ctx.upstreams.clusters.iter().map(|c| (&*c.name, &c.limit)))
     {
         for p in [Priority::Critical, Priority::Normal, Priority::Sheddable] {
-            let _ = writeln!(
-                out,
-                "portcullis_shed_total{{scope=\"{scope}\",priority=\"{}\"}} {}",
-                p.as_str(),
-                s.shed_total(p)
+            f.sample(
+                &[("scope", scope), ("priority", p.as_str())],
+                s.shed_total(p),
             );
         }
     }

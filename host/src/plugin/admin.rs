@@ -11,12 +11,12 @@
 //! they are refused outright.
 
 use super::registry::{valid_name, Registry};
-use super::stats::StatsSnapshot;
+use super::stats::{render_all, StatsSnapshot};
+use crate::telemetry::prom::{Kind, Writer};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
-use std::fmt::Write;
 use std::time::SystemTime;
 
 #[derive(Serialize)]
@@ -264,45 +264,40 @@ async fn upload(
     }
 }
 
-/// `/metrics` lines for the plugin system.
+/// `/metrics` families for the plugin system, appended to `out`.
 pub fn render_metrics(reg: &Registry, out: &mut String) {
     use std::sync::atomic::Ordering;
-    let families = [
-        ("portcullis_plugin_calls_total", "counter", "Plugin calls."),
-        ("portcullis_plugin_failures_total", "counter", "Failed plugin calls by kind (trap, cpu-exceeded, memory-exceeded, timeout, bad-output, overloaded, quarantined)."),
-        ("portcullis_plugin_cpu_seconds_total", "counter", "Time spent executing guest code."),
-        ("portcullis_plugin_memory_high_water_bytes", "gauge", "Largest linear memory of any instance."),
-        ("portcullis_plugin_quarantined", "gauge", "1 while the plugin is quarantined."),
-    ];
-    for (n, t, h) in families {
-        let _ = writeln!(out, "# HELP {n} {h}\n# TYPE {n} {t}");
-    }
+    let mut w = Writer::new(out);
     let entries = reg.entries.lock();
-    for e in entries.values() {
-        if let Some(p) = &e.loaded {
-            p.stats.render(out);
-        }
-    }
-    let _ = writeln!(out, "# HELP portcullis_plugin_loaded 1 per loaded plugin version.\n# TYPE portcullis_plugin_loaded gauge");
-    for (name, e) in entries.iter() {
-        if let Some(p) = &e.loaded {
-            let _ = writeln!(
-                out,
-                "portcullis_plugin_loaded{{plugin=\"{name}\",version=\"{}\",kind=\"{}\"}} 1",
-                p.version,
-                p.kind().as_str()
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP portcullis_plugin_reloads_total Plugin loads by result.\n# TYPE portcullis_plugin_reloads_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_plugin_reloads_total{{result=\"ok\"}} {}",
-        reg.reloads_ok.load(Ordering::Relaxed)
+    let loaded: Vec<(&str, &super::call::Plugin)> = entries
+        .iter()
+        .filter_map(|(name, e)| e.loaded.as_deref().map(|p| (name.as_str(), p)))
+        .collect();
+    let stats: Vec<&super::stats::PluginStats> = loaded.iter().map(|(_, p)| &*p.stats).collect();
+    render_all(&stats, &mut w);
+    let mut f = w.family(
+        "portcullis_plugin_loaded",
+        "1 per loaded plugin version.",
+        Kind::Gauge,
     );
-    let _ = writeln!(
-        out,
-        "portcullis_plugin_reloads_total{{result=\"failed\"}} {}",
-        reg.reloads_failed.load(Ordering::Relaxed)
+    for (name, p) in &loaded {
+        f.sample(
+            &[
+                ("plugin", name),
+                ("version", &p.version),
+                ("kind", p.kind().as_str()),
+            ],
+            1u64,
+        );
+    }
+    let mut f = w.family(
+        "portcullis_plugin_reloads_total",
+        "Plugin loads by result.",
+        Kind::Counter,
+    );
+    f.sample(&[("result", "ok")], reg.reloads_ok.load(Ordering::Relaxed));
+    f.sample(
+        &[("result", "failed")],
+        reg.reloads_failed.load(Ordering::Relaxed),
     );
 }

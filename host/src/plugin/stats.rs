@@ -6,10 +6,10 @@
 
 use super::bindings::filter::portcullis::plugin::log::Level;
 use crate::telemetry::histogram::Histogram;
+use crate::telemetry::prom::{Kind, Writer};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -306,59 +306,98 @@ impl PluginStats {
             }),
         }
     }
+}
 
-    /// Appends this plugin's series; `first` adds HELP/TYPE lines (once per family).
-    pub fn render(&self, out: &mut String) {
-        let n = &self.name;
-        let s = self.snapshot();
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_calls_total{{plugin=\"{n}\"}} {}",
-            s.calls
-        );
+/// Writes the per-plugin families one family at a time across all of `all`, so that every
+/// family's samples sit together under its header (rendering plugin by plugin would interleave
+/// them).
+pub(crate) fn render_all(all: &[&PluginStats], w: &mut Writer) {
+    let snaps: Vec<(&str, StatsSnapshot)> = all
+        .iter()
+        .map(|s| (s.name.as_str(), s.snapshot()))
+        .collect();
+    let mut f = w.family(
+        "portcullis_plugin_calls_total",
+        "Plugin calls.",
+        Kind::Counter,
+    );
+    for (n, s) in &snaps {
+        f.sample(&[("plugin", n)], s.calls);
+    }
+    let mut f = w.family(
+        "portcullis_plugin_failures_total",
+        "Failed plugin calls by kind (trap, cpu-exceeded, memory-exceeded, timeout, bad-output, overloaded, quarantined).",
+        Kind::Counter,
+    );
+    for (n, s) in &snaps {
         for (k, v) in &s.failures {
-            let _ = writeln!(
-                out,
-                "portcullis_plugin_failures_total{{plugin=\"{n}\",kind=\"{k}\"}} {v}"
-            );
+            f.sample(&[("plugin", n), ("kind", k)], *v);
         }
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_cpu_seconds_total{{plugin=\"{n}\"}} {}",
-            s.cpu_seconds
+    }
+    let mut f = w.family(
+        "portcullis_plugin_cpu_seconds_total",
+        "Time spent executing guest code.",
+        Kind::Counter,
+    );
+    for (n, s) in &snaps {
+        f.sample(&[("plugin", n)], s.cpu_seconds);
+    }
+    let mut f = w.family(
+        "portcullis_plugin_memory_high_water_bytes",
+        "Largest linear memory of any instance.",
+        Kind::Gauge,
+    );
+    for (n, s) in &snaps {
+        f.sample(&[("plugin", n)], s.memory_high_water_bytes);
+    }
+    let mut f = w.family(
+        "portcullis_plugin_quarantined",
+        "1 while the plugin is quarantined.",
+        Kind::Gauge,
+    );
+    for (n, s) in &snaps {
+        f.sample(&[("plugin", n)], s.quarantined_for_ms.is_some());
+    }
+    let mut f = w.family(
+        "portcullis_plugin_guest_logs_dropped_total",
+        "Guest log lines dropped by the per-plugin rate limit.",
+        Kind::Counter,
+    );
+    for s in all {
+        f.sample(
+            &[("plugin", &s.name)],
+            s.logs_dropped.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_memory_high_water_bytes{{plugin=\"{n}\"}} {}",
-            s.memory_high_water_bytes
+    }
+    let mut f = w.family(
+        "portcullis_plugin_guest_metrics_dropped_total",
+        "Guest metric updates dropped: bad name, negative or non-finite value, or over the per-plugin limit.",
+        Kind::Counter,
+    );
+    for s in all {
+        f.sample(
+            &[("plugin", &s.name)],
+            s.metrics_dropped.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_quarantined{{plugin=\"{n}\"}} {}",
-            u8::from(s.quarantined_for_ms.is_some())
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_guest_logs_dropped_total{{plugin=\"{n}\"}} {}",
-            self.logs_dropped.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_plugin_guest_metrics_dropped_total{{plugin=\"{n}\"}} {}",
-            self.metrics_dropped.load(Ordering::Relaxed)
-        );
-        for (name, v) in self.counters.lock().iter() {
-            let _ = writeln!(
-                out,
-                "portcullis_plugin_guest_counter_total{{plugin=\"{n}\",name=\"{name}\"}} {v}"
-            );
+    }
+    let mut f = w.family(
+        "portcullis_plugin_guest_counter_total",
+        "Counters a plugin adds to, by plugin and name.",
+        Kind::Counter,
+    );
+    for s in all {
+        for (name, v) in s.counters.lock().iter() {
+            f.sample(&[("plugin", &s.name), ("name", name)], *v);
         }
-        for (name, h) in self.histograms.lock().iter() {
-            h.render(
-                out,
-                "portcullis_plugin_guest_histogram",
-                &format!("plugin=\"{n}\",name=\"{name}\""),
-            );
+    }
+    let mut f = w.family(
+        "portcullis_plugin_guest_histogram",
+        "Values a plugin observes, by plugin and name (the name carries the unit).",
+        Kind::Histogram,
+    );
+    for s in all {
+        for (name, h) in s.histograms.lock().iter() {
+            f.histogram(&[("plugin", &s.name), ("name", name)], h);
         }
     }
 }
@@ -427,9 +466,10 @@ mod tests {
         }
         s.guest_counter("bad name\"}", 1);
         let mut out = String::new();
-        s.render(&mut out);
+        render_all(&[&s], &mut Writer::new(&mut out));
         assert_eq!(
-            out.matches("portcullis_plugin_guest_counter_total").count(),
+            out.matches("\nportcullis_plugin_guest_counter_total{")
+                .count(),
             64
         );
         assert!(out.contains("portcullis_plugin_guest_metrics_dropped_total{plugin=\"p\"} 37"));

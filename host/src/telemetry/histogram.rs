@@ -1,6 +1,5 @@
-//! A fixed-bucket, lock-free histogram rendered in Prometheus text format.
+//! A fixed-bucket, lock-free histogram; `telemetry::prom` renders it in Prometheus text format.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -51,25 +50,22 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Renders `name_bucket`, `name_sum` and `name_count` lines; `labels` is either empty or
-    /// `key="value",…` without braces.
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cum = 0u64;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cum += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
-        }
-        cum += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name}_sum {sum}");
-            let _ = writeln!(out, "{name}_count {cum}");
-        } else {
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
-        }
+    /// Bucket upper bounds in seconds; the `+Inf` bucket is implicit.
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Cumulative bucket counts: one per bound, then the `+Inf` bucket (the total).
+    pub fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.iter().scan(0u64, |cum, c| {
+            *cum += c.load(Ordering::Relaxed);
+            Some(*cum)
+        })
+    }
+
+    /// Sum of observed values, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 }
 
@@ -83,12 +79,18 @@ mod tests {
         h.observe(Duration::from_micros(10));
         h.observe(Duration::from_micros(11));
         h.observe(Duration::from_secs(5));
-        let mut s = String::new();
-        h.render(&mut s, "x", "");
-        assert!(s.contains("x_bucket{le=\"0.00001\"} 1\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"0.000015\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"1\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
-        assert!(s.contains("x_count 3\n"), "{s}");
+        let cum: Vec<u64> = h.cumulative().collect();
+        assert_eq!(cum.len(), OVERHEAD_BUCKETS.len() + 1);
+        let at = |b: f64| {
+            OVERHEAD_BUCKETS
+                .iter()
+                .position(|x| *x == b)
+                .map(|i| cum[i])
+        };
+        assert_eq!(at(0.000_01), Some(1));
+        assert_eq!(at(0.000_015), Some(2));
+        assert_eq!(at(1.0), Some(2));
+        assert_eq!(cum.last(), Some(&3));
+        assert_eq!(h.count(), 3);
     }
 }

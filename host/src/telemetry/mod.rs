@@ -5,13 +5,14 @@
 //! from what the request actually did.
 
 pub mod histogram;
+pub(crate) mod prom;
 
 use crate::core::passport::{Passport, State};
 use histogram::{Histogram, DURATION_BUCKETS, OVERHEAD_BUCKETS};
 use parking_lot::Mutex;
+use prom::{Kind, Num, Writer};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,93 +129,94 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP portcullis_requests_total Requests finished, by route and status class.\n# TYPE portcullis_requests_total counter\n");
-        for rm in self.routes.iter().chain(std::iter::once(&self.unrouted)) {
-            for (i, c) in rm.status.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "portcullis_requests_total{{route=\"{}\",status_class=\"{}xx\"}} {}",
-                    rm.name,
-                    i + 1,
-                    c.load(Ordering::Relaxed)
+    /// Writes the request, protocol, overhead and listener families.
+    pub(crate) fn render(&self, w: &mut Writer) {
+        let routes = || self.routes.iter().chain(std::iter::once(&self.unrouted));
+        let mut f = w.family(
+            "portcullis_requests_total",
+            "Requests finished, by route and status class.",
+            Kind::Counter,
+        );
+        for rm in routes() {
+            for (class, c) in STATUS_CLASSES.iter().zip(&rm.status) {
+                f.sample(
+                    &[("route", &rm.name), ("status_class", class)],
+                    c.load(Ordering::Relaxed),
                 );
             }
         }
-        out.push_str("# HELP portcullis_requests_by_protocol_total Requests finished, by client protocol.\n# TYPE portcullis_requests_by_protocol_total counter\n");
+        let mut f = w.family(
+            "portcullis_requests_by_protocol_total",
+            "Requests finished, by client protocol.",
+            Kind::Counter,
+        );
         for (p, c) in PROTOCOLS.iter().zip(&self.by_protocol) {
-            let _ = writeln!(
-                out,
-                "portcullis_requests_by_protocol_total{{protocol=\"{p}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
+            f.sample(&[("protocol", p)], c.load(Ordering::Relaxed));
         }
-        out.push_str("# HELP portcullis_request_duration_seconds Whole-request time, head received to last body byte.\n# TYPE portcullis_request_duration_seconds histogram\n");
-        for rm in self.routes.iter().chain(std::iter::once(&self.unrouted)) {
-            rm.duration.render(
-                out,
-                "portcullis_request_duration_seconds",
-                &format!("route=\"{}\"", rm.name),
-            );
+        let mut f = w.family(
+            "portcullis_request_duration_seconds",
+            "Whole-request time, head received to last body byte.",
+            Kind::Histogram,
+        );
+        for rm in routes() {
+            f.histogram(&[("route", &rm.name)], &rm.duration);
         }
-        out.push_str("# HELP portcullis_overhead_seconds Time the gateway itself added: total minus waiting on client, upstreams and fan-out calls.\n# TYPE portcullis_overhead_seconds histogram\n");
-        self.overhead.render(out, "portcullis_overhead_seconds", "");
-        out.push_str("# HELP portcullis_connections_accepted_total Client connections accepted.\n# TYPE portcullis_connections_accepted_total counter\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_connections_accepted_total{{listener=\"{}\"}} {}",
-                l.name,
-                l.accepted.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_connections_active Client connections open now.\n# TYPE portcullis_connections_active gauge\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_connections_active{{listener=\"{}\"}} {}",
-                l.name,
-                l.active.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_connections_rejected_total Client connections closed at accept because the listener was full.\n# TYPE portcullis_connections_rejected_total counter\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_connections_rejected_total{{listener=\"{}\"}} {}",
-                l.name,
-                l.rejected.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_client_header_timeouts_total Connections closed with 408 because the request head did not arrive in time.\n# TYPE portcullis_client_header_timeouts_total counter\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_client_header_timeouts_total{{listener=\"{}\"}} {}",
-                l.name,
-                l.header_timeouts.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_tls_certificate_reloads_total Certificate sets reloaded from disk.\n# TYPE portcullis_tls_certificate_reloads_total counter\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_tls_certificate_reloads_total{{listener=\"{}\"}} {}",
-                l.name,
-                l.tls_reloads.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_tls_handshake_failures_total TLS handshakes that failed or timed out.\n# TYPE portcullis_tls_handshake_failures_total counter\n");
-        for l in &self.listeners {
-            let _ = writeln!(
-                out,
-                "portcullis_tls_handshake_failures_total{{listener=\"{}\"}} {}",
-                l.name,
-                l.tls_failures.load(Ordering::Relaxed)
-            );
+        w.family(
+            "portcullis_overhead_seconds",
+            "Time the gateway itself added: total minus waiting on client, upstreams and fan-out calls.",
+            Kind::Histogram,
+        )
+        .histogram(&[], &self.overhead);
+        type Getter = fn(&ListenerMetrics) -> Num;
+        let per_listener: [(&'static str, &str, Kind, Getter); 6] = [
+            (
+                "portcullis_connections_accepted_total",
+                "Client connections accepted.",
+                Kind::Counter,
+                |l| l.accepted.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_connections_active",
+                "Client connections open now.",
+                Kind::Gauge,
+                |l| l.active.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_connections_rejected_total",
+                "Client connections closed at accept because the listener was full.",
+                Kind::Counter,
+                |l| l.rejected.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_client_header_timeouts_total",
+                "Connections closed with 408 because the request head did not arrive in time.",
+                Kind::Counter,
+                |l| l.header_timeouts.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_tls_certificate_reloads_total",
+                "Certificate sets reloaded from disk.",
+                Kind::Counter,
+                |l| l.tls_reloads.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                Kind::Counter,
+                |l| l.tls_failures.load(Ordering::Relaxed).into(),
+            ),
+        ];
+        for (name, help, kind, get) in per_listener {
+            let mut f = w.family(name, help, kind);
+            for l in &self.listeners {
+                f.sample(&[("listener", &l.name)], get(l));
+            }
         }
     }
 }
+
+/// `status_class` label values; index = status / 100 - 1.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StampRecord {

@@ -12,13 +12,13 @@ pub mod stats;
 
 use crate::config;
 use crate::shed::Shedder;
+use crate::telemetry::prom::{Kind, Num, Writer};
 use balancer::Balancer;
 use outlier::OutlierDetector;
 use pool::{Pool, PoolConfig};
 use retry::RetryBudget;
 use stats::EndpointStats;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,163 +173,135 @@ impl Upstreams {
         }
     }
 
-    pub fn render(&self, out: &mut String) {
-        let metric = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        type Getter = fn(&Cluster, usize) -> String;
-        let series: [(&str, &str, &str, Getter); 12] = [
+    /// Writes the per-endpoint, retry and ejection families.
+    pub(crate) fn render(&self, w: &mut Writer) {
+        type Getter = fn(&Cluster, usize) -> Num;
+        let series: [(&'static str, Kind, &str, Getter); 12] = [
             (
                 "portcullis_upstream_requests_total",
-                "counter",
+                Kind::Counter,
                 "Requests to an endpoint that got an answer or failed upstream.",
-                |c, i| c.stats[i].requests_total().to_string(),
+                |c, i| c.stats[i].requests_total().into(),
             ),
             (
                 "portcullis_upstream_failures_total",
-                "counter",
+                Kind::Counter,
                 "Requests to an endpoint that failed: connect error, reset, timeout or 5xx.",
-                |c, i| c.stats[i].failures_total().to_string(),
+                |c, i| c.stats[i].failures_total().into(),
             ),
             (
                 "portcullis_upstream_healthy",
-                "gauge",
+                Kind::Gauge,
                 "1 unless active health checks mark the endpoint down.",
-                |c, i| u8::from(c.health.as_ref().is_none_or(|h| h.is_healthy(i))).to_string(),
+                |c, i| c.health.as_ref().is_none_or(|h| h.is_healthy(i)).into(),
             ),
             (
                 "portcullis_upstream_in_flight",
-                "gauge",
+                Kind::Gauge,
                 "Requests in flight to an endpoint.",
-                |c, i| c.stats[i].in_flight().to_string(),
+                |c, i| c.stats[i].in_flight().into(),
             ),
             (
                 "portcullis_upstream_connections_new_total",
-                "counter",
+                Kind::Counter,
                 "Upstream connections opened.",
                 |c, i| {
                     c.endpoints[i]
                         .pool
                         .new_connections
                         .load(Ordering::Relaxed)
-                        .to_string()
+                        .into()
                 },
             ),
             (
                 "portcullis_upstream_connections_reused_total",
-                "counter",
+                Kind::Counter,
                 "Requests sent on a pooled keep-alive connection.",
-                |c, i| {
-                    c.endpoints[i]
-                        .pool
-                        .reused
-                        .load(Ordering::Relaxed)
-                        .to_string()
-                },
+                |c, i| c.endpoints[i].pool.reused.load(Ordering::Relaxed).into(),
             ),
             (
                 "portcullis_upstream_connections_open",
-                "gauge",
+                Kind::Gauge,
                 "Upstream connections open (idle and busy).",
-                |c, i| c.endpoints[i].pool.open().to_string(),
+                |c, i| c.endpoints[i].pool.open().into(),
             ),
             (
                 "portcullis_upstream_connections_idle",
-                "gauge",
+                Kind::Gauge,
                 "Idle pooled upstream connections.",
-                |c, i| c.endpoints[i].pool.idle_count().to_string(),
+                |c, i| c.endpoints[i].pool.idle_count().into(),
             ),
             (
                 "portcullis_upstream_connect_failures_total",
-                "counter",
+                Kind::Counter,
                 "Failed or timed-out upstream connects.",
                 |c, i| {
                     c.endpoints[i]
                         .pool
                         .connect_failures
                         .load(Ordering::Relaxed)
-                        .to_string()
+                        .into()
                 },
             ),
             (
                 "portcullis_upstream_failure_rate_ewma",
-                "gauge",
+                Kind::Gauge,
                 "Exponentially weighted failure rate (about the last minute).",
-                |c, i| c.stats[i].failure_rate().to_string(),
+                |c, i| c.stats[i].failure_rate().into(),
             ),
             (
                 "portcullis_upstream_latency_peak_ewma_seconds",
-                "gauge",
+                Kind::Gauge,
                 "Peak-EWMA response latency.",
-                |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().to_string(),
+                |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().into(),
             ),
             (
                 "portcullis_upstream_ejections_total",
-                "counter",
+                Kind::Counter,
                 "Outlier ejections.",
-                |c, i| c.outlier.ejections_total(i).to_string(),
+                |c, i| c.outlier.ejections_total(i).into(),
             ),
         ];
         for (name, kind, help, get) in series {
-            metric(out, name, kind, help);
+            let mut f = w.family(name, help, kind);
             for c in &self.clusters {
                 for (i, e) in c.endpoints.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{cluster=\"{}\",endpoint=\"{}\"}} {}",
-                        c.name,
-                        e.addr,
-                        get(c, i)
-                    );
+                    f.sample(&[("cluster", &c.name), ("endpoint", &e.addr)], get(c, i));
                 }
             }
         }
-        metric(
-            out,
+        let mut f = w.family(
             "portcullis_retries_total",
-            "counter",
             "Retries that went ahead, by reason: connect_failed, reset or status.",
+            Kind::Counter,
         );
         for c in &self.clusters {
             for why in retry::RetryReason::ALL {
-                let _ = writeln!(
-                    out,
-                    "portcullis_retries_total{{cluster=\"{}\",reason=\"{}\"}} {}",
-                    c.name,
-                    why.as_str(),
-                    c.retry_budget.retries_total(why)
+                f.sample(
+                    &[("cluster", &c.name), ("reason", why.as_str())],
+                    c.retry_budget.retries_total(why),
                 );
             }
         }
-        metric(
-            out,
+        let mut f = w.family(
             "portcullis_retry_budget_exhausted_total",
-            "counter",
             "Retries refused because the cluster's retry budget was spent.",
+            Kind::Counter,
         );
         for c in &self.clusters {
-            let _ = writeln!(
-                out,
-                "portcullis_retry_budget_exhausted_total{{cluster=\"{}\"}} {}",
-                c.name,
-                c.retry_budget.exhausted_total()
-            );
+            f.sample(&[("cluster", &c.name)], c.retry_budget.exhausted_total());
         }
-        metric(
-            out,
+        let mut f = w.family(
             "portcullis_upstream_ejected",
-            "gauge",
             "1 while the endpoint is ejected by outlier detection.",
+            Kind::Gauge,
         );
         let now = Instant::now();
         for c in &self.clusters {
             for (i, e) in c.endpoints.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "portcullis_upstream_ejected{{cluster=\"{}\",endpoint=\"{}\"}} {}",
-                    c.name,
-                    e.addr,
-                    u8::from(c.outlier.is_ejected(i, now))
+                f.sample(
+                    &[("cluster", &c.name), ("endpoint", &e.addr)],
+                    c.outlier.is_ejected(i, now),
                 );
             }
         }
