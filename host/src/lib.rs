@@ -12,17 +12,32 @@
 //! passports, plugin API), `telemetry` (metrics, logging), `gateway` (assembly, shutdown).
 #![forbid(unsafe_code)]
 
-pub mod admin;
+//!
+//! The public facade is small, in the way wasmtime keeps its internals private: a
+//! [`Config`] (the whole config model, since operators and tests build it), a running
+//! [`Gateway`], [`init_logging`], [`check_dir`] for `portcullis check`, and the [`bench`]
+//! handles the filter micro-benchmark drives. Every module is `pub(crate)`.
+
+pub(crate) mod admin;
 pub mod config;
-pub mod core;
-pub mod gateway;
-pub mod plugin;
-pub mod request;
-pub mod routing;
-pub mod server;
-pub mod shed;
-pub mod telemetry;
-pub mod upstream;
+pub(crate) mod core;
+pub(crate) mod gateway;
+pub(crate) mod plugin;
+pub(crate) mod request;
+pub(crate) mod routing;
+pub(crate) mod server;
+pub(crate) mod shed;
+pub(crate) mod telemetry;
+pub(crate) mod upstream;
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub use plugin::check_dir;
+pub use telemetry::init_logging;
+
+/// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without
+/// sockets: the plugin runtime, its chain, and a passport to stamp.
+pub mod bench {
+    pub use crate::core::passport::Passport;
+    pub use crate::plugin::{Chain, FilterState, InboundOutcome, PluginRuntime};
+}

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
                 let problems = cfg
                     .plugins
                     .as_ref()
-                    .map(portcullis::plugin::check_dir)
+                    .map(portcullis::check_dir)
                     .unwrap_or_default();
                 if problems.is_empty() {
                     println!("{}: ok", config.display());
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { config, workers } => {
-            portcullis::telemetry::init_logging();
+            portcullis::init_logging();
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {

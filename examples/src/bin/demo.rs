@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    portcullis::telemetry::init_logging();
+    portcullis::init_logging();
     let services = [
         ("127.0.0.1:7101", Behavior::from_env("profile", 5, 0.0)),
         (

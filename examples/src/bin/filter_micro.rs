@@ -11,8 +11,7 @@
 //! and continues, the cheapest useful filter).
 #![forbid(unsafe_code)]
 
-use portcullis::core::passport::Passport;
-use portcullis::plugin::{FilterState, InboundOutcome, PluginRuntime};
+use portcullis::bench::{FilterState, InboundOutcome, Passport, PluginRuntime};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! The config tree. Every struct denies unknown keys; every field has a documented default
 //! (see `docs/config.md`, which lists each key).
 
+pub use crate::core::identity::{EscapedSlashes, PathPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
