@@ -54,7 +54,7 @@ fn index(p: Priority) -> usize {
 }
 
 /// Share of the limit each priority may fill, in percent.
-pub const THRESHOLD_PERCENT: [usize; 3] = [80, 95, 100];
+pub(crate) const THRESHOLD_PERCENT: [usize; 3] = [80, 95, 100];
 
 impl Shedder {
     pub fn new(limit: usize) -> Self {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 //! The `portcullis` binary: `check` reports every config problem; `run` drains on SIGTERM.
 
 use std::io::{Read, Write};

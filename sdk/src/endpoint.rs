@@ -53,15 +53,22 @@ macro_rules! export_endpoint {
 /// defaults to 1 s if never set.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// The cluster to call, by its `[[cluster]] name`.
     pub cluster: String,
+    /// Upper-case HTTP method.
     pub method: String,
+    /// Path and query, starting with `/`.
     pub path: String,
+    /// Request headers (hop-by-hop ones are dropped by the gateway).
     pub headers: Vec<Header>,
+    /// Request body; empty for none.
     pub body: Vec<u8>,
+    /// Mandatory bound on this call, capped by the request's deadline.
     pub timeout_ms: u32,
 }
 
 impl Call {
+    /// A call with `method` to `cluster` at `path`, with the default timeout.
     pub fn new(method: &str, cluster: &str, path: &str) -> Self {
         Call {
             cluster: cluster.to_string(),
@@ -72,18 +79,22 @@ impl Call {
             timeout_ms: 1000,
         }
     }
+    /// A `GET` call.
     pub fn get(cluster: &str, path: &str) -> Self {
         Call::new("GET", cluster, path)
     }
+    /// Sets the call's timeout.
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = ms;
         self
     }
+    /// Adds a request header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
             .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
+    /// Sets the request body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
@@ -130,9 +141,11 @@ impl Call {
 pub type Reply = wit::Reply;
 
 impl Reply {
+    /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+    /// The first value of a response header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
         crate::helpers::find_header(&self.headers, name)
     }
@@ -147,12 +160,15 @@ impl Reply {
 pub enum CallError {
     /// The call's `timeout_ms` or the request deadline passed.
     Timeout,
+    /// No connection could be made to any endpoint of the cluster.
     ConnectFailed,
     /// The cluster shed the call.
     Overloaded,
+    /// The gateway has no cluster of that name.
     UnknownCluster,
     /// A per-request cap (calls, fan-out width, response bytes) was hit.
     LimitExceeded(String),
+    /// The upstream closed the connection before answering.
     UpstreamReset,
     /// The upstream answered with a non-2xx status (only from [`CallResultExt::ok_2xx`]).
     Status(u16),

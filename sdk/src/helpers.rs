@@ -124,30 +124,37 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// No changes yet.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Sets a header, replacing any value it had.
     pub fn set_header(mut self, name: &str, value: &str) -> Self {
         self.set
             .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
+    /// Removes a header.
     pub fn remove_header(mut self, name: &str) -> Self {
         self.remove.push(name.to_ascii_lowercase());
         self
     }
+    /// Rewrites the path and query (normalized by the gateway before routing).
     pub fn path(mut self, path_and_query: &str) -> Self {
         self.path = Some(path_and_query.to_string());
         self
     }
+    /// Sends the request to this cluster instead of the route's.
     pub fn cluster(mut self, name: &str) -> Self {
         self.cluster = Some(name.to_string());
         self
     }
+    /// Sets the shedding class.
     pub fn priority(mut self, p: Priority) -> Self {
         self.priority = Some(p);
         self
     }
+    /// Sets metadata later filters and the endpoint can read.
     pub fn meta(mut self, key: &str, value: &str) -> Self {
         self.metadata.push((key.to_string(), value.to_string()));
         self
@@ -157,6 +164,7 @@ impl Changes {
         self.status = Some(status);
         self
     }
+    /// Whether no change was asked for.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
             && self.remove.is_empty()
@@ -242,15 +250,19 @@ pub mod config {
 /// Logging into the gateway's log (tagged with the plugin's name, rate-limited).
 pub mod log {
     use crate::filter::bindings::portcullis::plugin::log::{log, Level};
+    /// Logs at debug level, under the plugin's name.
     pub fn debug(msg: &str) {
         log(Level::Debug, msg)
     }
+    /// Logs at info level.
     pub fn info(msg: &str) {
         log(Level::Info, msg)
     }
+    /// Logs at warn level.
     pub fn warn(msg: &str) {
         log(Level::Warn, msg)
     }
+    /// Logs at error level.
     pub fn error(msg: &str) {
         log(Level::Error, msg)
     }
@@ -259,9 +271,11 @@ pub mod log {
 /// Plugin-scoped metrics.
 pub mod metrics {
     use crate::filter::bindings::portcullis::plugin::metrics as wit;
+    /// Adds `value` to the plugin-scoped counter `name`.
     pub fn count(name: &str, value: u64) {
         wit::counter_add(name, value)
     }
+    /// Records `value` in the plugin-scoped histogram `name`.
     pub fn observe(name: &str, value: f64) {
         wit::histogram_observe(name, value)
     }

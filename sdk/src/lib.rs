@@ -26,6 +26,8 @@
 //! The full contract (when each function runs, what it may do, what its return means) is in
 //! the WIT files under `wit/`; the plugin-author guide is `docs/plugins.md`.
 
+#![warn(missing_docs)]
+
 extern crate self as portcullis_sdk;
 
 pub mod endpoint;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {

@@ -495,64 +495,64 @@ pub struct Plugins {
 }
 
 pub(crate) mod defaults {
-    pub fn weight() -> u32 {
+    pub(crate) fn weight() -> u32 {
         1
     }
-    pub fn max_connections() -> usize {
+    pub(crate) fn max_connections() -> usize {
         10_000
     }
-    pub fn http3_max_streams() -> u32 {
+    pub(crate) fn http3_max_streams() -> u32 {
         100
     }
-    pub fn http3_idle_timeout_ms() -> u64 {
+    pub(crate) fn http3_idle_timeout_ms() -> u64 {
         30_000
     }
-    pub fn cluster_max_concurrency() -> usize {
+    pub(crate) fn cluster_max_concurrency() -> usize {
         1_024
     }
-    pub fn max_upload_bytes() -> usize {
+    pub(crate) fn max_upload_bytes() -> usize {
         16 * 1024 * 1024
     }
-    pub fn reload_debounce_ms() -> u64 {
+    pub(crate) fn reload_debounce_ms() -> u64 {
         200
     }
-    pub fn max_cpu_ms() -> u64 {
+    pub(crate) fn max_cpu_ms() -> u64 {
         50
     }
-    pub fn max_memory_mb() -> u64 {
+    pub(crate) fn max_memory_mb() -> u64 {
         64
     }
-    pub fn max_timeout_ms() -> u64 {
+    pub(crate) fn max_timeout_ms() -> u64 {
         5_000
     }
-    pub fn max_plugin_body_bytes() -> usize {
+    pub(crate) fn max_plugin_body_bytes() -> usize {
         1024 * 1024
     }
-    pub fn max_instances() -> u32 {
+    pub(crate) fn max_instances() -> u32 {
         1_000
     }
-    pub fn instance_reuse_calls() -> u32 {
+    pub(crate) fn instance_reuse_calls() -> u32 {
         1_000
     }
-    pub fn epoch_tick_ms() -> u64 {
+    pub(crate) fn epoch_tick_ms() -> u64 {
         2
     }
-    pub fn quarantine_after() -> u32 {
+    pub(crate) fn quarantine_after() -> u32 {
         5
     }
-    pub fn quarantine_base_ms() -> u64 {
+    pub(crate) fn quarantine_base_ms() -> u64 {
         1_000
     }
-    pub fn quarantine_max_ms() -> u64 {
+    pub(crate) fn quarantine_max_ms() -> u64 {
         60_000
     }
-    pub fn hc_interval_ms() -> u64 {
+    pub(crate) fn hc_interval_ms() -> u64 {
         5_000
     }
-    pub fn hc_timeout_ms() -> u64 {
+    pub(crate) fn hc_timeout_ms() -> u64 {
         1_000
     }
-    pub fn hc_threshold() -> u32 {
+    pub(crate) fn hc_threshold() -> u32 {
         2
     }
 }

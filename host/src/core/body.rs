@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request body stopped early; read by the state machine to pick the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl ReqShared {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BodyError(pub(crate) &'static str);
+pub(crate) struct BodyError(pub(crate) &'static str);
 
 /// A client's request body, whichever protocol it arrived on. An enum rather than a boxed
 /// trait object: no allocation per request, and the h1/h2 path stays a direct call.

@@ -5,17 +5,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::io::Write;
 use std::net::SocketAddr;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-pub static PORTCULLIS_ERROR: HeaderName = HeaderName::from_static("portcullis-error");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) static PORTCULLIS_ERROR: HeaderName = HeaderName::from_static("portcullis-error");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including any named in `Connection`.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names is cheaper than nine hashed removals.
     if !h.keys().any(is_hop_by_hop) {
         return;
@@ -58,7 +58,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 }
 
 /// Keeps a well-formed incoming `x-request-id`, or makes a new one. Returns it.
-pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
@@ -84,7 +84,7 @@ fn hex_into(mut n: u128, out: &mut [u8]) {
 
 /// Propagates W3C trace context: a valid `traceparent` keeps its trace id and flags with the
 /// gateway as the new parent span; a missing or invalid one starts a new sampled-off trace.
-pub fn propagate_traceparent(h: &mut HeaderMap) {
+pub(crate) fn propagate_traceparent(h: &mut HeaderMap) {
     // "00-" trace(32) "-" span(16) "-" flags(2): 55 bytes, built on the stack.
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
     match h
@@ -126,7 +126,12 @@ fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
 
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (set: the
 /// gateway is the edge and does not trust a client's claims about its own scheme or host).
-pub fn add_forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: Option<HeaderValue>) {
+pub(crate) fn add_forwarded(
+    h: &mut HeaderMap,
+    client: SocketAddr,
+    tls: bool,
+    host: Option<HeaderValue>,
+) {
     // An IPv6 address is at most 45 characters: format it on the stack.
     let mut ip = [0u8; 64];
     let ip_len = {
@@ -158,7 +163,7 @@ pub fn add_forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: Opt
 }
 
 /// Appends this hop to `Via`.
-pub fn add_via(h: &mut HeaderMap, version: http::Version) {
+pub(crate) fn add_via(h: &mut HeaderMap, version: http::Version) {
     let hop = match version {
         http::Version::HTTP_2 => "2 portcullis",
         http::Version::HTTP_3 => "3 portcullis",

@@ -136,7 +136,10 @@ fn needs_work(path: &[u8], policy: &PathPolicy) -> bool {
 
 /// Normalizes a request path (without its query) under `policy`. Returns the input itself
 /// when nothing changes, which is the common case.
-pub fn normalize_path<'a>(path: &'a str, policy: &PathPolicy) -> Result<Cow<'a, str>, BadHead> {
+pub(crate) fn normalize_path<'a>(
+    path: &'a str,
+    policy: &PathPolicy,
+) -> Result<Cow<'a, str>, BadHead> {
     if !path.starts_with('/') {
         return Err(BadHead::PathNotAbsolute);
     }
@@ -254,7 +257,7 @@ fn remove_dot_segments(p: &[u8]) -> Result<Vec<u8>, BadHead> {
 
 /// Checks the framing headers: `Content-Length` together with `Transfer-Encoding` is
 /// ambiguous (RFC 9112 §6.3; the classic request-smuggling vector).
-pub fn check_framing(h: &http::HeaderMap) -> Result<(), BadHead> {
+pub(crate) fn check_framing(h: &http::HeaderMap) -> Result<(), BadHead> {
     if h.contains_key(http::header::CONTENT_LENGTH)
         && h.contains_key(http::header::TRANSFER_ENCODING)
     {
@@ -266,7 +269,7 @@ pub fn check_framing(h: &http::HeaderMap) -> Result<(), BadHead> {
 /// Whether an HTTP/1.1 head (as read from the socket) declares both `Content-Length` and
 /// `Transfer-Encoding`. hyper's codec drops the length in that case, so the request path can
 /// only learn of it from the raw bytes. Scans header line starts up to the blank line.
-pub fn head_has_length_and_chunked(raw: &[u8]) -> bool {
+pub(crate) fn head_has_length_and_chunked(raw: &[u8]) -> bool {
     let (mut cl, mut te) = (false, false);
     for line in raw.split(|&b| b == b'\n').skip(1) {
         if line.is_empty() || line == b"\r" {
@@ -287,7 +290,9 @@ pub fn head_has_length_and_chunked(raw: &[u8]) -> bool {
 /// - HTTP/2 and HTTP/3: `:authority` (in the URI) wins; a `Host` that disagrees is refused
 ///   (RFC 9113 §8.3.1, RFC 9114 §4.3.1).
 /// - HTTP/1.0 may have no host at all (`Ok(None)`).
-pub fn resolve_host(parts: &http::request::Parts) -> Result<Option<http::HeaderValue>, BadHead> {
+pub(crate) fn resolve_host(
+    parts: &http::request::Parts,
+) -> Result<Option<http::HeaderValue>, BadHead> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -338,7 +343,7 @@ fn valid_authority(a: &[u8]) -> bool {
 }
 
 /// The host without port, for matching: `[::1]:8080` → `::1`, `a.example:80` → `a.example`.
-pub fn host_without_port(h: &str) -> &str {
+pub(crate) fn host_without_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }

@@ -6,8 +6,8 @@
 //! - `body`: request bodies on their way up;
 //! - `headers`: header hygiene at the proxy boundary.
 
-pub mod body;
-pub mod failure;
-pub mod headers;
-pub mod identity;
-pub mod passport;
+pub(crate) mod body;
+pub(crate) mod failure;
+pub(crate) mod headers;
+pub(crate) mod identity;
+pub(crate) mod passport;

@@ -127,7 +127,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn handle(reg: &Registry, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn handle(
+    reg: &Registry,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let name = path
         .strip_prefix("/admin/plugins")
@@ -265,7 +268,7 @@ async fn upload(
 }
 
 /// `/metrics` families for the plugin system, appended to `out`.
-pub fn render_metrics(reg: &Registry, out: &mut String) {
+pub(super) fn render_metrics(reg: &Registry, out: &mut String) {
     use std::sync::atomic::Ordering;
     let mut w = Writer::new(out);
     let entries = reg.entries.lock();

@@ -1,7 +1,7 @@
 //! Host-side bindings generated from `wit/`. Both worlds share one set of types, so a value
 //! built for a filter is the same Rust type an endpoint sees.
 
-pub mod filter {
+pub(super) mod filter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "portcullis:plugin/filter",
@@ -13,7 +13,7 @@ pub mod filter {
     });
 }
 
-pub mod endpoint {
+pub(super) mod endpoint {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "portcullis:plugin/endpoint",
@@ -28,5 +28,5 @@ pub mod endpoint {
     });
 }
 
-pub use endpoint::portcullis::plugin::upstream;
-pub use filter::portcullis::plugin::types;
+pub(super) use endpoint::portcullis::plugin::upstream;
+pub(super) use filter::portcullis::plugin::types;

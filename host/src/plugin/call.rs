@@ -24,7 +24,7 @@ pub enum Pre {
 }
 
 /// A live instance of either world.
-pub enum Instance {
+pub(super) enum Instance {
     Filter(filter::Filter),
     Endpoint(endpoint::Endpoint),
 }

@@ -15,13 +15,13 @@ use std::net::SocketAddr;
 const MAX_METADATA: usize = 64;
 const MAX_METADATA_LEN: usize = 1024;
 
-pub fn headers_to_wit(h: &HeaderMap) -> Vec<types::Header> {
+pub(super) fn headers_to_wit(h: &HeaderMap) -> Vec<types::Header> {
     h.iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
 }
 
-pub fn request(
+pub(super) fn request(
     parts: &http::request::Parts,
     client: SocketAddr,
     route: Option<&str>,
@@ -123,7 +123,7 @@ fn edit_headers(
 
 /// Applies an inbound filter's changes to the request head, its metadata and the filter
 /// state, all or nothing.
-pub fn apply_request(
+pub(super) fn apply_request(
     parts: &mut http::request::Parts,
     metadata: &mut Vec<(String, String)>,
     state: &mut FilterState,
@@ -193,7 +193,7 @@ pub fn apply_request(
 }
 
 /// Applies an outbound filter's changes to the response head, all or nothing.
-pub fn apply_response(
+pub(super) fn apply_response(
     head: &mut RespData,
     ch: types::ResponseChanges,
     limits: &OutputLimits,
@@ -217,7 +217,10 @@ fn valid_status(s: u16) -> Result<StatusCode, String> {
 }
 
 /// A complete response produced by a plugin (`respond`, or an endpoint's result).
-pub fn response(r: types::Response, limits: &OutputLimits) -> Result<Response<Bytes>, String> {
+pub(super) fn response(
+    r: types::Response,
+    limits: &OutputLimits,
+) -> Result<Response<Bytes>, String> {
     let status = valid_status(r.status)?;
     if r.body.len() > limits.max_body_bytes {
         return Err(format!(
@@ -237,7 +240,7 @@ pub fn response(r: types::Response, limits: &OutputLimits) -> Result<Response<By
     Ok(resp)
 }
 
-pub fn rejection(rj: types::Rejection) -> Response<Bytes> {
+pub(super) fn rejection(rj: types::Rejection) -> Response<Bytes> {
     let status = match StatusCode::from_u16(rj.status) {
         Ok(s) if (400..=599).contains(&rj.status) => s,
         _ => StatusCode::FORBIDDEN,

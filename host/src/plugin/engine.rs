@@ -34,7 +34,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of guest stdout/stderr a store's pipes hold; a reused store is retired once half
 /// full, so a guest's print never fails for lack of room.
-pub const STDIO_CAPACITY: usize = 16 * 1024;
+pub(super) const STDIO_CAPACITY: usize = 16 * 1024;
 /// Table elements per table (function references).
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
@@ -181,7 +181,7 @@ impl Drop for IdleSlot {
 }
 
 /// wasmtime has its own error type; at the edges we speak anyhow.
-pub fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+pub(super) fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 

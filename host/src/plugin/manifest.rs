@@ -130,7 +130,7 @@ const DEFAULT_MEMORY_MB: u64 = 16;
 const DEFAULT_FILTER_TIMEOUT_MS: u64 = 100;
 const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 2_000;
 /// A manifest is configuration, not data: a few KiB in practice.
-pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 
 impl Manifest {
     /// Parses and validates a manifest; every problem is listed as `key: reason`.

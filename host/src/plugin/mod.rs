@@ -24,15 +24,15 @@ mod bindings;
 mod call;
 mod convert;
 mod engine;
-pub mod manifest;
+pub(crate) mod manifest;
 mod registry;
 mod stats;
 mod ticker;
 mod upstream;
 mod view;
 
-pub use call::Plugin;
-pub use stats::FailureKind;
+pub(crate) use call::Plugin;
+pub(crate) use stats::FailureKind;
 
 use crate::config::{self, Priority};
 use crate::core::failure::{Failure as GatewayFailure, PluginFailure};

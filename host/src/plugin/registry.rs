@@ -27,7 +27,7 @@ use wasmtime::component::Component;
 const COMPONENT_CACHE: usize = 32;
 
 /// What the admin API shows for a name in the directory.
-pub struct Entry {
+pub(super) struct Entry {
     /// The version serving traffic, if any.
     pub loaded: Option<Arc<Plugin>>,
     /// The last load failure for this name (cleared by a successful load).
@@ -36,7 +36,7 @@ pub struct Entry {
     pub attempted: Option<String>,
 }
 
-pub struct Registry {
+pub(super) struct Registry {
     pub host: Arc<WasmHost>,
     pub dir: PathBuf,
     pub cfg: config::Plugins,
@@ -60,7 +60,7 @@ struct Files {
 }
 
 impl Registry {
-    pub fn new(
+    pub(super) fn new(
         cfg: &config::Plugins,
         limits: &config::Limits,
         path: crate::core::identity::PathPolicy,
@@ -129,7 +129,7 @@ impl Registry {
     }
 
     /// Compiles, links, type-checks and test-instantiates one plugin.
-    pub async fn build(
+    pub(super) async fn build(
         &self,
         name: &str,
         wasm: Vec<u8>,
@@ -192,7 +192,7 @@ impl Registry {
 
     /// Brings the loaded set in line with the directory. Returns the load errors (by name) of
     /// this scan. `strict` (boot) turns any error into a failure of the whole scan.
-    pub async fn rescan(&self, strict: bool) -> anyhow::Result<Vec<(String, String)>> {
+    pub(super) async fn rescan(&self, strict: bool) -> anyhow::Result<Vec<(String, String)>> {
         let _one_at_a_time = self.scan_lock.lock().await;
         let names = self.names_on_disk()?;
         let mut errors = Vec::new();
@@ -291,7 +291,7 @@ impl Registry {
 
     /// Records a rejected upload so the admin API shows it beside the version that kept
     /// serving.
-    pub fn record_upload_failure(&self, name: &str, error: &str) {
+    pub(super) fn record_upload_failure(&self, name: &str, error: &str) {
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock();
         if let Some(e) = entries.get_mut(name) {
@@ -301,7 +301,7 @@ impl Registry {
 
     /// Writes an uploaded plugin into the directory atomically (temp file + rename), manifest
     /// first, so the watcher only ever sees complete files.
-    pub fn write(&self, name: &str, wasm: &[u8], manifest: &str) -> std::io::Result<()> {
+    pub(super) fn write(&self, name: &str, wasm: &[u8], manifest: &str) -> std::io::Result<()> {
         let tmp_t = self.dir.join(format!(".{name}.toml.tmp"));
         let tmp_w = self.dir.join(format!(".{name}.wasm.tmp"));
         std::fs::write(&tmp_t, manifest)?;
@@ -311,7 +311,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+    pub(super) fn remove(&self, name: &str) -> std::io::Result<bool> {
         let mut found = false;
         for ext in ["wasm", "toml"] {
             match std::fs::remove_file(self.dir.join(format!("{name}.{ext}"))) {
@@ -324,7 +324,7 @@ impl Registry {
     }
 
     /// Watches the directory and rescans after changes settle for `reload_debounce_ms`.
-    pub fn watch(self: &Arc<Self>) -> anyhow::Result<notify::RecommendedWatcher> {
+    pub(super) fn watch(self: &Arc<Self>) -> anyhow::Result<notify::RecommendedWatcher> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -357,7 +357,7 @@ impl Registry {
 }
 
 /// Plugin names become file names and metric labels: keep them boring.
-pub fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

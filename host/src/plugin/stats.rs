@@ -32,7 +32,7 @@ pub enum FailureKind {
     Quarantined,
 }
 
-pub const FAILURE_KINDS: [FailureKind; 7] = [
+pub(super) const FAILURE_KINDS: [FailureKind; 7] = [
     FailureKind::Trap,
     FailureKind::CpuExceeded,
     FailureKind::MemoryExceeded,
@@ -69,7 +69,7 @@ const GUEST_LOG_RATE: u32 = 100;
 const TRAP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Unit-agnostic buckets for guest histograms (the metric name carries the unit).
-pub const GUEST_BUCKETS: &[f64] = &[
+pub(super) const GUEST_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 10000.0,
 ];
 
@@ -419,7 +419,7 @@ pub struct LastError {
     pub error: String,
 }
 
-pub fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -185,10 +185,10 @@ impl types::HostResponseView for StoreData {
 }
 
 /// The borrows handed to the guest. The representation is unused (see the module docs).
-pub fn request_handle() -> Resource<RequestView> {
+pub(super) fn request_handle() -> Resource<RequestView> {
     Resource::new_borrow(0)
 }
 
-pub fn response_handle() -> Resource<ResponseView> {
+pub(super) fn response_handle() -> Resource<ResponseView> {
     Resource::new_borrow(0)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Owns a request's passport until the request is over, then turns it into metrics. Moves
 /// into the response body when the response streams, so "over" means the last byte.
-pub struct Finisher {
+pub(crate) struct Finisher {
     pub passport: Passport,
     pub(super) svc: Arc<Services>,
     pub(super) conn: Arc<ConnInfo>,
@@ -33,7 +33,7 @@ pub struct Finisher {
 
 impl Finisher {
     /// Ends the request now.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.complete();
     }
 

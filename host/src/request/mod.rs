@@ -34,8 +34,8 @@ mod proxy;
 mod respond;
 pub(crate) mod response_body;
 
-pub use finish::Finisher;
-pub use response_body::RespBody;
+pub(crate) use finish::Finisher;
+pub(crate) use response_body::RespBody;
 
 use crate::config;
 use crate::core::body::ClientBody;
@@ -100,10 +100,9 @@ impl HttpPolicy {
 
 /// What the request path knows about the client connection.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
-    pub listener: usize,
     pub state: Arc<ConnState>,
     /// `Alt-Svc` advertised on h1/h2 responses when the listener also serves HTTP/3.
     pub alt_svc: Option<HeaderValue>,
@@ -112,7 +111,7 @@ pub struct ConnInfo {
 /// Shared with the connection's IO wrapper so it can tell "waiting for a request head" from
 /// "busy serving one" (the client header and idle timeouts only run in the former).
 #[derive(Debug, Default)]
-pub struct ConnState {
+pub(crate) struct ConnState {
     busy: AtomicUsize,
     started: AtomicU64,
     /// Woken when the connection becomes idle, so a read that went pending while a request
@@ -133,20 +132,20 @@ impl ConnState {
             self.idle_waker.wake();
         }
     }
-    pub fn wake_when_idle(&self, w: &std::task::Waker) {
+    pub(crate) fn wake_when_idle(&self, w: &std::task::Waker) {
         self.idle_waker.register(w);
     }
-    pub fn flag_ambiguous_framing(&self) {
+    pub(crate) fn flag_ambiguous_framing(&self) {
         self.ambiguous_framing.store(true, Ordering::Release);
     }
     pub(crate) fn take_ambiguous_framing(&self) -> bool {
         self.ambiguous_framing.load(Ordering::Acquire)
             && self.ambiguous_framing.swap(false, Ordering::AcqRel)
     }
-    pub fn busy(&self) -> usize {
+    pub(crate) fn busy(&self) -> usize {
         self.busy.load(Ordering::Acquire)
     }
-    pub fn started(&self) -> u64 {
+    pub(crate) fn started(&self) -> u64 {
         self.started.load(Ordering::Acquire)
     }
 }
@@ -161,7 +160,7 @@ fn protocol_label(v: http::Version) -> &'static str {
 }
 
 /// hyper's service entry point for one request on an HTTP/1.1 or HTTP/2 connection.
-pub async fn handle(
+pub(crate) async fn handle(
     svc: Arc<Services>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -175,7 +174,7 @@ pub async fn handle(
 }
 
 /// The state machine's entry point, for a request from any protocol.
-pub async fn handle_any(
+pub(crate) async fn handle_any(
     svc: Arc<Services>,
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
@@ -294,13 +293,13 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    fn run_size<'a>() -> usize {
+    fn run_size() -> usize {
         fn size_of_run<'a, F: Future + 'a>(
             _: impl Fn(super::Exchange<'a>, super::ClientBody) -> F,
         ) -> usize {
             std::mem::size_of::<F>()
         }
-        size_of_run::<'a, _>(super::Exchange::run)
+        size_of_run(super::Exchange::run)
     }
 
     /// `handle_any` boxes the state machine once per request, which copies it from the

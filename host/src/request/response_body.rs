@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 /// The upstream's response on its way down, with everything needed to finish the request.
-pub struct Streaming {
+pub(crate) struct Streaming {
     inner: Incoming,
     idle: Duration,
     deadline: Instant,
@@ -31,19 +31,16 @@ pub struct Streaming {
 }
 
 /// What goes down to the client.
-pub enum RespBody {
+pub(crate) enum RespBody {
     Full(Option<Bytes>),
     Stream(Box<Streaming>),
 }
 
 impl RespBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         RespBody::Full(Some(b.into()))
     }
-    pub fn empty() -> Self {
-        RespBody::Full(None)
-    }
-    pub fn stream(
+    pub(crate) fn stream(
         inner: Incoming,
         idle: Duration,
         deadline: Instant,

@@ -158,19 +158,12 @@ fn prefix_matches(path: &str, prefix: &str) -> bool {
 
 /// The request's host without port: `:authority`/URI host first (h2, absolute-form), then
 /// the `Host` header.
-pub fn request_host(parts: &http::request::Parts) -> Option<&str> {
+pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
     if let Some(h) = parts.uri.host() {
         return Some(h);
     }
     let h = parts.headers.get(http::header::HOST)?.to_str().ok()?;
-    Some(strip_port(h))
-}
-
-fn strip_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.split(']').next().map(|x| &x[1..]).unwrap_or(h);
-    }
-    h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h)
+    Some(crate::core::identity::host_without_port(h))
 }
 
 #[cfg(test)]

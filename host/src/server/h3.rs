@@ -25,7 +25,7 @@ type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// A request body arriving on an HTTP/3 stream.
-pub struct H3Body {
+pub(crate) struct H3Body {
     recv: H3Recv,
     done: bool,
 }
@@ -67,7 +67,7 @@ impl Body for H3Body {
     }
 }
 
-pub struct H3Listener {
+pub(crate) struct H3Listener {
     pub index: usize,
     pub addr: SocketAddr,
     pub tls: Arc<rustls::ServerConfig>,
@@ -77,7 +77,7 @@ pub struct H3Listener {
 }
 
 /// Binds the UDP endpoint. Separate from `serve` so bind errors surface at startup.
-pub fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
+pub(crate) fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
     let mut crypto = (*l.tls).clone();
     crypto.alpn_protocols = vec![b"h3".to_vec()];
     crypto.max_early_data_size = 0;
@@ -96,7 +96,7 @@ pub fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
     Ok(quinn::Endpoint::server(server, l.addr)?)
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     ctx: Arc<Ctx>,
     l: H3Listener,
     endpoint: quinn::Endpoint,
@@ -126,7 +126,7 @@ pub async fn serve(
         let index = l.index;
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(ctx.clone(), index, incoming, stop).await {
+            if let Err(e) = connection(ctx.clone(), incoming, stop).await {
                 tracing::debug!(error = %e, "HTTP/3 connection ended with error");
             }
             if let Some(m) = ctx.metrics.listeners.get(index) {
@@ -142,7 +142,6 @@ pub async fn serve(
 
 async fn connection(
     ctx: Arc<Ctx>,
-    index: usize,
     incoming: quinn::Incoming,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -153,7 +152,6 @@ async fn connection(
     let info = Arc::new(ConnInfo {
         client,
         tls: true,
-        listener: index,
         state: Arc::new(ConnState::default()),
         alt_svc: None,
     });

@@ -27,7 +27,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// The canned 408 for a head that did not arrive in time, with the operator's static
 /// `[http] error_headers` (no request exists yet, so no filter can add them). Built once per
 /// listener.
-pub fn response_408(extra: &[(http::HeaderName, http::HeaderValue)]) -> Arc<[u8]> {
+pub(crate) fn response_408(extra: &[(http::HeaderName, http::HeaderValue)]) -> Arc<[u8]> {
     let mut r = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\nportcullis-error: client-header-timeout\r\n".to_vec();
     for (k, v) in extra {
         r.extend_from_slice(k.as_str().as_bytes());
@@ -39,7 +39,7 @@ pub fn response_408(extra: &[(http::HeaderName, http::HeaderValue)]) -> Arc<[u8]
     r.into()
 }
 
-pub struct ClientIo<T> {
+pub(crate) struct ClientIo<T> {
     inner: T,
     state: Arc<ConnState>,
     metrics: Arc<crate::telemetry::Metrics>,
@@ -61,7 +61,7 @@ pub struct ClientIo<T> {
 
 impl<T> ClientIo<T> {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         inner: T,
         state: Arc<ConnState>,
         metrics: Arc<crate::telemetry::Metrics>,

@@ -1,9 +1,9 @@
 //! Client-facing listeners: accept, TLS, and HTTP/1.1 + HTTP/2 (h2c prior knowledge and ALPN)
 //! served by hyper, each connection watched for graceful drain.
 
-pub mod h3;
-pub mod io;
-pub mod tls;
+pub(crate) mod h3;
+pub(crate) mod io;
+pub(crate) mod tls;
 
 use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-pub struct Listener {
+pub(crate) struct Listener {
     pub index: usize,
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
@@ -48,7 +48,7 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
 
 /// Accepts until `shutdown` flips, then drains: open connections finish their in-flight
 /// requests (keep-alive is turned off, h2 gets GOAWAY) for up to `drain`.
-pub async fn serve(
+pub(crate) async fn serve(
     ctx: Arc<Ctx>,
     l: Listener,
     mut shutdown: watch::Receiver<bool>,
@@ -96,7 +96,6 @@ pub async fn serve(
             let info = Arc::new(ConnInfo {
                 client: peer,
                 tls: tls.is_some(),
-                listener: index,
                 state: state.clone(),
                 alt_svc,
             });

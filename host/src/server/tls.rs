@@ -25,7 +25,7 @@ struct Certs {
 /// is swapped atomically on reload; handshakes in progress keep the key they resolved, and
 /// established connections are unaffected.
 #[derive(Debug)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     certs: ArcSwap<Certs>,
 }
 
@@ -84,7 +84,7 @@ fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
 }
 
 /// Builds the rustls server config for a listener, and the resolver to reload.
-pub fn server_config(
+pub(crate) fn server_config(
     tls: &config::Tls,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<SniResolver>)> {
     let resolver = Arc::new(SniResolver {
@@ -101,7 +101,7 @@ pub fn server_config(
 }
 
 /// How often certificate files are checked for changes.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
     let files = [&tls.cert, &tls.key]
@@ -120,7 +120,7 @@ fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
 /// Polling metadata (rather than inotify) also sees atomic symlink swaps, as done by
 /// Kubernetes secret mounts. A broken new file is logged and counted, and the old
 /// certificates stay in service.
-pub async fn watch_reload(
+pub(crate) async fn watch_reload(
     listener: String,
     tls: config::Tls,
     resolver: Arc<SniResolver>,

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 /// Bucket bounds for the gateway's own overhead: fine-grained in the tens of microseconds so
 /// p99.9 can be read there.
-pub const OVERHEAD_BUCKETS: &[f64] = &[
+pub(crate) const OVERHEAD_BUCKETS: &[f64] = &[
     0.000_005, 0.000_01, 0.000_015, 0.000_02, 0.000_025, 0.000_03, 0.000_04, 0.000_05, 0.000_06,
     0.000_075, 0.000_1, 0.000_125, 0.000_15, 0.000_2, 0.000_25, 0.000_3, 0.000_4, 0.000_5,
     0.000_75, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 /// Bucket bounds for whole-request durations.
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];

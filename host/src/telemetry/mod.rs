@@ -4,7 +4,7 @@
 //! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
 //! from what the request actually did.
 
-pub mod histogram;
+pub(crate) mod histogram;
 pub(crate) mod prom;
 
 use crate::core::passport::{Passport, State};
@@ -62,7 +62,7 @@ pub struct Metrics {
 }
 
 /// Client protocol labels; the protocol is a label, never a different code path.
-pub const PROTOCOLS: [&str; 4] = ["http/1.0", "http/1.1", "h2", "h3"];
+pub(crate) const PROTOCOLS: [&str; 4] = ["http/1.0", "http/1.1", "h2", "h3"];
 
 /// What a finished request leaves behind: its passport and the facts needed to label it.
 pub struct Finished {

@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub trait Balancer: Send + Sync {
+pub(crate) trait Balancer: Send + Sync {
     /// Picks the index of an endpoint in `eps` for which `eligible(i)` is true, or `None` if
     /// there is none. `eligible` folds in outlier ejection and endpoints already tried by this
     /// request (retries go elsewhere).
@@ -27,7 +27,7 @@ pub trait Balancer: Send + Sync {
 }
 
 /// Builds the balancer named in the config. `seed` makes random choices reproducible in tests.
-pub fn new_balancer(kind: BalancerKind, seed: u64) -> Box<dyn Balancer> {
+pub(crate) fn new_balancer(kind: BalancerKind, seed: u64) -> Box<dyn Balancer> {
     match kind {
         BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
         BalancerKind::LeastInFlight => Box::new(LeastInFlight::new(seed)),
@@ -124,7 +124,7 @@ impl Balancer for LeastInFlight {
 }
 
 /// How often an endpoint that the score avoids is sent one request anyway.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Failure rates are capped here so that every score stays finite.
 const MAX_FAILURE_RATE: f64 = 0.99;
 
@@ -185,7 +185,7 @@ impl Balancer for LeastInFlightEwma {
 
 /// Latency assumed for an endpoint that has never answered: high enough that a new endpoint
 /// is not piled on before it has shown its speed, low enough that it is tried promptly.
-pub const DEFAULT_LATENCY: Duration = Duration::from_millis(25);
+pub(crate) const DEFAULT_LATENCY: Duration = Duration::from_millis(25);
 
 /// Power of two choices over peak-EWMA cost (linkerd/Finagle): draw two distinct eligible
 /// endpoints at random, send to the cheaper. `cost = peak_ewma_latency × (in_flight + 1) /

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// How one call may be attempted. Built per call by the caller from its route (proxy) or its
 /// manifest and the call's own timeout (fan-out).
 #[derive(Debug, Clone, Copy)]
-pub struct Policy<'a> {
+pub(crate) struct Policy<'a> {
     /// Attempts in total, including the first; 1 disables retries. Only honoured when the
     /// method is replayable and the body is buffered (see [`Policy::for_request`]).
     pub max_attempts: u32,
@@ -47,7 +47,7 @@ pub struct Policy<'a> {
 impl<'a> Policy<'a> {
     /// The policy of a request with `method` under `retry`: replayable methods (or every
     /// method when `retry.idempotent`) get `retry.attempts`, others one.
-    pub fn for_request(
+    pub(crate) fn for_request(
         method: &Method,
         retry: &'a config::Retry,
         connect: Duration,
@@ -72,7 +72,7 @@ impl<'a> Policy<'a> {
 }
 
 /// RFC 9110 §9.2.2 idempotent methods: safe to send twice.
-pub fn replayable_method(m: &Method) -> bool {
+pub(crate) fn replayable_method(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -80,7 +80,7 @@ pub fn replayable_method(m: &Method) -> bool {
 }
 
 /// What goes up.
-pub enum Body {
+pub(crate) enum Body {
     /// Empty or fully buffered: can be sent again.
     Replayable(Bytes),
     /// Streamed from the client as it arrives: one attempt only. `ReqShared` tells a client
@@ -90,14 +90,14 @@ pub enum Body {
 
 /// The request head that goes up: origin-form path and query, headers already cleaned of
 /// hop-by-hop fields. `Host` is the authority; h2 upstreams get it as `:authority`.
-pub struct Head {
+pub(crate) struct Head {
     pub method: Method,
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
 }
 
 /// Per-attempt bookkeeping of a caller.
-pub trait Journal {
+pub(crate) trait Journal {
     /// A lifecycle state at an instant.
     fn stamp_at(&mut self, state: State, at: Instant);
     /// Time spent waiting on the upstream (connect, response head).
@@ -109,7 +109,7 @@ pub trait Journal {
 }
 
 /// An upstream's answer, with what must live as long as its body.
-pub struct Answered {
+pub(crate) struct Answered {
     pub response: Response<Incoming>,
     /// The connection the body arrives on, returned to its pool after the last byte.
     pub conn: Conn,
@@ -125,7 +125,7 @@ pub struct Answered {
 
 /// Slots a call holds until its response is over.
 #[derive(Default)]
-pub struct Held {
+pub(crate) struct Held {
     pub cluster: Option<Permit>,
     pub retries: SmallVec<[RetryPermit; 1]>,
 }
@@ -137,7 +137,7 @@ pub struct Held {
 /// the statuses in `policy.retry_on_status`, each to a new endpoint, under the cluster's
 /// retry budget and the deadline. A reused connection reset before answering is replayed
 /// once even with retries off (the benign keep-alive race), when the body allows it.
-pub async fn send(
+pub(crate) async fn send(
     cluster: &Arc<Cluster>,
     mut head: Head,
     body: Body,

@@ -1,14 +1,14 @@
 //! Upstreams: clusters of endpoints, each with a pool, live stats, a balancer, outlier
 //! detection, a retry budget and a concurrency limit.
 
-pub mod balancer;
-pub mod client;
-pub mod connect;
-pub mod health;
-pub mod outlier;
-pub mod pool;
-pub mod retry;
-pub mod stats;
+pub(crate) mod balancer;
+pub(crate) mod client;
+pub(crate) mod connect;
+pub(crate) mod health;
+pub(crate) mod outlier;
+pub(crate) mod pool;
+pub(crate) mod retry;
+pub(crate) mod stats;
 
 use crate::config;
 use crate::shed::Shedder;

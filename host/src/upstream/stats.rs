@@ -22,13 +22,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Time constant of the failure-rate average: the seed's "last minute or two".
-pub const FAILURE_TAU: Duration = Duration::from_secs(60);
+pub(crate) const FAILURE_TAU: Duration = Duration::from_secs(60);
 /// Time constant with which the peak-EWMA latency falls after a peak.
-pub const LATENCY_TAU: Duration = Duration::from_secs(10);
+pub(crate) const LATENCY_TAU: Duration = Duration::from_secs(10);
 /// Pseudo-successes added to the failure-rate denominator (see the module doc).
-pub const FAILURE_PRIOR: f64 = 5.0;
+pub(crate) const FAILURE_PRIOR: f64 = 5.0;
 /// The least latency a failed outcome is recorded with in the peak-EWMA estimate.
-pub const FAILURE_LATENCY_PENALTY: Duration = Duration::from_millis(250);
+pub(crate) const FAILURE_LATENCY_PENALTY: Duration = Duration::from_millis(250);
 
 /// A process-wide origin for timestamps kept in atomics as milliseconds.
 pub(crate) fn epoch() -> Instant {
