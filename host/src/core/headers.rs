@@ -14,6 +14,22 @@ pub(crate) static PORTCULLIS_ERROR: HeaderName = HeaderName::from_static("portcu
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Header pairs from config text (a route's `match.headers`, `[http] error_headers`). Config
+/// validation refused invalid names and values, so none are dropped here in practice.
+pub(crate) fn parse_pairs(
+    pairs: &std::collections::BTreeMap<String, String>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including any named in `Connection`.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names is cheaper than nine hashed removals.

@@ -84,16 +84,7 @@ impl HttpPolicy {
     pub fn from_config(h: &config::Http) -> Self {
         HttpPolicy {
             path: h.path_policy(),
-            error_headers: h
-                .error_headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+            error_headers: headers::parse_pairs(&h.error_headers),
         }
     }
 }

@@ -49,16 +49,7 @@ impl Matcher {
                 .method
                 .as_ref()
                 .and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
-            headers: m
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+            headers: crate::core::headers::parse_pairs(&m.headers),
         }
     }
 
