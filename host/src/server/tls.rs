@@ -56,10 +56,26 @@ fn load_key(cert: &Path, key: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
     if certs.is_empty() {
         return Err(anyhow!("{}: no certificate found", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading private key {}", key.display()))?;
+    let key_path = key;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("reading private key {}", key_path.display()))?;
     let signing = any_supported_type(&key).map_err(|e| anyhow!("unsupported private key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    let certified = CertifiedKey::new(certs, signing);
+    // A key that does not belong to its certificate would fail every handshake. During a
+    // rotation that writes the two files one after the other, the poller can see the new
+    // certificate with the old key: refuse the pair (the old one stays in service) and load
+    // it once the key has been written too.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => {
+            return Err(anyhow!(
+                "{} does not match the certificate {}: {e}",
+                key_path.display(),
+                cert.display()
+            ))
+        }
+    }
+    Ok(Arc::new(certified))
 }
 
 fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
@@ -149,5 +165,45 @@ pub async fn watch_reload(
                 tracing::error!(%listener, error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificates");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, stem: &str) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("generate certificate");
+        std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).expect("write cert");
+        std::fs::write(
+            dir.join(format!("{stem}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .expect("write key");
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-tls-unit-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        write_pair(&dir, "a");
+        write_pair(&dir, "b");
+        let ok = load_key(&dir.join("a.crt"), &dir.join("a.key"));
+        let mixed = load_key(&dir.join("a.crt"), &dir.join("b.key"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let err = format!(
+            "{:#}",
+            mixed.err().expect("a mismatched pair must be refused")
+        );
+        assert!(
+            err.contains("b.key") && err.contains("does not match"),
+            "{err}"
+        );
     }
 }
