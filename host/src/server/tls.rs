@@ -27,6 +27,10 @@ struct Certs {
 #[derive(Debug)]
 pub struct SniResolver {
     certs: ArcSwap<Certs>,
+    /// The files' versions as of the first load, taken before reading them: the reload
+    /// watcher starts from this, not from whatever is on disk when its task first runs
+    /// (a change in between would otherwise never be noticed).
+    loaded: Vec<Option<FileVersion>>,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -103,8 +107,10 @@ fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
 pub fn server_config(
     tls: &config::Tls,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<SniResolver>)> {
+    let loaded = fingerprint(tls);
     let resolver = Arc::new(SniResolver {
         certs: ArcSwap::from_pointee(load_certs(tls)?),
+        loaded,
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -119,7 +125,12 @@ pub fn server_config(
 /// How often certificate files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
+/// What identifies a file's version: mtime and length, and on Unix the inode too. File
+/// timestamps are coarse (a kernel tick), so a file replaced within the same tick by one of the
+/// same length would look unchanged; a rename into place always brings a new inode.
+type FileVersion = (std::time::SystemTime, u64, u64);
+
+fn fingerprint(tls: &config::Tls) -> Vec<Option<FileVersion>> {
     let files = [&tls.cert, &tls.key]
         .into_iter()
         .chain(tls.sni.iter().flat_map(|s| [&s.cert, &s.key]));
@@ -127,9 +138,19 @@ fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+                .and_then(|m| Some((m.modified().ok()?, m.len(), inode(&m))))
         })
         .collect()
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Watches a listener's certificate and key files and swaps in new ones when they change.
@@ -143,7 +164,10 @@ pub async fn watch_reload(
     reloads: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last = fingerprint(&tls);
+    let mut last = resolver.loaded.clone();
+    // After a failed load, try again on every tick until one succeeds: a rotation caught
+    // half-way (new certificate, old key) completes without a further visible change.
+    let mut failed = false;
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     loop {
         tokio::select! {
@@ -151,18 +175,24 @@ pub async fn watch_reload(
             _ = shutdown.changed() => return,
         }
         let now = fingerprint(&tls);
-        if now == last {
+        let changed = now != last;
+        if !changed && !failed {
             continue;
         }
         last = now;
         match load_certs(&tls) {
             Ok(c) => {
                 resolver.certs.store(Arc::new(c));
+                failed = false;
                 reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(%listener, "TLS certificates reloaded");
             }
-            Err(e) => {
+            Err(e) if changed => {
+                failed = true;
                 tracing::error!(%listener, error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificates");
+            }
+            Err(e) => {
+                tracing::debug!(%listener, error = %format!("{e:#}"), "TLS certificate reload still failing");
             }
         }
     }
