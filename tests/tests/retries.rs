@@ -144,19 +144,35 @@ async fn idempotent_put_with_a_small_body_is_replayed_after_a_connect_failure() 
     )
     .await;
     let addr = gw.listener_addr("main").unwrap();
+    let mut replayed = 0;
     for _ in 0..6 {
+        // `/upload` answers with the number of body bytes that reached the upstream.
         let req = Request::builder()
             .method("PUT")
-            .uri("/item")
+            .uri("/item/upload")
             .header("host", "x")
             .body(body("idempotent put"))
             .unwrap();
-        let (p, _) = send(addr, req).await;
+        let (p, b) = send(addr, req).await;
         assert_eq!(
             p.status, 200,
             "PUT is idempotent and its small body is buffered"
         );
+        assert_eq!(
+            String::from_utf8_lossy(&b),
+            "idempotent put".len().to_string(),
+            "the whole body reached the upstream, also when replayed"
+        );
+        match header(&p, "x-portcullis-attempts").as_str() {
+            "1" => {}
+            "2" => replayed += 1,
+            other => panic!("x-portcullis-attempts: {other:?}"),
+        }
     }
+    assert!(
+        replayed >= 1,
+        "round robin sent some PUTs to the dead endpoint first: they were replayed"
+    );
     assert_eq!(good.requests(), 6);
     gw.shutdown().await;
 }
