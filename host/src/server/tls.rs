@@ -227,10 +227,10 @@ mod tests {
         let mixed = load_key(&dir.join("a.crt"), &dir.join("b.key"));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(ok.is_ok(), "{:?}", ok.err());
-        let err = format!(
-            "{:#}",
-            mixed.err().expect("a mismatched pair must be refused")
-        );
+        let err = match mixed {
+            Ok(_) => panic!("a mismatched pair must be refused"),
+            Err(e) => format!("{e:#}"),
+        };
         assert!(
             err.contains("b.key") && err.contains("does not match"),
             "{err}"
