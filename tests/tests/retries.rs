@@ -126,8 +126,10 @@ async fn retries_stop_at_the_request_deadline() {
     let took = t0.elapsed();
     assert_eq!(p.status, 504);
     assert_eq!(p.headers["portcullis-error"], "deadline-exceeded");
-    assert!(took < Duration::from_millis(700), "{took:?}");
+    // The proof that retries stopped is the count: a third attempt would have been made
+    // (at ~400 ms) without the deadline. The time bound only says it did not hang.
     assert_eq!(slow1.requests() + slow2.requests() + slow3.requests(), 2);
+    assert!(took < Duration::from_secs(3), "{took:?}");
     gw.shutdown().await;
 }
 
