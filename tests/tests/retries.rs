@@ -126,9 +126,11 @@ async fn retries_stop_at_the_request_deadline() {
     let took = t0.elapsed();
     assert_eq!(p.status, 504);
     assert_eq!(p.headers["portcullis-error"], "deadline-exceeded");
-    // The proof that retries stopped is the count: a third attempt would have been made
-    // (at ~400 ms) without the deadline. The time bound only says it did not hang.
-    assert_eq!(slow1.requests() + slow2.requests() + slow3.requests(), 2);
+    // The proof that retries stopped is the count: without the deadline a third attempt
+    // would have been made (at ~400 ms). Normally it is 2; a machine so loaded that the first
+    // attempt alone outlives the 300 ms makes it 1. The time bound only says it did not hang.
+    let attempts = slow1.requests() + slow2.requests() + slow3.requests();
+    assert!((1..=2).contains(&attempts), "{attempts} attempts");
     assert!(took < Duration::from_secs(3), "{took:?}");
     gw.shutdown().await;
 }
