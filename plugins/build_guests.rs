@@ -12,8 +12,11 @@ fn build_guests() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let plugins = root.join("plugins");
-    for dir in ["plugins", "sdk", "wit"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // Watch the guests' sources only. Not the whole `plugins/` folder: the guest build writes
+    // `plugins/target`, which would make the folder newer than every build, so this script (and
+    // the crate including it) would rerun each time.
+    for path in guest_sources(&root) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 
     // The target is not preinstalled on a fresh machine; rustup adds it in seconds.
@@ -65,4 +68,37 @@ fn build_guests() {
     }
     let dir = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=PORTCULLIS_GUEST_DIR={}", dir.display());
+}
+
+/// What the guest build reads: each guest crate's files but its own `target/` (`src/`,
+/// `Cargo.toml`, any manifest or `build.rs`), the guest workspace's `Cargo.toml` and `Cargo.lock`,
+/// the SDK's `src/` and `Cargo.toml`, and `wit/`. Never `plugins/target`.
+#[allow(dead_code)]
+fn guest_sources(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let plugins = root.join("plugins");
+    let mut out = vec![
+        plugins.join("Cargo.toml"),
+        plugins.join("Cargo.lock"),
+        root.join("sdk").join("Cargo.toml"),
+        root.join("sdk").join("src"),
+        root.join("wit"),
+    ];
+    let mut crates: Vec<_> = std::fs::read_dir(&plugins)
+        .expect("reading plugins/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    crates.sort();
+    for krate in crates {
+        let mut entries: Vec<_> = std::fs::read_dir(&krate)
+            .expect("reading a guest crate")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != "target")
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        out.extend(entries);
+    }
+    out
 }

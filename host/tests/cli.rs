@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -153,13 +155,17 @@ epoch_tick_ms = 50
     assert!(help.contains("run") && help.contains("check"), "{help}");
 }
 
-/// A one-route upstream that answers `GET /slow` after 1.5 s, on a plain thread.
-fn slow_upstream() -> SocketAddr {
+/// A one-route upstream that answers `GET /slow` after `delay`, on plain threads; counts the
+/// requests that arrived.
+fn slow_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    let arrived = Arc::new(AtomicU64::new(0));
+    let counter = arrived.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let mut seen = Vec::new();
@@ -171,7 +177,8 @@ fn slow_upstream() -> SocketAddr {
                     seen.extend_from_slice(&buf[..n]);
                     if seen.windows(4).any(|w| w == b"\r\n\r\n") {
                         seen.clear();
-                        std::thread::sleep(Duration::from_millis(1500));
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(delay);
                         let _ = s.write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nslow\n",
                         );
@@ -180,22 +187,30 @@ fn slow_upstream() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, arrived)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Polls `f` every 10 ms until it is true or `within` passes.
+fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
 }
 
-#[test]
-fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let up = slow_upstream();
+/// Starts `portcullis run` with a one-route config to `up` and the given `drain_ms`; returns
+/// the child, a connection with `GET /slow` sent on it, and the listener's address.
+fn run_with_slow_request(
+    dir: &Temp,
+    up: SocketAddr,
+    arrived: &AtomicU64,
+    drain_ms: u64,
+) -> (std::process::Child, TcpStream, SocketAddr) {
     let (port, admin) = (free_port(), free_port());
-    let dir = temp("drain");
     let cfg = dir.join("gw.toml");
     std::fs::write(
         &cfg,
@@ -213,12 +228,13 @@ endpoints = ["{up}"]
 name = "slow"
 cluster = "slow"
 [timeouts]
-drain_ms = 5000
+drain_ms = {drain_ms}
+upstream_headers_ms = 60000
 "#
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
         .stdout(Stdio::null())
@@ -236,19 +252,58 @@ drain_ms = 5000
             Err(e) => panic!("gateway did not start: {e}"),
         }
     };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The request is in flight once the upstream has it.
+    assert!(
+        wait_until(Duration::from_secs(10), || arrived.load(Ordering::SeqCst)
+            == 1),
+        "the request reached the upstream"
+    );
+    (child, s, addr)
+}
+
+fn sigterm(child: &std::process::Child) {
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
+}
+
+/// Waits for the child to exit, at most `within`.
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let t1 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t1.elapsed() >= within {
+            let _ = child.kill();
+            panic!("gateway did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let (up, arrived) = slow_upstream(Duration::from_millis(1500));
+    let dir = temp("drain");
+    let (mut child, mut s, addr) = run_with_slow_request(&dir, up, &arrived, 5000);
+    sigterm(&child);
     // New connections are refused once draining started…
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
-        TcpStream::connect(addr).is_err(),
+        wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
         "still accepting while draining"
     );
     // …but the in-flight request completes.
@@ -264,16 +319,35 @@ drain_ms = 5000
     let text = String::from_utf8_lossy(&resp);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("slow\n"), "{text}");
-    let t1 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t1.elapsed() < Duration::from_secs(10),
-            "gateway did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn drain_ms_cuts_off_requests_that_outlive_it() {
+    // The upstream answers after 8 s; drain_ms is 500 ms.
+    let (up, arrived) = slow_upstream(Duration::from_secs(8));
+    let dir = temp("drain-cut");
+    let (mut child, mut s, _) = run_with_slow_request(&dir, up, &arrived, 500);
+    let t0 = Instant::now();
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(4));
+    let took = t0.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a drain that timed out still exits 0"
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "in-flight requests get drain_ms: exited after {took:?}"
+    );
+    // The request that outlived the drain got no (complete) answer: its connection is closed.
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(
+        !text.contains("slow\n"),
+        "the upstream's answer arrived: {text}"
+    );
 }

@@ -39,7 +39,28 @@ pub struct Upstream {
     pub name: String,
     pub accepted: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
+    /// Requests being answered now, and the most ever at once (a proof of overlap that does
+    /// not depend on how fast the machine is).
+    pub active: Arc<AtomicU64>,
+    pub peak: Arc<AtomicU64>,
     _task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts a request as active from creation to drop, and records the peak.
+struct ActiveGuard(Arc<AtomicU64>);
+
+impl ActiveGuard {
+    fn new(active: &Arc<AtomicU64>, peak: &AtomicU64) -> ActiveGuard {
+        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        ActiveGuard(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Upstream {
@@ -79,6 +100,8 @@ impl Upstream {
             name: name.to_string(),
             accepted: accepted.clone(),
             requests: accepted,
+            active: Arc::new(AtomicU64::new(0)),
+            peak: Arc::new(AtomicU64::new(0)),
             _task: task,
         }
     }
@@ -129,7 +152,10 @@ impl Upstream {
         let addr = l.local_addr().expect("addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let active = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
         let (a, r, n) = (accepted.clone(), requests.clone(), name.to_string());
+        let (act, pk) = (active.clone(), peak.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
@@ -137,11 +163,14 @@ impl Upstream {
                 };
                 a.fetch_add(1, Ordering::Relaxed);
                 let (r, n, proto) = (r.clone(), n.clone(), proto.clone());
+                let (act, pk) = (act.clone(), pk.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         r.fetch_add(1, Ordering::Relaxed);
                         let n = n.clone();
+                        let guard = ActiveGuard::new(&act, &pk);
                         async move {
+                            let _guard = guard;
                             match fixed {
                                 Some((status, delay)) => {
                                     tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -185,8 +214,15 @@ impl Upstream {
             name: name.to_string(),
             accepted,
             requests,
+            active,
+            peak,
             _task: task,
         }
+    }
+
+    /// The most requests this upstream was answering at once.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
     }
 
     pub fn accepted(&self) -> u64 {
@@ -620,6 +656,38 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Polls the async `f` until it returns true or `within` passes.
+pub async fn eventually_async<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the admin `/metrics` until `series` (missing: NaN) satisfies `ok`, for at most
+/// `within`. For waiting on the gateway instead of sleeping a guessed time.
+pub async fn wait_for_metric(
+    admin: SocketAddr,
+    series: &str,
+    within: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> bool {
+    eventually_async(within, || async {
+        ok(sample(&metrics(admin).await, series).unwrap_or(f64::NAN))
+    })
+    .await
+}
+
 /// A basic gateway config: one plain listener, admin, one cluster per upstream, one route per
 /// cluster with `path_prefix = "/<cluster>"`. Extra TOML is appended.
 pub fn basic_config(upstreams: &[(&str, SocketAddr)], extra: &str) -> String {
@@ -679,12 +747,22 @@ pub fn write_cert(
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("generate certificate");
-    std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).expect("write cert");
-    std::fs::write(
+    // Each file is written under a temporary name and renamed into place, so the gateway's
+    // reload poller never reads a half-written file. Key first: a poll between the two
+    // renames sees the new key with the old certificate, which the gateway refuses (keeping
+    // the old pair) until the certificate follows.
+    let (crt, key) = (
+        dir.join(format!("{stem}.crt")),
         dir.join(format!("{stem}.key")),
-        ck.signing_key.serialize_pem(),
-    )
-    .expect("write key");
+    );
+    let (tcrt, tkey) = (
+        dir.join(format!(".{stem}.crt.tmp")),
+        dir.join(format!(".{stem}.key.tmp")),
+    );
+    std::fs::write(&tcrt, ck.cert.pem()).expect("write cert");
+    std::fs::write(&tkey, ck.signing_key.serialize_pem()).expect("write key");
+    std::fs::rename(&tkey, &key).expect("rename key");
+    std::fs::rename(&tcrt, &crt).expect("rename cert");
     ck.cert.der().clone()
 }
 

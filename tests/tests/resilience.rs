@@ -136,9 +136,12 @@ async fn consecutive_connect_failures_eject_with_doubling_backoff() {
     // After the backoff it is available again; still dead, so the first failure re-ejects
     // it at once (probation) for twice as long.
     assert!(
-        wait_metric(admin, &ejected, Duration::from_secs(2), |v| v == 0.0).await,
+        wait_metric(admin, &ejected, Duration::from_secs(5), |v| v == 0.0).await,
         "back after base_ejection_ms"
     );
+    // The second ejection starts after this instant, so it ends no sooner than 2 x 500 ms
+    // from here (a backoff that did not double would be back after ~500 ms).
+    let before_second = std::time::Instant::now();
     let mut retried = false;
     for _ in 0..4 {
         let (p, _) = send(addr, get(addr, "/x")).await;
@@ -148,6 +151,15 @@ async fn consecutive_connect_failures_eject_with_doubling_backoff() {
     assert!(retried, "a request was tried on the returned endpoint");
     assert_eq!(metric(admin, &ejections).await, 2.0);
     assert_eq!(metric(admin, &ejected).await, 1.0);
+    assert!(
+        wait_metric(admin, &ejected, Duration::from_secs(6), |v| v == 0.0).await,
+        "back after the doubled backoff"
+    );
+    let second = before_second.elapsed();
+    assert!(
+        second >= Duration::from_millis(1000),
+        "the second ejection lasted 2 x base_ejection_ms: {second:?}"
+    );
     let m = metrics(admin).await;
     assert!(
         sample(

@@ -11,16 +11,19 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// Peak resident memory. Fails (rather than reading 0, which would pass any bound) where
+/// `/proc/self/status` has no `VmHWM`.
 fn rss_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    let status = std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status is needed to measure memory (Linux)");
+    let kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/self/status: {status}"));
+    assert!(kib > 0, "VmHWM reads 0");
+    kib
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

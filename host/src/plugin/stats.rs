@@ -10,7 +10,7 @@ use crate::telemetry::prom::{Kind, Writer};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How a call went wrong. `as_str` is the metric label and, prefixed with `plugin-`, the
@@ -80,6 +80,9 @@ pub struct PluginStats {
     cpu_ns: AtomicU64,
     memory_high_water: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// True while `quarantine.strikes != 0`, so that a success need not take the lock to learn
+    /// whether there is a backoff to reset (starting a quarantine zeroes `consecutive_failures`).
+    backoff_armed: AtomicBool,
     quarantine: Mutex<Quarantine>,
     last_error: Mutex<Option<(SystemTime, String)>>,
     last_trap_log: Mutex<Option<Instant>>,
@@ -115,6 +118,7 @@ impl PluginStats {
             cpu_ns: AtomicU64::new(0),
             memory_high_water: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            backoff_armed: AtomicBool::new(false),
             quarantine: Mutex::new(Quarantine::default()),
             last_error: Mutex::new(None),
             last_trap_log: Mutex::new(None),
@@ -143,9 +147,14 @@ impl PluginStats {
             .fetch_max(memory as u64, Ordering::Relaxed);
     }
 
+    /// Clears the failure streak and the quarantine backoff (docs/plugins.md: "A success resets
+    /// the backoff"), also right after a quarantine, when the streak counter is already 0.
     pub fn record_success(&self) {
-        if self.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
-            self.quarantine.lock().strikes = 0;
+        let streak = self.consecutive_failures.swap(0, Ordering::Relaxed) != 0;
+        if streak || self.backoff_armed.load(Ordering::Relaxed) {
+            let mut q = self.quarantine.lock();
+            q.strikes = 0;
+            self.backoff_armed.store(false, Ordering::Relaxed);
         }
     }
 
@@ -175,6 +184,7 @@ impl PluginStats {
             .min(policy.max);
         q.until = Some(Instant::now() + backoff);
         q.strikes = q.strikes.saturating_add(1);
+        self.backoff_armed.store(true, Ordering::Relaxed);
         q.total += 1;
         tracing::warn!(plugin = %self.name, backoff_ms = backoff.as_millis() as u64, "plugin quarantined after repeated failures");
         true
@@ -434,28 +444,67 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn quarantine_after_n_failures_with_doubling_backoff_and_reset_on_success() {
-        let s = PluginStats::new("p");
-        let pol = QuarantinePolicy {
+    fn policy() -> QuarantinePolicy {
+        QuarantinePolicy {
             after: 2,
             base: Duration::from_secs(10),
             max: Duration::from_secs(25),
-        };
-        assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
-        assert!(s.record_failure(FailureKind::Trap, "x", &pol));
-        let first = s.quarantined(Instant::now()).expect("quarantined");
-        assert!(first <= Duration::from_secs(10) && first > Duration::from_secs(9));
+        }
+    }
+
+    /// Fails `after` times in a row and returns the quarantine that this started.
+    fn quarantine(s: &PluginStats, pol: &QuarantinePolicy) -> Duration {
+        for _ in 1..pol.after {
+            assert!(!s.record_failure(FailureKind::Trap, "x", pol));
+        }
+        assert!(s.record_failure(FailureKind::Trap, "x", pol));
+        s.quarantined(Instant::now()).expect("quarantined")
+    }
+
+    fn near(d: Duration, secs: u64) -> bool {
+        d <= Duration::from_secs(secs) && d > Duration::from_secs(secs) - Duration::from_secs(1)
+    }
+
+    #[test]
+    fn quarantine_after_n_failures_with_doubling_backoff_capped_at_max() {
+        let s = PluginStats::new("p");
+        let pol = policy();
+        let first = quarantine(&s, &pol);
+        assert!(near(first, 10), "base: {first:?}");
         assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
         assert!(s.record_failure(FailureKind::CpuExceeded, "x", &pol));
         let second = s.quarantined(Instant::now()).expect("quarantined");
-        assert!(second > Duration::from_secs(19), "doubled: {second:?}");
+        assert!(near(second, 20), "doubled: {second:?}");
+        // 40 s, capped at quarantine_max (25 s), and it stays there.
+        let third = quarantine(&s, &pol);
+        assert!(near(third, 25), "capped: {third:?}");
+        let fourth = quarantine(&s, &pol);
+        assert!(near(fourth, 25), "still capped: {fourth:?}");
         // Overload is not the plugin's fault.
         for _ in 0..10 {
             assert!(!s.record_failure(FailureKind::Overloaded, "x", &pol));
         }
+        assert_eq!(s.snapshot().quarantines, 4);
+    }
+
+    #[test]
+    fn a_success_right_after_a_quarantine_resets_the_backoff() {
+        let s = PluginStats::new("p");
+        let pol = policy();
+        assert!(near(quarantine(&s, &pol), 10));
+        assert!(near(quarantine(&s, &pol), 20));
+        // The quarantine zeroed the failure streak; the success must still clear the backoff.
         s.record_success();
-        assert_eq!(s.snapshot().quarantines, 2);
+        let after = quarantine(&s, &pol);
+        assert!(near(after, 10), "back to base after a success: {after:?}");
+        // A success in the middle of a streak resets it: `after` fresh failures are needed.
+        assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
+        s.record_success();
+        assert!(!s.record_failure(FailureKind::Trap, "x", &pol));
+        assert!(s.record_failure(FailureKind::Trap, "x", &pol));
+        let again = s.quarantined(Instant::now()).expect("quarantined");
+        assert!(near(again, 10), "{again:?}");
+        assert_eq!(s.snapshot().quarantines, 4);
     }
 
     #[test]

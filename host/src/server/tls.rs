@@ -27,6 +27,10 @@ struct Certs {
 #[derive(Debug)]
 pub(crate) struct SniResolver {
     certs: ArcSwap<Certs>,
+    /// The files' versions as of the first load, taken before reading them: the reload
+    /// watcher starts from this, not from whatever is on disk when its task first runs
+    /// (a change in between would otherwise never be noticed).
+    loaded: Vec<Option<FileVersion>>,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -56,10 +60,26 @@ fn load_key(cert: &Path, key: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
     if certs.is_empty() {
         return Err(anyhow!("{}: no certificate found", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading private key {}", key.display()))?;
+    let key_path = key;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("reading private key {}", key_path.display()))?;
     let signing = any_supported_type(&key).map_err(|e| anyhow!("unsupported private key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    let certified = CertifiedKey::new(certs, signing);
+    // A key that does not belong to its certificate would fail every handshake. During a
+    // rotation that writes the two files one after the other, the poller can see the new
+    // certificate with the old key: refuse the pair (the old one stays in service) and load
+    // it once the key has been written too.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => {
+            return Err(anyhow!(
+                "{} does not match the certificate {}: {e}",
+                key_path.display(),
+                cert.display()
+            ))
+        }
+    }
+    Ok(Arc::new(certified))
 }
 
 fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
@@ -87,8 +107,10 @@ fn load_certs(tls: &config::Tls) -> anyhow::Result<Certs> {
 pub(crate) fn server_config(
     tls: &config::Tls,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<SniResolver>)> {
+    let loaded = fingerprint(tls);
     let resolver = Arc::new(SniResolver {
         certs: ArcSwap::from_pointee(load_certs(tls)?),
+        loaded,
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -103,7 +125,12 @@ pub(crate) fn server_config(
 /// How often certificate files are checked for changes.
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
+/// What identifies a file's version: mtime and length, and on Unix the inode too. File
+/// timestamps are coarse (a kernel tick), so a file replaced within the same tick by one of the
+/// same length would look unchanged; a rename into place always brings a new inode.
+type FileVersion = (std::time::SystemTime, u64, u64);
+
+fn fingerprint(tls: &config::Tls) -> Vec<Option<FileVersion>> {
     let files = [&tls.cert, &tls.key]
         .into_iter()
         .chain(tls.sni.iter().flat_map(|s| [&s.cert, &s.key]));
@@ -111,9 +138,19 @@ fn fingerprint(tls: &config::Tls) -> Vec<Option<(std::time::SystemTime, u64)>> {
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+                .and_then(|m| Some((m.modified().ok()?, m.len(), inode(&m))))
         })
         .collect()
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Watches a listener's certificate and key files and swaps in new ones when they change.
@@ -127,7 +164,10 @@ pub(crate) async fn watch_reload(
     reloads: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last = fingerprint(&tls);
+    let mut last = resolver.loaded.clone();
+    // After a failed load, try again on every tick until one succeeds: a rotation caught
+    // half-way (new certificate, old key) completes without a further visible change.
+    let mut failed = false;
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     loop {
         tokio::select! {
@@ -135,19 +175,65 @@ pub(crate) async fn watch_reload(
             _ = shutdown.changed() => return,
         }
         let now = fingerprint(&tls);
-        if now == last {
+        let changed = now != last;
+        if !changed && !failed {
             continue;
         }
         last = now;
         match load_certs(&tls) {
             Ok(c) => {
                 resolver.certs.store(Arc::new(c));
+                failed = false;
                 reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(%listener, "TLS certificates reloaded");
             }
-            Err(e) => {
+            Err(e) if changed => {
+                failed = true;
                 tracing::error!(%listener, error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificates");
             }
+            Err(e) => {
+                tracing::debug!(%listener, error = %format!("{e:#}"), "TLS certificate reload still failing");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, stem: &str) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("generate certificate");
+        std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).expect("write cert");
+        std::fs::write(
+            dir.join(format!("{stem}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .expect("write key");
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-tls-unit-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        write_pair(&dir, "a");
+        write_pair(&dir, "b");
+        let ok = load_key(&dir.join("a.crt"), &dir.join("a.key"));
+        let mixed = load_key(&dir.join("a.crt"), &dir.join("b.key"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let err = match mixed {
+            Ok(_) => panic!("a mismatched pair must be refused"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains("b.key") && err.contains("does not match"),
+            "{err}"
+        );
     }
 }
