@@ -305,6 +305,26 @@ mod tests {
             .collect()
     }
 
+    /// A filter's path goes through the client's normalization, or a filter could reopen the
+    /// bypass admission closed; the query stays as the filter wrote it.
+    #[test]
+    fn a_path_a_filter_sets_is_normalized_and_its_query_kept() {
+        let (mut meta, mut st) = (Vec::new(), FilterState::default());
+        let mut p = head(&[]);
+        let mut ch = set(&[]);
+        ch.path = Some("/public/../%61dmin//x?q=%2e%2e//".into());
+        apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).unwrap();
+        assert_eq!(
+            p.uri.path_and_query().map(|pq| pq.as_str()),
+            Some("/admin/x?q=%2e%2e//")
+        );
+        let mut ch = set(&[]);
+        ch.path = Some("/../etc".into());
+        let err = apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).unwrap_err();
+        assert!(err.contains("above the root"), "{err}");
+        assert_eq!(p.uri.path(), "/admin/x", "a refused change leaves the request as it was");
+    }
+
     #[test]
     fn a_change_over_the_header_count_leaves_the_request_as_it_was() {
         let mut p = head(&[("a", "1"), ("b", "2"), ("c", "3")]);
