@@ -322,7 +322,11 @@ mod tests {
         ch.path = Some("/../etc".into());
         let err = apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).unwrap_err();
         assert!(err.contains("above the root"), "{err}");
-        assert_eq!(p.uri.path(), "/admin/x", "a refused change leaves the request as it was");
+        assert_eq!(
+            p.uri.path(),
+            "/admin/x",
+            "a refused change leaves the request as it was"
+        );
     }
 
     #[test]

@@ -40,9 +40,13 @@ impl Exchange<'_> {
             let pq = http::uri::PathAndQuery::try_from(pq).map_err(|_| BadHead::InvalidPath)?;
             parts.uri = http::Uri::from(pq);
         }
-        if let Some(h) = host {
-            // Replaces any `Host` the client sent: an absolute-form target's authority wins.
-            parts.headers.insert(http::header::HOST, h);
+        // Only an authority in the target (absolute-form, HTTP/2, HTTP/3) changes `Host`: it
+        // replaces whatever the client sent. Origin-form keeps its one `Host` as is, without
+        // a second hash and insert per request.
+        if !origin_form {
+            if let Some(h) = host {
+                parts.headers.insert(http::header::HOST, h);
+            }
         }
         Ok(())
     }
