@@ -254,7 +254,7 @@ enum Step {
 async fn attempt_once(
     cluster: &Arc<Cluster>,
     ei: usize,
-    (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
+    (method, path_q, headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
     body: UpBody,
     body_state: Option<&ReqShared>,
     policy: &Policy<'_>,
@@ -278,57 +278,20 @@ async fn attempt_once(
                 latency: Duration::ZERO,
                 failed: true,
             });
-            let now = Instant::now();
-            cluster.outlier.on_failure(ei, now);
-            tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
-            if e.is_tls() {
-                tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
-                journal.detail(e.to_string());
-            }
-            return Step::Connect(if now >= policy.deadline {
-                Failure::DeadlineExceeded
-            } else if e.is_tls() {
-                Failure::UpstreamTls
-            } else if e.is_timeout() {
-                Failure::ConnectTimeout
-            } else {
-                Failure::ConnectFailed
-            });
+            return Step::Connect(connect_failed(cluster, ei, &e, policy, journal));
         }
     };
     journal.waited(conn.connect_time);
     let sent = Instant::now();
     journal.stamp_at(State::ConnAcquired, sent);
 
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    let uri = if conn.sender.is_h2() {
-        // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
-        let authority = headers
-            .remove(http::header::HOST)
-            .and_then(|h| h.to_str().ok().map(str::to_owned))
-            .unwrap_or_else(|| ep.addr.to_string());
-        let scheme = ep.pool.connector().scheme();
-        format!("{scheme}://{authority}{path_q}").parse()
-    } else {
-        if !headers.contains_key(http::header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(&ep.addr) {
-                headers.insert(http::header::HOST, v);
-            }
-        }
-        Ok(http::Uri::from(path_q.clone()))
+    let Some(req) = build_request(ep, conn.sender.is_h2(), method, path_q, headers, body) else {
+        inflight.finish(Outcome {
+            latency: Duration::ZERO,
+            failed: false,
+        });
+        return Step::Fatal(Failure::BadRequest);
     };
-    match uri {
-        Ok(u) => *req.uri_mut() = u,
-        Err(_) => {
-            inflight.finish(Outcome {
-                latency: Duration::ZERO,
-                failed: false,
-            });
-            return Step::Fatal(Failure::BadRequest);
-        }
-    }
-    *req.headers_mut() = headers;
 
     journal.stamp_at(State::ReqHeadersSent, sent);
     let res = tokio::time::timeout_at(
@@ -396,6 +359,66 @@ async fn attempt_once(
             })
         }
     }
+}
+
+/// Records a failed connect against the endpoint and names the failure.
+fn connect_failed(
+    cluster: &Cluster,
+    ei: usize,
+    e: &super::connect::ConnectError,
+    policy: &Policy<'_>,
+    journal: &mut impl Journal,
+) -> Failure {
+    let now = Instant::now();
+    cluster.outlier.on_failure(ei, now);
+    let ep = &cluster.endpoints[ei];
+    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
+    if e.is_tls() {
+        tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
+        journal.detail(e.to_string());
+    }
+    if now >= policy.deadline {
+        Failure::DeadlineExceeded
+    } else if e.is_tls() {
+        Failure::UpstreamTls
+    } else if e.is_timeout() {
+        Failure::ConnectTimeout
+    } else {
+        Failure::ConnectFailed
+    }
+}
+
+/// The request as this connection sends it: HTTP/2 carries scheme and authority as
+/// pseudo-headers taken from the URI (`Host` moves there); HTTP/1.1 keeps origin-form and
+/// gets a `Host` if the caller had none (fan-out calls).
+fn build_request(
+    ep: &super::Endpoint,
+    h2: bool,
+    method: &Method,
+    path_q: &http::uri::PathAndQuery,
+    mut headers: HeaderMap,
+    body: UpBody,
+) -> Option<Request<UpBody>> {
+    let uri = if h2 {
+        let authority = headers
+            .remove(http::header::HOST)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| ep.addr.to_string());
+        let scheme = ep.pool.connector().scheme();
+        format!("{scheme}://{authority}{path_q}").parse().ok()?
+    } else {
+        if !headers.contains_key(http::header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&ep.addr) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+        http::Uri::from(path_q.clone())
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Some(req)
 }
 
 /// A retry goes ahead only if another endpoint is eligible and the cluster's retry budget
