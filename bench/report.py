@@ -45,6 +45,8 @@ LABEL = {
     "portcullis-filter1": "Portcullis + 1 filter",
     "portcullis-filters": "Portcullis + 3 filters",
     "portcullis-pass3": "Portcullis + 3 pass-through filters",
+    "portcullis-routes": f"Portcullis, {meta.get('routes_n', '?')} prefix routes (request matches the last)",
+    "portcullis-unmatched": f"Portcullis + {meta.get('unmatched_n', '?')} filters that do not match",
     "portcullis-fanout": "Portcullis endpoint fan-out ×3",
 }
 
@@ -75,14 +77,19 @@ for t in TARGETS:
     rounds = []
     errs = 0
     total = 0
+    cpu = []
     for r in range(1, meta["rounds"] + 1):
         rps, e, n = wrk_parse(rd("tput", f"{t}.{r}.txt"))
         if rps is not None:
             rounds.append(rps)
         errs += e
         total += n
+        ns = (rd("cpu", f"{t}.{r}.txt") or "").strip()
+        if ns.isdigit() and n > 0 and int(ns) > 0:
+            cpu.append(int(ns) / 1000 / n)
     if rounds:
-        tput[t] = {"median": statistics.median(rounds), "rounds": rounds, "errors": errs, "total": total}
+        tput[t] = {"median": statistics.median(rounds), "rounds": rounds, "errors": errs, "total": total,
+                   "cpu_us": statistics.median(cpu) if cpu else None}
 
 
 # ---------- latency ----------
@@ -176,6 +183,16 @@ def tp(t):
     return tput.get(t, {}).get("median")
 
 
+def cpu(t):
+    """Median CPU µs per request of the target's serving process (None when not measured)."""
+    return tput.get(t, {}).get("cpu_us")
+
+
+def cpu_added(t, base="portcullis"):
+    a, b = cpu(t), cpu(base)
+    return None if a is None or b is None else a - b
+
+
 def added(t, k):
     l, d = lat.get(t), lat_direct.get(t)
     if not l or not d or l.get(k) is None or d.get(k) is None:
@@ -226,6 +243,16 @@ if "hyper-floor" in TARGETS and not skip_reason("hyper-floor"):
     P(f"| Portcullis / hyper floor throughput (info: Portcullis' own per-request work) | {'–' if r is None else f'{r:.2f}×'} | – | – |")
     r = ratio(tp("hyper-floor"), tp("nginx"))
     P(f"| hyper floor / nginx throughput (info: the stack alone) | {'–' if r is None else f'{r:.2f}×'} | – | – |")
+r = ratio(cpu("portcullis"), cpu("nginx"))
+P(f"| Portcullis / nginx CPU per request | {'–' if r is None else f'{r:.2f}×'} | ≤ 1.00× | {verdict(None if r is None else r <= 1.0)} |")
+r = ratio(cpu("portcullis"), cpu("hyper-floor"))
+P(f"| Portcullis / hyper floor CPU per request (milestone) | {'–' if r is None else f'{r:.2f}×'} | ≤ 1.05× | {verdict(None if r is None else r <= 1.05)} |")
+for t, lim, what in (("portcullis-filter1", 1.5, "1 trivial filter"),
+                     ("portcullis-routes", 0.5, f"{meta.get('routes_n', '?')} routes"),
+                     ("portcullis-unmatched", 0.5, f"{meta.get('unmatched_n', '?')} unmatched filters")):
+    if t in TARGETS and not skip_reason(t):
+        d = cpu_added(t)
+        P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'} | ≤ {lim} µs | {verdict(None if d is None else d <= lim)} |")
 a_p, a_n, a_h = added("portcullis", "p99"), added("nginx", "p99"), added("haproxy", "p99")
 if a_p is not None and a_n is not None and (a_p < 0 or a_n < 0):
     v_lat = "**INCONCLUSIVE** (negative: the direct baseline's tail was worse than the proxied one, i.e. noise from other load dominates)"
@@ -269,19 +296,26 @@ P("## Throughput (wrk closed loop, median of rounds)")
 P("")
 P(f"`wrk -t1 -c{meta['wrk_conns']} -d{meta['tput_secs']}s`, rounds interleaved across targets (A B C … A B C …).")
 P("")
-P("| target | median req/s | vs direct | rounds (req/s) | errors |")
-P("|---|---|---|---|---|")
+P("CPU per request: the serving process's CPU time (the proxy's; the upstream's for `direct`), from "
+  "`/proc/<pid>/task/*/schedstat` around each round, divided by that round's requests; median of rounds. "
+  "Steadier than req/s on a shared machine.")
+P("")
+P("| target | median req/s | vs direct | CPU µs/req | vs nginx CPU | rounds (req/s) | errors |")
+P("|---|---|---|---|---|---|---|")
 for t in TARGETS:
     sk = skip_reason(t)
     if sk:
-        P(f"| {LABEL[t]} | SKIPPED ({sk}) | | | |")
+        P(f"| {LABEL[t]} | SKIPPED ({sk}) | | | | | |")
         continue
     d = tput.get(t)
     if not d:
-        P(f"| {LABEL[t]} | no data | | | |")
+        P(f"| {LABEL[t]} | no data | | | | | |")
         continue
     vs = ratio(d["median"], tp("direct"))
+    c = d.get("cpu_us")
+    cn = ratio(c, cpu("nginx"))
     P(f"| {LABEL[t]} | {f_rps(d['median'])} | {'–' if vs is None else f'{vs:.2f}×'} | "
+      f"{'–' if c is None else f'{c:.1f}'} | {'–' if cn is None else f'{cn:.2f}×'} | "
       f"{', '.join(f_rps(x) for x in d['rounds'])} | {d['errors']} |")
 P("")
 

@@ -201,6 +201,11 @@ P_PCT=$((PORT_BASE + 22)) A_PCT=$((PORT_BASE + 23))
 P_NGINX_H2=$((PORT_BASE + 20)) P_HAPROXY_H2=$((PORT_BASE + 21))
 P_FLOOR=$((PORT_BASE + 24))
 P_PCP=$((PORT_BASE + 25)) A_PCP=$((PORT_BASE + 26))
+P_PCR=$((PORT_BASE + 27)) A_PCR=$((PORT_BASE + 28))
+P_PCU=$((PORT_BASE + 29)) A_PCU=$((PORT_BASE + 30))
+# Config-size rows: cost must not grow with the config (issue 17, goal 6).
+ROUTES_N="${BENCH_ROUTES:-10000}"
+UNMATCHED_N="${BENCH_UNMATCHED:-200}"
 
 declare -A URL=() PROC=()
 
@@ -372,6 +377,16 @@ cluster = "up1"')
     start_portcullis portcullis "$cfg" "$P_PC" "$A_PC" / || true
 }
 
+# ROUTES_N prefix routes; the request matches the last one, the worst case for a linear scan.
+start_portcullis_routes() {
+    local name=portcullis-routes routes i cfg
+    routes=$(for i in $(seq 1 "$ROUTES_N"); do
+        printf '[[route]]\nname = "r%d"\nmatch = { path_prefix = "/svc%d" }\ncluster = "up1"\n' "$i" "$i"
+    done)
+    cfg=$(portcullis_config "$name" "$P_PCR" "$A_PCR" "" "$routes")
+    start_portcullis "$name" "$cfg" "$P_PCR" "$A_PCR" "/svc$ROUTES_N/item" 30 || true
+}
+
 # ---------------------------------------------------------------------------------------------
 # Plugin scenarios (the plugin runtime is written concurrently; skip cleanly when absent)
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +416,8 @@ start_portcullis_filters() {
     # $1 = number of filters, $2 = target name, $3/$4 = proxy/admin ports,
     # $5 = add-header (default: each sets one request header) or pass (the CORS filter on a
     # request without Origin: reads one header and continues, Envoy's "pass-through" case)
-    local count=$1 name=$2 port=$3 admin=$4 kind=${5:-add-header}
+    local count=$1 name=$2 port=$3 admin=$4 kind=${5:-add-header} secs=15
+    [ "$kind" = unmatched ] && secs=180
     build_plugins
     if [ -n "$PLUGINS_SKIP" ]; then
         skip "$name" "$PLUGINS_SKIP"
@@ -421,7 +437,7 @@ match = { path_prefix = "/" }
 cluster = "up1"')
     start_portcullis "$name" "$cfg" "$port" "$admin" / 30 || return 0
     # The filters run on requests to the upstream; confirm they are all loaded.
-    local deadline=$((SECONDS + 15)) listing=""
+    local deadline=$((SECONDS + secs)) listing=""
     while [ $SECONDS -lt $deadline ]; do
         listing=$(curl -fsS --max-time 1 "${ADMIN[$name]}/admin/plugins" 2>/dev/null || true)
         if [ "$(grep -o '"name": "hdr[0-9]*"' <<<"$listing" | wc -l)" -eq "$count" ]; then
@@ -480,7 +496,7 @@ filter_calls() {
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -490,13 +506,31 @@ run_wrk() { # TARGET SECS OUTFILE
     run_fg timeout $(($2 + 15)) taskset -c "$CPU_LG" wrk -t1 -c"$WRK_CONNS" -d"$2s" --timeout 2s "${URL[$1]}" >"$3" 2>&1 || true
 }
 
+# CPU time (ns) the process and its children have run, from the scheduler's per-thread
+# accounting (/proc/*/task/*/schedstat): ns resolution, where /proc/*/stat has 10 ms ticks.
+cpu_ns() {
+    local p kids=()
+    mapfile -t kids < <(pgrep -P "$1" 2>/dev/null || true)
+    for p in "$1" "${kids[@]}"; do
+        cat /proc/"$p"/task/*/schedstat 2>/dev/null || true
+    done | awk '{s += $1} END {printf "%d\n", s}'
+}
+
+# The serving process of a target: the proxy, or the upstream for `direct`.
+serving_pid() {
+    if [ "$1" = direct ]; then echo "${PID[upstream]}"; else echo "${PROC[$1]:-}"; fi
+}
+
 throughput() {
-    local targets=("$@")
+    local targets=("$@") c0 pid
     log "warm-up: ${WARM_SECS}s per target"
     for t in "${targets[@]}"; do run_wrk "$t" "$WARM_SECS" /dev/null; done
     for r in $(seq 1 "$ROUNDS"); do
         for t in "${targets[@]}"; do
+            pid=$(serving_pid "$t")
+            c0=$(cpu_ns "$pid")
             run_wrk "$t" "$TPUT_SECS" "$DATA/tput/$t.$r.txt"
+            echo $(($(cpu_ns "$pid") - c0)) >"$DATA/cpu/$t.$r.txt"
             log "throughput round $r/$ROUNDS $t: $(awk '/Requests\/sec/ {print $2}' "$DATA/tput/$t.$r.txt") req/s"
         done
     done
@@ -656,7 +690,7 @@ main() {
 
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
     DATA="$TMP/data"
-    mkdir -p "$DATA"/{tput,lat,metrics,rss,skip}
+    mkdir -p "$DATA"/{tput,cpu,lat,metrics,rss,skip}
     : >"$DATA/notes.txt"
 
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -667,7 +701,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -682,9 +716,11 @@ main() {
     start_haproxy
     start_floor
     start_portcullis_plain
+    start_portcullis_routes
     start_portcullis_filters 1 portcullis-filter1 "$P_PC1" "$A_PC1"
     start_portcullis_filters 3 portcullis-filters "$P_PCF" "$A_PCF"
     start_portcullis_filters 3 portcullis-pass3 "$P_PCP" "$A_PCP" pass
+    start_portcullis_filters "$UNMATCHED_N" portcullis-unmatched "$P_PCU" "$A_PCU" unmatched
     start_portcullis_fanout
 
     mapfile -t TARGETS < <(active_targets)
@@ -726,7 +762,8 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout".split(),
+  "routes_n": $ROUTES_N, "unmatched_n": $UNMATCHED_N,
   "rates": $rates_json,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)

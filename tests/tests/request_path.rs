@@ -140,6 +140,51 @@ async fn no_spelling_of_a_guarded_path_walks_around_its_filter() {
     gw.shutdown().await;
 }
 
+/// A filter that rewrites a request into a guarded path hands it to the guard: later filters
+/// match the path as changed (the filter index is looked up again), not the client's.
+#[tokio::test]
+async fn a_path_rewritten_into_a_guarded_prefix_meets_its_filter() {
+    let up = Upstream::start("echo").await;
+    let (gw, dir) = guarded(up.addr, "").await;
+    install_plugin(
+        &dir,
+        "rewrite",
+        "testbed",
+        "kind = \"inbound\"\norder = 5\nfailure = \"fail_closed\"\n\
+         [match]\npath_prefix = \"/public\"\n[config]\nrewrite_to = \"/admin-api/ping\"\n",
+    );
+    let addr = gw.listener_addr("main").expect("listener");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = up.requests();
+        let (p, _) = send(addr, get(addr, "/public/x")).await;
+        if p.status == 401 {
+            assert_eq!(
+                up.requests(),
+                before,
+                "the rewritten request reached the upstream"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rewrite filter never loaded ({})",
+            p.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut req = get(addr, "/public/x?k=1");
+    req.headers_mut()
+        .insert("x-api-key", "k1".parse().expect("value"));
+    let (p, body) = send(addr, req).await;
+    assert_eq!(p.status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("/admin-api/ping?k=1"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
 #[tokio::test]
 async fn escaped_slash_policies_and_merge_slashes_switch() {
     let up = Upstream::start("echo").await;

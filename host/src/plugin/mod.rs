@@ -38,6 +38,7 @@ use crate::config::{self, Priority};
 use crate::core::failure::{Failure as GatewayFailure, PluginFailure};
 use crate::core::identity::PathPolicy;
 use crate::core::passport::{Passport, State};
+use crate::routing::MatchIndex;
 use crate::upstream::Upstreams;
 use bytes::Bytes;
 use engine::WasmHost;
@@ -96,6 +97,10 @@ struct OutputLimits {
 pub struct Chain {
     inbound: Vec<Arc<Plugin>>,
     outbound: Vec<Arc<Plugin>>,
+    /// Which inbound/outbound filters' `[match]` can fit a path and host: loaded filters that
+    /// never match cost a lookup, not a scan.
+    inbound_ix: MatchIndex,
+    outbound_ix: MatchIndex,
     endpoints: HashMap<Arc<str>, Arc<Plugin>>,
     host: Option<Arc<WasmHost>>,
     policy: QuarantinePolicy,
@@ -107,6 +112,8 @@ impl Default for Chain {
         Chain {
             inbound: Vec::new(),
             outbound: Vec::new(),
+            inbound_ix: MatchIndex::default(),
+            outbound_ix: MatchIndex::default(),
             endpoints: HashMap::new(),
             host: None,
             policy: QuarantinePolicy {
@@ -161,6 +168,8 @@ impl Chain {
         };
         c.inbound.sort_by(by_order);
         c.outbound.sort_by(by_order);
+        c.inbound_ix = MatchIndex::build(c.inbound.iter().map(|p| &p.matcher));
+        c.outbound_ix = MatchIndex::build(c.outbound.iter().map(|p| &p.matcher));
         c
     }
 
@@ -178,8 +187,10 @@ impl Chain {
     /// refuses bodies over the cap with 413) before calling `inbound`.
     pub fn inbound_body_cap(&self, parts: &http::request::Parts) -> Option<usize> {
         let host = crate::routing::request_host(parts);
-        self.inbound
-            .iter()
+        self.inbound_ix
+            .candidates(parts.uri.path(), host)
+            .into_iter()
+            .filter_map(|i| self.inbound.get(i as usize))
             .filter(|p| p.manifest.body && p.matcher.matches(parts, host))
             .map(|p| p.manifest.max_body_bytes)
             .max()
@@ -221,7 +232,17 @@ impl Chain {
         state: &mut FilterState,
         passport: &mut Passport,
     ) -> InboundOutcome {
-        for p in &self.inbound {
+        let candidates = |req: &ReqData| {
+            let host = crate::routing::request_host(&req.parts);
+            self.inbound_ix.candidates(req.parts.uri.path(), host)
+        };
+        let mut todo = candidates(req);
+        let mut next = 0;
+        while let Some(&pos) = todo.get(next) {
+            next += 1;
+            let Some(p) = self.inbound.get(pos as usize) else {
+                continue;
+            };
             let host_name = crate::routing::request_host(&req.parts);
             if !p.matcher.matches(&req.parts, host_name) {
                 continue;
@@ -240,11 +261,18 @@ impl Chain {
             match action {
                 A::Continue => {}
                 A::Modify(ch) => {
+                    let rematch = changes_match_inputs(&ch);
                     let (parts, meta) = (&mut req.parts, &mut req.metadata);
                     if let Err(why) = convert::apply_request(parts, meta, state, ch, &self.limits) {
                         if let Some(pf) = self.bad_output(p, why, passport) {
                             return InboundOutcome::Failed(pf);
                         }
+                    }
+                    if rematch {
+                        // Later filters match the changed path and host.
+                        todo = candidates(req);
+                        todo.retain(|i| *i > pos);
+                        next = 0;
                     }
                 }
                 A::Respond(r) => match convert::response(r, &self.limits) {
@@ -313,7 +341,11 @@ impl Chain {
         gateway_made: bool,
         passport: &mut Passport,
     ) -> OutboundOutcome {
-        for p in &self.outbound {
+        let host_name = crate::routing::request_host(&rq.parts);
+        for pos in self.outbound_ix.candidates(rq.parts.uri.path(), host_name) {
+            let Some(p) = self.outbound.get(pos as usize) else {
+                continue;
+            };
             if gateway_made && !p.manifest.gateway_responses {
                 continue;
             }
@@ -448,6 +480,21 @@ impl Chain {
             .record_failure(fail.kind, &fail.detail, &self.policy);
         self.failed(p, fail, passport)
     }
+}
+
+/// Whether a filter's changes can alter what `[match]` reads first (path, host): then later
+/// filters' candidates are looked up again. Header-only changes keep the candidates; their
+/// header conditions are checked on each candidate anyway.
+fn changes_match_inputs(ch: &bindings::types::RequestChanges) -> bool {
+    ch.path.is_some()
+        || ch
+            .set_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        || ch
+            .remove_headers
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("host"))
 }
 
 fn unavailable() -> GatewayFailure {

@@ -7,6 +7,9 @@ use crate::config::{self, EffectiveTimeouts, Priority};
 use http::{HeaderName, HeaderValue, Method};
 use std::sync::Arc;
 
+mod index;
+pub(crate) use index::MatchIndex;
+
 #[derive(Debug)]
 pub enum Target {
     Cluster(usize),
@@ -93,6 +96,7 @@ impl HostMatch {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    index: MatchIndex,
 }
 
 impl RouteTable {
@@ -125,16 +129,22 @@ impl RouteTable {
                 matcher: Matcher::new(&r.matcher),
             });
         }
-        RouteTable { routes }
+        let index = MatchIndex::build(routes.iter().map(|r| &r.matcher));
+        RouteTable { routes, index }
     }
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
 
-    /// Finds the route for a request head. `host` is the authority without port.
+    /// Finds the route for a request head: the first in file order that matches. `host` is
+    /// the authority without port. Only the index's candidates are checked, in order.
     pub fn find(&self, parts: &http::request::Parts, host: Option<&str>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(parts, host))
+        self.index
+            .candidates(parts.uri.path(), host)
+            .into_iter()
+            .filter_map(|i| self.routes.get(i as usize))
+            .find(|r| r.matcher.matches(parts, host))
     }
 }
 
