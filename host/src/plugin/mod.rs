@@ -21,6 +21,7 @@
 
 mod admin;
 mod bindings;
+mod cache;
 mod call;
 mod convert;
 mod engine;
@@ -541,7 +542,20 @@ impl PluginRuntime {
             anyhow::bail!("plugins.dir: `{}` is not a directory", cfg.dir.display());
         }
         let host = Arc::new(WasmHost::new(cfg)?);
-        let registry = Arc::new(Registry::new(cfg, limits, path, host));
+        let disk = match cfg.cache_dir() {
+            Some(dir) => {
+                let engine = host.engine.clone();
+                let max_bytes = cfg.cache_max_mb.saturating_mul(1 << 20);
+                let c = tokio::task::spawn_blocking(move || {
+                    cache::DiskCache::open(&dir, &engine, max_bytes)
+                })
+                .await??;
+                tracing::info!(dir = %c.dir().display(), max_mb = cfg.cache_max_mb, "plugin compile cache on");
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
+        let registry = Arc::new(Registry::new(cfg, limits, path, host, disk));
         registry.rescan(true).await?;
         let watcher = registry.watch()?;
         Ok(Arc::new(PluginRuntime {
