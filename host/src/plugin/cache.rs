@@ -270,6 +270,30 @@ fn deserialize_verified(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Com
     unsafe { Component::deserialize(engine, payload) }
 }
 
+/// For `portcullis check`: what would make boot refuse an existing cache directory (without
+/// creating or writing anything). A missing one is fine: boot creates it.
+pub(super) fn inspect(dir: &Path) -> Option<String> {
+    let meta = std::fs::metadata(dir).ok()?;
+    if !meta.is_dir() {
+        return Some(
+            CacheDirError::NotADirectory {
+                dir: dir.to_path_buf(),
+            }
+            .to_string(),
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            let dir = dir.to_path_buf();
+            return Some(CacheDirError::Writable { dir, mode }.to_string());
+        }
+    }
+    None
+}
+
 /// Creates (0700) or checks the cache directory.
 fn check_dir(dir: &Path) -> Result<(), CacheDirError> {
     let io = |source| CacheDirError::Io {
@@ -414,8 +438,11 @@ mod tests {
                 other => panic!("{bad:o}: {other:?}"),
             }
         }
+        assert!(inspect(&fresh).is_some_and(|e| e.contains("writable")));
         std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         check_dir(&fresh).expect("readable by others is fine");
+        assert_eq!(inspect(&fresh), None);
+        assert_eq!(inspect(&base.join("missing")), None, "boot will create it");
         let file = base.join("file");
         std::fs::write(&file, b"x").expect("file");
         assert!(check_dir(&file).is_err(), "a file is not a cache dir");

@@ -469,8 +469,9 @@ fn failure_code(kind: FailureKind) -> &'static str {
 }
 
 /// Static checks of the plugin directory for `portcullis check`: every manifest parses within
-/// the ceilings and has its `.wasm`. (Compilation and type-checking happen at load.) Returns
-/// one `file: reason` line per problem.
+/// the ceilings and has its `.wasm`, and an existing compile cache directory is private.
+/// (Compilation and type-checking happen at load.) Returns one `file: reason` line per
+/// problem.
 pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(&cfg.dir) {
@@ -517,6 +518,9 @@ pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
                 out.push(format!("{}: missing manifest {stem}.toml", path.display()));
             }
         }
+    }
+    if let Some(why) = cfg.cache_dir().as_deref().and_then(cache::inspect) {
+        out.push(why);
     }
     out.sort();
     out
