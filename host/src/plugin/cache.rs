@@ -74,6 +74,8 @@ pub(super) struct DiskCache {
     pub write_failures: AtomicU64,
     pub evicted: AtomicU64,
     tmp_seq: AtomicU64,
+    /// The gateway's uid: an artifact must be owned by it (unix).
+    uid: Option<u32>,
 }
 
 impl DiskCache {
@@ -83,7 +85,7 @@ impl DiskCache {
         engine: &Engine,
         max_bytes: u64,
     ) -> Result<DiskCache, CacheDirError> {
-        check_dir(dir)?;
+        let uid = check_dir(dir)?;
         let mut h = ShaHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
         Ok(DiskCache {
@@ -96,6 +98,7 @@ impl DiskCache {
             write_failures: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            uid,
         })
     }
 
@@ -119,7 +122,7 @@ impl DiskCache {
     /// Looks a component up. Blocking (reads the artifact).
     pub(super) fn load(&self, engine: &Engine, key: &[u8; 32]) -> Lookup {
         let path = self.path(key);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match self.read_own(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -142,6 +145,32 @@ impl DiskCache {
             }
             Err(e) => self.reject(&path, format!("refused by wasmtime (stale?): {e:#}")),
         }
+    }
+
+    /// Reads an artifact through one handle whose file must be owned by the gateway's user and
+    /// writable by no one else: even if the directory were swapped after the boot check, a
+    /// file another user planted (or a symlink to one) is refused, not loaded.
+    fn read_own(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if Some(meta.uid()) != self.uid || meta.mode() & 0o022 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "owned by uid {} with mode {:04o}: not written by this gateway's user",
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                )));
+            }
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn reject(&self, path: &Path, why: String) -> Lookup {
@@ -261,7 +290,8 @@ fn verify<'a>(bytes: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
 /// SAFETY: `Component::deserialize` trusts its input to be code wasmtime compiled, since it
 /// maps it executable. `payload` is that: it was read into memory (so it cannot change between
 /// check and use, as a mapped file could) from a cache directory only this user can write
-/// (checked at boot: owner and mode, created 0700), and `verify` matched the SHA-256 the
+/// (checked at boot: owner and mode, created 0700), from a file owned by this user and
+/// writable by no one else (checked on the open handle), and `verify` matched the SHA-256 the
 /// gateway recorded when it serialized the component, and the key binding it to these component
 /// bytes and this engine's compatibility hash. wasmtime additionally checks the artifact's
 /// own version and engine settings and refuses a mismatch with an error.
@@ -294,8 +324,8 @@ pub(super) fn inspect(dir: &Path) -> Option<String> {
     None
 }
 
-/// Creates (0700) or checks the cache directory.
-fn check_dir(dir: &Path) -> Result<(), CacheDirError> {
+/// Creates (0700) or checks the cache directory; returns the gateway's uid (unix).
+fn check_dir(dir: &Path) -> Result<Option<u32>, CacheDirError> {
     let io = |source| CacheDirError::Io {
         dir: dir.to_path_buf(),
         source,
@@ -336,8 +366,10 @@ fn check_dir(dir: &Path) -> Result<(), CacheDirError> {
                 me,
             });
         }
+        Ok(Some(me))
     }
-    Ok(())
+    #[cfg(not(unix))]
+    Ok(None)
 }
 
 /// A new file only its owner can read or write.
@@ -447,6 +479,29 @@ mod tests {
         std::fs::write(&file, b"x").expect("file");
         assert!(check_dir(&file).is_err(), "a file is not a cache dir");
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_artifact_others_could_write_is_refused_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("planted");
+        let engine = Engine::default();
+        let cache = DiskCache::open(&dir, &engine, u64::MAX).expect("open");
+        let key = cache.key(&[9; 32]);
+        let path = cache.path(&key);
+        // A well-formed header over junk: only the file's mode gives it away.
+        std::fs::write(&path, artifact(&key, b"not code")).expect("plant");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        match cache.load(&engine, &key) {
+            Lookup::Rejected(why) => assert!(why.contains("mode 0666"), "{why}"),
+            _ => panic!("a writable-by-others artifact must be rejected"),
+        }
+        assert!(!path.exists(), "removed");
+        assert!(matches!(cache.load(&engine, &key), Lookup::Miss));
+        assert_eq!(cache.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.misses.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -550,12 +550,24 @@ impl PluginRuntime {
             Some(dir) => {
                 let engine = host.engine.clone();
                 let max_bytes = cfg.cache_max_mb.saturating_mul(1 << 20);
-                let c = tokio::task::spawn_blocking(move || {
+                let opened = tokio::task::spawn_blocking(move || {
                     cache::DiskCache::open(&dir, &engine, max_bytes)
                 })
-                .await??;
-                tracing::info!(dir = %c.dir().display(), max_mb = cfg.cache_max_mb, "plugin compile cache on");
-                Some(Arc::new(c))
+                .await?;
+                match opened {
+                    Ok(c) => {
+                        tracing::info!(dir = %c.dir().display(), max_mb = cfg.cache_max_mb, "plugin compile cache on");
+                        Some(Arc::new(c))
+                    }
+                    // The default location could not be made (a read-only plugin dir): run
+                    // without a cache rather than refuse a config that never asked for one.
+                    // An unsafe directory, or any trouble with a configured one, refuses boot.
+                    Err(e @ cache::CacheDirError::Io { .. }) if cfg.cache_dir.is_none() => {
+                        tracing::warn!(error = %e, "plugin compile cache off: the default cache_dir is unusable (set [plugins] cache_dir, or cache = false)");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             None => None,
         };
