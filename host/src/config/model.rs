@@ -492,6 +492,26 @@ pub struct Plugins {
     pub quarantine_base_ms: u64,
     #[serde(default = "defaults::quarantine_max_ms")]
     pub quarantine_max_ms: u64,
+    /// Keep compiled components on disk so a restart with unchanged plugins skips Cranelift.
+    #[serde(default = "defaults::cache")]
+    pub cache: bool,
+    /// Where compiled components are kept; absent: `<dir>/.cache` (hidden, so never taken for a
+    /// plugin). Created mode 0700; refused if group or others can write it.
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on the cache's size; the least recently used artifacts are evicted beyond it.
+    #[serde(default = "defaults::cache_max_mb")]
+    pub cache_max_mb: u64,
+}
+
+impl Plugins {
+    /// The compile cache directory, `None` when `cache = false`.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache.then(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(|| self.dir.join(".cache"))
+        })
+    }
 }
 
 pub(crate) mod defaults {
@@ -545,6 +565,12 @@ pub(crate) mod defaults {
     }
     pub(crate) fn quarantine_max_ms() -> u64 {
         60_000
+    }
+    pub(crate) fn cache() -> bool {
+        true
+    }
+    pub(crate) fn cache_max_mb() -> u64 {
+        1_024
     }
     pub(crate) fn hc_interval_ms() -> u64 {
         5_000
@@ -622,6 +648,9 @@ impl Config {
         }
         if let Some(p) = &mut self.plugins {
             fix(&mut p.dir);
+            if let Some(c) = &mut p.cache_dir {
+                fix(c);
+            }
         }
     }
 }

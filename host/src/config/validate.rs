@@ -263,6 +263,12 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
                 ),
             );
         }
+        if pl.cache_max_mb == 0 {
+            p(
+                "plugins.cache_max_mb".into(),
+                "must be at least 1 (use `cache = false` to turn the compile cache off)".into(),
+            );
+        }
         if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {
             p(
                 "plugins".into(),

@@ -303,4 +303,21 @@ pub(super) fn render_metrics(reg: &Registry, out: &mut String) {
         &[("result", "failed")],
         reg.reloads_failed.load(Ordering::Relaxed),
     );
+    if let Some(d) = &reg.disk {
+        let mut f = w.family(
+            "portcullis_plugin_compile_cache_total",
+            "On-disk compile cache lookups and writes by result: hit, miss, rejected (corrupt, \
+             truncated or stale: recompiled), write_failed, evicted.",
+            Kind::Counter,
+        );
+        for (result, n) in [
+            ("hit", &d.hits),
+            ("miss", &d.misses),
+            ("rejected", &d.rejected),
+            ("write_failed", &d.write_failures),
+            ("evicted", &d.evicted),
+        ] {
+            f.sample(&[("result", result)], n.load(Ordering::Relaxed));
+        }
+    }
 }

@@ -21,6 +21,7 @@
 
 mod admin;
 mod bindings;
+mod cache;
 mod call;
 mod convert;
 mod engine;
@@ -515,8 +516,9 @@ fn failure_code(kind: FailureKind) -> &'static str {
 }
 
 /// Static checks of the plugin directory for `portcullis check`: every manifest parses within
-/// the ceilings and has its `.wasm`. (Compilation and type-checking happen at load.) Returns
-/// one `file: reason` line per problem.
+/// the ceilings and has its `.wasm`, and an existing compile cache directory is private.
+/// (Compilation and type-checking happen at load.) Returns one `file: reason` line per
+/// problem.
 pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(&cfg.dir) {
@@ -564,6 +566,9 @@ pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
             }
         }
     }
+    if let Some(why) = cfg.cache_dir().as_deref().and_then(cache::inspect) {
+        out.push(why);
+    }
     out.sort();
     out
 }
@@ -588,7 +593,32 @@ impl PluginRuntime {
             anyhow::bail!("plugins.dir: `{}` is not a directory", cfg.dir.display());
         }
         let host = Arc::new(WasmHost::new(cfg)?);
-        let registry = Arc::new(Registry::new(cfg, limits, path, host));
+        let disk = match cfg.cache_dir() {
+            Some(dir) => {
+                let engine = host.engine.clone();
+                let max_bytes = cfg.cache_max_mb.saturating_mul(1 << 20);
+                let opened = tokio::task::spawn_blocking(move || {
+                    cache::DiskCache::open(&dir, &engine, max_bytes)
+                })
+                .await?;
+                match opened {
+                    Ok(c) => {
+                        tracing::info!(dir = %c.dir().display(), max_mb = cfg.cache_max_mb, "plugin compile cache on");
+                        Some(Arc::new(c))
+                    }
+                    // The default location could not be made (a read-only plugin dir): run
+                    // without a cache rather than refuse a config that never asked for one.
+                    // An unsafe directory, or any trouble with a configured one, refuses boot.
+                    Err(e @ cache::CacheDirError::Io { .. }) if cfg.cache_dir.is_none() => {
+                        tracing::warn!(error = %e, "plugin compile cache off: the default cache_dir is unusable (set [plugins] cache_dir, or cache = false)");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => None,
+        };
+        let registry = Arc::new(Registry::new(cfg, limits, path, host, disk));
         registry.rescan(true).await?;
         let watcher = registry.watch()?;
         Ok(Arc::new(PluginRuntime {

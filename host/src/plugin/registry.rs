@@ -6,6 +6,7 @@
 //! then swaps the new `Chain` in atomically. A version that fails any step never replaces a
 //! working one; the failure is logged, counted and shown by the admin API.
 
+use super::cache::{DiskCache, Lookup};
 use super::call::{Plugin, Pre};
 use super::engine::WasmHost;
 use super::manifest::{Kind, Manifest, MAX_MANIFEST_BYTES};
@@ -14,17 +15,41 @@ use super::Chain;
 use crate::config;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::Component;
 
 /// Compiled components kept by content hash, so a revert or re-upload is instant.
 const COMPONENT_CACHE: usize = 32;
+
+/// One compiled component in memory. Concurrent builds of the same bytes (several plugins
+/// from one `.wasm`, compiled in parallel at boot) wait for one compile instead of each
+/// doing it.
+type Compiled = Arc<tokio::sync::OnceCell<Component>>;
+
+/// Where a build's component came from, for the log.
+#[derive(Clone, Copy)]
+enum Origin {
+    Memory,
+    Disk,
+    Compiled,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Memory => "memory",
+            Origin::Disk => "disk cache",
+            Origin::Compiled => "compiled",
+        }
+    }
+}
 
 /// What the admin API shows for a name in the directory.
 pub(super) struct Entry {
@@ -45,7 +70,9 @@ pub(super) struct Registry {
     pub current: ArcSwap<Chain>,
     pub entries: Mutex<BTreeMap<String, Entry>>,
     stats: Mutex<HashMap<String, Arc<PluginStats>>>,
-    cache: Mutex<Vec<([u8; 32], Component)>>,
+    cache: Mutex<Vec<([u8; 32], Compiled)>>,
+    /// Compiled components across restarts (`[plugins] cache`); `None` when off.
+    pub disk: Option<Arc<DiskCache>>,
     /// Serialises rescans: one at a time, so swaps happen in order.
     scan_lock: tokio::sync::Mutex<()>,
     pub reloads_ok: AtomicU64,
@@ -65,6 +92,7 @@ impl Registry {
         limits: &config::Limits,
         path: crate::core::identity::PathPolicy,
         host: Arc<WasmHost>,
+        disk: Option<Arc<DiskCache>>,
     ) -> Self {
         Registry {
             host,
@@ -76,6 +104,7 @@ impl Registry {
             entries: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(HashMap::new()),
             cache: Mutex::new(Vec::new()),
+            disk,
             scan_lock: tokio::sync::Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -138,29 +167,14 @@ impl Registry {
         let manifest =
             Manifest::parse(manifest_text, &self.cfg).map_err(|e| format!("{name}.toml: {e}"))?;
         let version = version_hash(&wasm, manifest_text.as_bytes())[..16].to_string();
-        let digest: [u8; 32] = Sha256::digest(&wasm).into();
-        let cached = self
-            .cache
-            .lock()
-            .iter()
-            .find(|(h, _)| *h == digest)
-            .map(|(_, c)| c.clone());
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let engine = self.host.engine.clone();
-                let c = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
-                    .await
-                    .map_err(|e| format!("{name}.wasm: compile task failed: {e}"))?
-                    .map_err(|e| format!("{name}.wasm: not a valid component: {e:#}"))?;
-                let mut cache = self.cache.lock();
-                if cache.len() >= COMPONENT_CACHE {
-                    cache.remove(0);
-                }
-                cache.push((digest, c.clone()));
-                c
-            }
-        };
+        let started = Instant::now();
+        let (component, origin) = self.component(name, wasm).await?;
+        tracing::info!(
+            plugin = %name,
+            source = origin.as_str(),
+            ms = started.elapsed().as_millis() as u64,
+            "plugin component ready"
+        );
         let ipre = self.host.linker.instantiate_pre(&component).map_err(|e| {
             format!("{name}.wasm: imports something the gateway does not provide: {e:#}")
         })?;
@@ -190,6 +204,52 @@ impl Registry {
         Ok(plugin)
     }
 
+    /// The compiled component for `wasm`: from memory, else the disk cache, else Cranelift
+    /// (off the async workers), storing the result in both caches.
+    async fn component(&self, name: &str, wasm: Vec<u8>) -> Result<(Component, Origin), String> {
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        let cell = {
+            let mut cache = self.cache.lock();
+            match cache.iter().find(|(h, _)| *h == digest) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    if cache.len() >= COMPONENT_CACHE {
+                        cache.remove(0);
+                    }
+                    let c = Compiled::default();
+                    cache.push((digest, c.clone()));
+                    c
+                }
+            }
+        };
+        let mut origin = Origin::Memory;
+        let got = cell
+            .get_or_try_init(|| async {
+                let engine = self.host.engine.clone();
+                let disk = self.disk.clone();
+                let name = name.to_string();
+                let (c, o) = tokio::task::spawn_blocking(move || {
+                    load_or_compile(&engine, disk.as_deref(), &name, &wasm, &digest)
+                })
+                .await
+                .map_err(|e| format!("compile task failed: {e}"))??;
+                origin = o;
+                Ok::<_, String>(c)
+            })
+            .await
+            .cloned();
+        match got {
+            Ok(c) => Ok((c, origin)),
+            Err(e) => {
+                // Forget the failed attempt: the next build of these bytes tries again.
+                self.cache
+                    .lock()
+                    .retain(|(h, c)| *h != digest || c.initialized());
+                Err(format!("{name}.wasm: {e}"))
+            }
+        }
+    }
+
     /// Brings the loaded set in line with the directory. Returns the load errors (by name) of
     /// this scan. `strict` (boot) turns any error into a failure of the whole scan.
     pub(super) async fn rescan(&self, strict: bool) -> anyhow::Result<Vec<(String, String)>> {
@@ -214,6 +274,8 @@ impl Registry {
             }
         }
 
+        // What changed since the last attempt (cheap: read and hash).
+        let mut todo = Vec::new();
         for name in &names {
             let files = self.read_files(name);
             let hash = files.as_ref().map(|f| f.hash.clone()).ok();
@@ -223,16 +285,38 @@ impl Registry {
                     .get(name)
                     .is_some_and(|e| hash.is_some() && e.attempted == hash)
             };
-            if unchanged {
-                continue;
+            if !unchanged {
+                todo.push((name.clone(), files, hash));
             }
-            let result = match files {
-                Ok(f) => self
-                    .build(name, f.wasm, &f.manifest)
-                    .await
-                    .map(|p| (p, f.hash)),
-                Err(e) => Err(e),
-            };
+        }
+        // Build the changed plugins concurrently, as many at once as there are cores (each
+        // compile runs on a blocking thread); results come back in name order.
+        let started = Instant::now();
+        let count = todo.len();
+        let parallel = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(count.max(1));
+        let built: Vec<_> =
+            futures_util::stream::iter(todo.into_iter().map(|(name, files, hash)| async move {
+                let result = match files {
+                    Ok(f) => self.build(&name, f.wasm, &f.manifest).await,
+                    Err(e) => Err(e),
+                };
+                (name, hash, result)
+            }))
+            .buffered(parallel)
+            .collect()
+            .await;
+        if count > 0 {
+            tracing::info!(
+                plugins = count,
+                parallel,
+                ms = started.elapsed().as_millis() as u64,
+                "plugin builds finished"
+            );
+        }
+
+        for (name, hash, result) in built {
             let mut entries = self.entries.lock();
             let entry = entries.entry(name.clone()).or_insert(Entry {
                 loaded: None,
@@ -241,7 +325,7 @@ impl Registry {
             });
             entry.attempted = hash;
             match result {
-                Ok((p, _)) => {
+                Ok(p) => {
                     tracing::info!(plugin = %name, version = %p.version, kind = p.kind().as_str(), "plugin loaded");
                     entry.loaded = Some(p);
                     entry.error = None;
@@ -354,6 +438,37 @@ impl Registry {
         });
         Ok(watcher)
     }
+}
+
+/// The disk cache's artifact for `wasm` if it has a sound one, else a fresh compile (stored
+/// for the next boot). Blocking. An entry that fails its checks is logged and recompiled.
+fn load_or_compile(
+    engine: &wasmtime::Engine,
+    disk: Option<&DiskCache>,
+    name: &str,
+    wasm: &[u8],
+    digest: &[u8; 32],
+) -> Result<(Component, Origin), String> {
+    let key = disk.map(|d| d.key(digest));
+    if let (Some(d), Some(key)) = (disk, &key) {
+        match d.load(engine, key) {
+            Lookup::Hit(c) => return Ok((c, Origin::Disk)),
+            Lookup::Miss => {}
+            Lookup::Rejected(why) => tracing::warn!(
+                plugin = %name,
+                artifact = %d.path(key).display(),
+                reason = %why,
+                "compile cache: entry rejected and removed; recompiling"
+            ),
+        }
+    }
+    let c = Component::new(engine, wasm).map_err(|e| format!("not a valid component: {e:#}"))?;
+    if let (Some(d), Some(key)) = (disk, &key) {
+        if let Err(e) = d.store(key, &c) {
+            tracing::warn!(plugin = %name, dir = %d.dir().display(), error = %format!("{e:#}"), "compile cache: could not store the compiled component (next boot compiles again)");
+        }
+    }
+    Ok((c, Origin::Compiled))
 }
 
 /// Plugin names become file names and metric labels: keep them boring.
