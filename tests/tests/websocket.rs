@@ -27,6 +27,8 @@ async fn ws_server() -> WsServer {
         while let Ok((tcp, _)) = l.accept().await {
             let seen = s2.clone();
             tokio::spawn(async move {
+                // The callback's error type is tungstenite's, large by its design.
+                #[allow(clippy::result_large_err)]
                 let cb = |req: &tungstenite::handshake::server::Request,
                           resp: tungstenite::handshake::server::Response| {
                     seen.lock()
@@ -38,10 +40,8 @@ async fn ws_server() -> WsServer {
                     return;
                 };
                 while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        if ws.send(m).await.is_err() {
-                            return;
-                        }
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
                     }
                 }
             });

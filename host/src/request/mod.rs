@@ -22,8 +22,9 @@
 //!
 //! Slots for what comes next: a rate-limit phase goes between `inbound` and `route` (keyed by
 //! the identity or filter metadata); the access log and traces read the finished passport in
-//! `finish`; an upgrade phase (WebSocket, extended CONNECT) branches from `route`; gRPC error
-//! mapping lives in `respond::error_response`.
+//! `finish`. WebSocket upgrades (HTTP/1.1 and extended CONNECT) branch from `route` into
+//! `tunnel`; gRPC calls are told apart at admission and their errors mapped in `grpc`, applied
+//! by `respond::error_response`.
 
 mod admit;
 mod endpoint;
