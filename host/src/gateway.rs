@@ -79,6 +79,7 @@ impl Gateway {
             limits: cfg.limits.clone(),
             http: HttpPolicy::from_config(&cfg.http),
             draining: AtomicBool::new(false),
+            tunnels: Default::default(),
         });
 
         let drain = Duration::from_millis(cfg.timeouts.drain_ms);
@@ -138,6 +139,7 @@ impl Gateway {
                 tls: acceptor,
                 max_connections: l.max_connections,
                 alt_svc,
+                max_tunnels: l.max_tunnels,
             };
             tasks.spawn(server::serve(
                 ctx.clone(),
@@ -195,11 +197,15 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
     /// once every listener is closed.
     pub async fn shutdown(mut self) {
+        let started = std::time::Instant::now();
         self.ctx.draining.store(true, Ordering::Relaxed);
+        self.ctx.tunnels.drain_at(started + self.drain);
         let _ = self.shutdown.send(true);
         let grace = self.drain + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
+            // WebSocket tunnels left hyper's connections: they close at the drain deadline.
+            self.ctx.tunnels.closed().await;
         })
         .await;
         self.tasks.abort_all();

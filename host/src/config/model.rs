@@ -66,6 +66,10 @@ pub struct Listener {
     /// A QUIC connection with no traffic for this long is closed.
     #[serde(default = "defaults::http3_idle_timeout_ms")]
     pub http3_idle_timeout_ms: u64,
+    /// Open WebSocket tunnels on this listener; an upgrade beyond it gets 503 `tunnel-limit`.
+    /// An HTTP/1.1 tunnel also keeps counting against `max_connections`.
+    #[serde(default = "defaults::max_tunnels")]
+    pub max_tunnels: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +332,10 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub retry: Retry,
+    /// Allow WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`, HTTP/2 extended CONNECT) on
+    /// this route. `false`: they are refused with 403 `websocket-refused`.
+    #[serde(default = "defaults::websocket")]
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -350,6 +358,7 @@ pub struct RouteTimeouts {
     pub upstream_headers_ms: Option<u64>,
     pub upstream_body_idle_ms: Option<u64>,
     pub request_deadline_ms: Option<u64>,
+    pub tunnel_idle_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -369,8 +378,11 @@ pub struct Timeouts {
     pub upstream_body_idle_ms: u64,
     /// Whole request, from head received to last body byte (504 deadline-exceeded).
     pub request_deadline_ms: u64,
-    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish; open tunnels are closed
+    /// when it ends.
     pub drain_ms: u64,
+    /// A WebSocket tunnel with no bytes in either direction for this long is closed.
+    pub tunnel_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -384,6 +396,7 @@ impl Default for Timeouts {
             upstream_body_idle_ms: 30_000,
             request_deadline_ms: 60_000,
             drain_ms: 30_000,
+            tunnel_idle_ms: 300_000,
         }
     }
 }
@@ -521,6 +534,12 @@ pub(crate) mod defaults {
     pub(crate) fn max_connections() -> usize {
         10_000
     }
+    pub(crate) fn max_tunnels() -> usize {
+        1_000
+    }
+    pub(crate) fn websocket() -> bool {
+        true
+    }
     pub(crate) fn http3_max_streams() -> u32 {
         100
     }
@@ -591,6 +610,7 @@ pub struct EffectiveTimeouts {
     pub upstream_headers: Duration,
     pub upstream_body_idle: Duration,
     pub request_deadline: Duration,
+    pub tunnel_idle: Duration,
 }
 
 impl EffectiveTimeouts {
@@ -620,6 +640,7 @@ impl EffectiveTimeouts {
             request_deadline: ms(route
                 .request_deadline_ms
                 .unwrap_or(global.request_deadline_ms)),
+            tunnel_idle: ms(route.tunnel_idle_ms.unwrap_or(global.tunnel_idle_ms)),
         }
     }
 }

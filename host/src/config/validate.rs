@@ -52,6 +52,12 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         if l.max_connections == 0 {
             p(k("max_connections"), "must be at least 1".into());
         }
+        if l.max_tunnels == 0 {
+            p(
+                k("max_tunnels"),
+                "must be at least 1 (set `websocket = false` on routes to refuse upgrades)".into(),
+            );
+        }
         if let Some(tls) = &l.tls {
             for (f, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.is_file() {
@@ -181,6 +187,7 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             ("timeouts.upstream_headers_ms", t.upstream_headers_ms),
             ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),
             ("timeouts.request_deadline_ms", t.request_deadline_ms),
+            ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
         ] {
             if v == Some(0) {
                 p(k(f), "a timeout must be greater than 0".into());
@@ -198,6 +205,7 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),
         ("timeouts.request_deadline_ms", t.request_deadline_ms),
         ("timeouts.drain_ms", t.drain_ms),
+        ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
     ] {
         if v == 0 {
             p(f.into(), "a timeout must be greater than 0".into());

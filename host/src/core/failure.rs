@@ -43,6 +43,12 @@ pub enum Failure {
     UnknownCluster,
     EndpointUnavailable,
     UpstreamTls,
+    /// A WebSocket upgrade on a route with `websocket = false`.
+    WebsocketRefused,
+    /// A WebSocket upgrade to a cluster that cannot take one (HTTP/2 upstreams).
+    UpgradeUnsupported,
+    /// The listener's `max_tunnels` are open.
+    TunnelLimit,
 }
 
 impl Failure {
@@ -52,7 +58,11 @@ impl Failure {
             BadHead(_) | ClientGone => StatusCode::BAD_REQUEST,
             Plugin(p) => p.status,
             NoRoute => StatusCode::NOT_FOUND,
-            Overloaded | NoHealthyUpstream | EndpointUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            WebsocketRefused => StatusCode::FORBIDDEN,
+            UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
+            Overloaded | NoHealthyUpstream | EndpointUnavailable | TunnelLimit => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             BadRequest => StatusCode::BAD_REQUEST,
@@ -81,6 +91,9 @@ impl Failure {
             UnknownCluster => "unknown-cluster",
             EndpointUnavailable => "endpoint-unavailable",
             UpstreamTls => "upstream-tls-failed",
+            WebsocketRefused => "websocket-refused",
+            UpgradeUnsupported => "upgrade-unsupported",
+            TunnelLimit => "tunnel-limit",
         }
     }
 
@@ -105,6 +118,8 @@ impl Failure {
             UnknownCluster => State::NoRoute,
             EndpointUnavailable => State::NoRoute,
             UpstreamTls => State::ConnectFailed,
+            WebsocketRefused | UpgradeUnsupported => State::UpgradeRefused,
+            TunnelLimit => State::Shed,
         })
     }
 
@@ -134,6 +149,9 @@ impl Failure {
             UpstreamTls => {
                 "the upstream's TLS certificate could not be verified or the handshake failed"
             }
+            WebsocketRefused => "WebSocket upgrades are not allowed on this route",
+            UpgradeUnsupported => "this route's cluster cannot take a WebSocket upgrade",
+            TunnelLimit => "too many open WebSocket tunnels on this listener; retry later",
         })
     }
 

@@ -61,6 +61,25 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// [`strip_hop_by_hop`] for a request going up, which keeps `te: trailers`: the one `TE` value
+/// HTTP/2 allows (RFC 9113 §8.2.2), and the one gRPC servers require (they reset a call
+/// without it). Any other `TE` value is dropped.
+pub(crate) fn strip_hop_by_hop_request(h: &mut HeaderMap) {
+    let trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|l| {
+            l.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+    });
+    strip_hop_by_hop(h);
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
 fn is_hop_by_hop(n: &HeaderName) -> bool {
     n == header::CONNECTION
         || n == KEEP_ALIVE
@@ -222,6 +241,20 @@ mod tests {
             assert!(!h.contains_key(name), "{name} kept");
             assert!(h.contains_key("x-keep"));
         }
+    }
+
+    #[test]
+    fn requests_keep_te_trailers_only() {
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("deflate;q=0.5, Trailers"));
+        h.insert("connection", HeaderValue::from_static("te"));
+        strip_hop_by_hop_request(&mut h);
+        assert_eq!(h["te"], "trailers");
+        assert!(!h.contains_key("connection"));
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop_request(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -54,6 +54,17 @@ pub enum State {
     PluginRejected,
     PluginResponded,
     DeadlineExceeded,
+    /// The upstream switched protocols and the client got its 101 (or HTTP/2 200): the
+    /// request is over, a tunnel carries the bytes. Request timing ends here.
+    Upgraded,
+    /// A WebSocket upgrade was refused (route forbids it, cluster cannot take it).
+    UpgradeRefused,
+    /// How a tunnel ended: both sides closed, idle past `tunnel_idle_ms`, closed by drain,
+    /// or an I/O error on either side.
+    TunnelClosed,
+    TunnelIdleTimeout,
+    TunnelDrained,
+    TunnelError,
 }
 
 impl State {
@@ -100,6 +111,12 @@ impl State {
             PluginRejected => "PLUGIN_REJECTED",
             PluginResponded => "PLUGIN_RESPONDED",
             DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Upgraded => "UPGRADED",
+            UpgradeRefused => "UPGRADE_REFUSED",
+            TunnelClosed => "TUNNEL_CLOSED",
+            TunnelIdleTimeout => "TUNNEL_IDLE_TIMEOUT",
+            TunnelDrained => "TUNNEL_DRAINED",
+            TunnelError => "TUNNEL_ERROR",
         }
     }
 
@@ -126,6 +143,7 @@ impl State {
                 | PluginCpuExceeded
                 | PluginMemoryExceeded
                 | DeadlineExceeded
+                | UpgradeRefused
         )
     }
 }
@@ -223,6 +241,11 @@ impl Passport {
 
     pub fn failed(&self) -> bool {
         self.stamps.iter().any(|s| s.state.is_failure())
+    }
+
+    /// When `state` was first stamped.
+    pub fn at(&self, state: State) -> Option<Instant> {
+        self.stamps.iter().find(|s| s.state == state).map(|s| s.at)
     }
 
     pub fn last_at(&self) -> Instant {

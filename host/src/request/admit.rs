@@ -15,6 +15,7 @@ impl Exchange<'_> {
     /// body says what is wrong; it skips outbound filters (their matches read the identity
     /// that could not be fixed) and carries `[http] error_headers`.
     pub(super) fn admit(&mut self) -> Result<(), Failure> {
+        self.grpc = super::grpc::detect(&self.parts.headers);
         let r = self.fix_identity();
         self.f.uri = self.parts.uri.clone();
         r.map_err(Failure::BadHead)

@@ -23,7 +23,7 @@ impl Exchange<'_> {
             return Answer::Failed(Failure::EndpointUnavailable);
         };
         let t = route.timeouts;
-        let deadline = self.f.passport.start() + t.request_deadline;
+        let deadline = self.deadline();
         let cap = (plugin.manifest.max_body_bytes as u64).min(route.max_body_bytes);
         let body = match self
             .buffer(payload, cap, t.client_body_idle, deadline)

@@ -71,17 +71,11 @@ impl Exchange<'_> {
 
     /// The body idle timeout and deadline before routing is final.
     fn early_bounds(&self) -> (Duration, Instant) {
-        let start = self.f.passport.start();
-        match self.route {
-            Some(r) => (
-                r.timeouts.client_body_idle,
-                start + r.timeouts.request_deadline,
-            ),
-            None => (
-                Duration::from_millis(self.svc.timeouts.client_body_idle_ms),
-                start + Duration::from_millis(self.svc.timeouts.request_deadline_ms),
-            ),
-        }
+        let idle = match self.route {
+            Some(r) => r.timeouts.client_body_idle,
+            None => Duration::from_millis(self.svc.timeouts.client_body_idle_ms),
+        };
+        (idle, self.deadline())
     }
 
     /// Settles where the request goes: the route that matches the (possibly filtered) head,

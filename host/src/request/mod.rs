@@ -22,17 +22,20 @@
 //!
 //! Slots for what comes next: a rate-limit phase goes between `inbound` and `route` (keyed by
 //! the identity or filter metadata); the access log and traces read the finished passport in
-//! `finish`; an upgrade phase (WebSocket, extended CONNECT) branches from `route`; gRPC error
-//! mapping lives in `respond::error_response`.
+//! `finish`. WebSocket upgrades (HTTP/1.1 and extended CONNECT) branch from `route` into
+//! `tunnel`; gRPC calls are told apart at admission and their errors mapped in `grpc`, applied
+//! by `respond::error_response`.
 
 mod admit;
 mod endpoint;
 mod filters;
 mod finish;
+pub(crate) mod grpc;
 mod payload;
 mod proxy;
 mod respond;
 pub(crate) mod response_body;
+pub(crate) mod tunnel;
 
 pub(crate) use finish::Finisher;
 pub(crate) use response_body::RespBody;
@@ -71,6 +74,8 @@ pub struct Services {
     pub limits: config::Limits,
     pub http: HttpPolicy,
     pub draining: AtomicBool,
+    /// Open WebSocket tunnels, closed at the end of the drain.
+    pub tunnels: tunnel::Tunnels,
 }
 
 /// `[http]`: how identities are fixed, and the static headers of responses that skip Wasm.
@@ -97,6 +102,9 @@ pub(crate) struct ConnInfo {
     pub state: Arc<ConnState>,
     /// `Alt-Svc` advertised on h1/h2 responses when the listener also serves HTTP/3.
     pub alt_svc: Option<HeaderValue>,
+    /// The listener's index (its metrics) and its `max_tunnels`.
+    pub listener: usize,
+    pub max_tunnels: usize,
 }
 
 /// Shared with the connection's IO wrapper so it can tell "waiting for a request head" from
@@ -202,6 +210,7 @@ pub(crate) async fn handle_any(
         filters: FilterState::default(),
         chain: None,
         route: None,
+        grpc: None,
     };
     // Boxed: the state machine's future is several KiB. hyper keeps a connection's request
     // future in one box from accept to close and moves each request's future into it, so
@@ -222,6 +231,8 @@ pub(crate) struct Exchange<'a> {
     /// The plugin snapshot this request runs on, taken once.
     chain: Option<Arc<Chain>>,
     route: Option<&'a Route>,
+    /// Set at admission when the request is a gRPC call.
+    grpc: Option<grpc::Call>,
 }
 
 /// The request body as the phases hand it on.
@@ -242,6 +253,8 @@ pub(crate) enum Answer {
     Filter(Response<Bytes>),
     /// The gateway could not serve the request.
     Failed(Failure),
+    /// The upstream accepted a WebSocket upgrade: a tunnel follows the client's 101.
+    Upgraded(Box<tunnel::Upgrade>),
 }
 
 /// Where routing sends the request.
@@ -266,11 +279,29 @@ impl Exchange<'_> {
         self.respond(answer).await
     }
 
+    /// The request's deadline: the route's (the global one before routing), or a gRPC call's
+    /// own `grpc-timeout` when that is sooner.
+    fn deadline(&self) -> Instant {
+        let route = self.route.map_or(
+            std::time::Duration::from_millis(self.svc.timeouts.request_deadline_ms),
+            |r| r.timeouts.request_deadline,
+        );
+        let d = match self.grpc.and_then(|c| c.timeout) {
+            Some(t) => route.min(t),
+            None => route,
+        };
+        self.f.passport.start() + d
+    }
+
     /// Routes, then serves from a cluster or an endpoint plugin.
     async fn forward(&mut self, payload: Payload) -> Answer {
         match self.route() {
             Err(why) => Answer::Failed(why),
-            Ok(Destination::Cluster(c)) => self.proxy(c, payload).await,
+            // Boxed: upgrades are the cold path, and their future would grow every request's.
+            Ok(Destination::Cluster(c)) => match tunnel::requested(&self.parts) {
+                Some(kind) => Box::pin(self.upgrade(c, kind)).await,
+                None => self.proxy(c, payload).await,
+            },
             Ok(Destination::Endpoint(name)) => self.endpoint(&name, payload).await,
         }
     }

@@ -22,7 +22,7 @@ impl Exchange<'_> {
             return Answer::Failed(crate::core::failure::Failure::NoRoute);
         };
         let t = route.timeouts;
-        let deadline = self.f.passport.start() + t.request_deadline;
+        let deadline = self.deadline();
         let priority = self.filters.priority.unwrap_or(route.priority);
         self.f.cluster = Some(cluster.name.clone());
         let policy = Policy::for_request(
@@ -37,7 +37,7 @@ impl Exchange<'_> {
             Ok(b) => b,
             Err(why) => return Answer::Failed(why),
         };
-        let head = self.upstream_head();
+        let head = self.upstream_head(deadline);
         match client::send(&cluster, head, body, &policy, &mut self.f).await {
             Ok(answered) => Answer::Upstream(Box::new(answered)),
             Err(why) => Answer::Failed(why),
@@ -45,7 +45,7 @@ impl Exchange<'_> {
     }
 
     /// The head that goes up.
-    fn upstream_head(&mut self) -> Head {
+    pub(super) fn upstream_head(&mut self, deadline: std::time::Instant) -> Head {
         let parts = &mut self.parts;
         // Outbound filters read the request head after the send: keep it only for them.
         let mut h = if self.chain.as_ref().is_some_and(|c| c.has_outbound()) {
@@ -53,7 +53,16 @@ impl Exchange<'_> {
         } else {
             std::mem::take(&mut parts.headers)
         };
-        headers::strip_hop_by_hop(&mut h);
+        headers::strip_hop_by_hop_request(&mut h);
+        if self.grpc.is_some() {
+            // The upstream learns what is left of the smaller of the call's and the route's
+            // deadlines, so it stops working when the gateway stops waiting.
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            h.insert(
+                super::grpc::GRPC_TIMEOUT.clone(),
+                super::grpc::encode_timeout(left),
+            );
+        }
         // A `HeaderValue` clone shares the parsed head's bytes: no copy.
         let fwd_host = h.get(http::header::HOST).cloned();
         headers::add_forwarded(&mut h, self.conn.client, self.conn.tls, fwd_host);

@@ -21,7 +21,14 @@ impl Exchange<'_> {
         match answer {
             Answer::Upstream(a) => self.respond_upstream(*a).await,
             Answer::Endpoint(r) => self.respond_local(r, false).await,
-            Answer::Filter(r) => self.respond_local(r, true).await,
+            Answer::Upgraded(u) => Box::pin(self.respond_upgraded(*u)).await,
+            Answer::Filter(r) => {
+                let r = match self.grpc {
+                    Some(_) => super::grpc::filter_answer(r),
+                    None => r,
+                };
+                self.respond_local(r, true).await
+            }
             Answer::Failed(why) => {
                 if let Some(s) = why.state() {
                     self.f.passport.stamp(s);
@@ -49,17 +56,11 @@ impl Exchange<'_> {
             // The upstream's body is dropped with its connection, which is not pooled.
             return self.respond_unfiltered(why);
         }
-        let (idle, deadline) = match self.route {
-            Some(r) => (
-                r.timeouts.upstream_body_idle,
-                self.f.passport.start() + r.timeouts.request_deadline,
-            ),
-            None => (
-                std::time::Duration::from_millis(self.svc.timeouts.upstream_body_idle_ms),
-                self.f.passport.start()
-                    + std::time::Duration::from_millis(self.svc.timeouts.request_deadline_ms),
-            ),
+        let idle = match self.route {
+            Some(r) => r.timeouts.upstream_body_idle,
+            None => std::time::Duration::from_millis(self.svc.timeouts.upstream_body_idle_ms),
         };
+        let deadline = self.deadline();
         self.f.status = rparts.status.as_u16();
         let head_done = if self.f.passport.has(State::OutboundFiltersStart) {
             Instant::now()
@@ -74,6 +75,7 @@ impl Exchange<'_> {
             (a.conn, a.cluster, a.endpoint),
             self.f.take(),
             head_done,
+            self.grpc.is_some(),
         );
         Response::from_parts(rparts, body)
     }
@@ -93,14 +95,14 @@ impl Exchange<'_> {
 
     /// An outbound filter failed `fail_closed`: answer with its failure, without running
     /// outbound filters again.
-    fn respond_unfiltered(&mut self, why: Failure) -> Response<RespBody> {
+    pub(super) fn respond_unfiltered(&mut self, why: Failure) -> Response<RespBody> {
         let resp = self.error_response(&why);
         self.local(resp)
     }
 
     /// Runs the outbound filters on a response head. Skipped without a loaded outbound
     /// filter (the request head need not be kept then).
-    async fn outbound(
+    pub(super) async fn outbound(
         &mut self,
         head: &mut http::response::Parts,
         gateway_made: bool,
@@ -140,16 +142,30 @@ impl Exchange<'_> {
         }
         self.f.passport.stamp(State::RespHeadersSent);
         self.f.complete();
-        Response::from_parts(parts, RespBody::full(body))
+        // An empty body ends with the head (HTTP/2: HEADERS with END_STREAM, which is what
+        // makes a gRPC Trailers-Only response).
+        let body = if body.is_empty() {
+            RespBody::Full(None)
+        } else {
+            RespBody::full(body)
+        };
+        Response::from_parts(parts, body)
     }
 
-    /// The gateway's error response for `why`, with `[http] error_headers`.
+    /// The gateway's error response for `why`, with `[http] error_headers`; Trailers-Only
+    /// (HTTP 200 with `grpc-status`) when the request is a gRPC call.
     pub(super) fn error_response(&self, why: &Failure) -> Response<Bytes> {
-        error_response(
+        let resp = error_response(
             why,
             self.f.request_id.as_ref(),
             &self.svc.http.error_headers,
-        )
+        );
+        match self.grpc {
+            Some(_) => {
+                super::grpc::trailers_only(resp, super::grpc::code_for_failure(why), &why.reason())
+            }
+            None => resp,
+        }
     }
 }
 

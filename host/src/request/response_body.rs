@@ -4,7 +4,7 @@
 //! upstream connection to its pool only after the last byte, and finishes the passport when
 //! the last byte (or an error, or a client disconnect) happens.
 
-use super::Finisher;
+use super::{grpc, Finisher};
 use crate::core::body::{BodyError, BoxError};
 use crate::core::passport::State;
 use crate::upstream::pool::Conn;
@@ -28,6 +28,8 @@ pub(crate) struct Streaming {
     conn: Option<(Conn, Arc<crate::upstream::Cluster>, usize)>,
     finisher: Option<Finisher>,
     body_started: Instant,
+    /// A gRPC call: a stream the gateway cuts ends with `grpc-status` trailers, not a reset.
+    grpc: bool,
 }
 
 /// What goes down to the client.
@@ -47,6 +49,7 @@ impl RespBody {
         conn: (Conn, Arc<crate::upstream::Cluster>, usize),
         finisher: Finisher,
         now: Instant,
+        grpc: bool,
     ) -> Self {
         let mut s = Box::new(Streaming {
             inner,
@@ -56,6 +59,7 @@ impl RespBody {
             conn: Some(conn),
             finisher: Some(finisher),
             body_started: now,
+            grpc,
         });
         if s.inner.is_end_stream() {
             s.complete();
@@ -114,6 +118,10 @@ impl Body for RespBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 s.fail(State::UpstreamReset);
+                if s.grpc {
+                    let t = grpc::end_trailers(grpc::Code::Unavailable, "upstream stream reset");
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => {
@@ -133,6 +141,15 @@ impl Body for RespBody {
                     State::UpstreamBodyTimeout
                 };
                 s.fail(state);
+                if s.grpc {
+                    let t = match state {
+                        State::DeadlineExceeded => {
+                            grpc::end_trailers(grpc::Code::DeadlineExceeded, "deadline exceeded")
+                        }
+                        _ => grpc::end_trailers(grpc::Code::Unavailable, "upstream stalled"),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
                 Poll::Ready(Some(Err(Box::new(BodyError(
                     "upstream response body timed out",
                 )))))

@@ -25,6 +25,8 @@ pub struct Route {
     pub timeouts: EffectiveTimeouts,
     pub max_body_bytes: u64,
     pub retry: config::Retry,
+    /// WebSocket upgrades allowed.
+    pub websocket: bool,
     matcher: Matcher,
 }
 
@@ -126,6 +128,7 @@ impl RouteTable {
                 timeouts: EffectiveTimeouts::resolve(&cfg.timeouts, cluster_timeouts, &r.timeouts),
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes),
                 retry: r.retry.clone(),
+                websocket: r.websocket,
                 matcher: Matcher::new(&r.matcher),
             });
         }

@@ -154,6 +154,9 @@ async fn connection(
         tls: true,
         state: Arc::new(ConnState::default()),
         alt_svc: None,
+        // No upgrades over HTTP/3 (RFC 9220 is not served): no tunnels to count.
+        listener: usize::MAX,
+        max_tunnels: 0,
     });
     let mut draining = *stop.borrow();
     if draining {

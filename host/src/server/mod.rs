@@ -25,6 +25,7 @@ pub(crate) struct Listener {
     pub max_connections: usize,
     /// `Alt-Svc` value when HTTP/3 is served on the same port.
     pub alt_svc: Option<http::HeaderValue>,
+    pub max_tunnels: usize,
 }
 
 fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
@@ -42,7 +43,9 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(ctx.limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .keep_alive_timeout(Duration::from_secs(10))
+        // RFC 8441: WebSockets over HTTP/2 streams (`request::tunnel`).
+        .enable_connect_protocol();
     b
 }
 
@@ -90,6 +93,7 @@ pub(crate) async fn serve(
         let tls = l.tls.clone();
         let index = l.index;
         let alt_svc = l.alt_svc.clone();
+        let max_tunnels = l.max_tunnels;
         let response_408 = response_408.clone();
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
@@ -98,6 +102,8 @@ pub(crate) async fn serve(
                 tls: tls.is_some(),
                 state: state.clone(),
                 alt_svc,
+                listener: index,
+                max_tunnels,
             });
             let c2 = ctx.clone();
             let svc = service_fn(move |req| request::handle(c2.clone(), info.clone(), req));
@@ -113,7 +119,7 @@ pub(crate) async fn serve(
                         false,
                         response_408,
                     );
-                    let conn = builder.serve_connection(TokioIo::new(io), svc);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     watcher.watch(conn).await
                 }
                 // Boxed: the TLS states are several KiB, and an unboxed branch would make every
@@ -135,7 +141,8 @@ pub(crate) async fn serve(
                                     h2,
                                     response_408,
                                 );
-                                let conn = builder.serve_connection(TokioIo::new(io), svc);
+                                let conn =
+                                    builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                                 watcher.watch(conn).await
                             }
                             Ok(Err(e)) => {

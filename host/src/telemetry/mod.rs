@@ -45,6 +45,100 @@ pub struct ListenerMetrics {
     pub header_timeouts: AtomicU64,
     pub tls_failures: AtomicU64,
     pub tls_reloads: Arc<AtomicU64>,
+    /// WebSocket tunnels open now (checked against the listener's `max_tunnels`).
+    pub tunnels_active: AtomicI64,
+}
+
+/// How tunnels ended: index into `TUNNEL_ENDS`.
+pub(crate) const TUNNEL_ENDS: [&str; 4] = ["closed", "idle_timeout", "drained", "error"];
+
+/// Tunnel bucket bounds: a WebSocket lives seconds to hours.
+const TUNNEL_BUCKETS: &[f64] = &[
+    0.1,
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    4.0 * 3600.0,
+    24.0 * 3600.0,
+];
+
+/// What WebSocket tunnels did after their upgrade; fed once per tunnel when it ends, so long
+/// tunnels never distort request durations or fill the slow-request ring.
+#[derive(Debug)]
+pub struct TunnelMetrics {
+    ends: [AtomicU64; TUNNEL_ENDS.len()],
+    /// Client to upstream, and upstream to client.
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    duration: Histogram,
+}
+
+impl Default for TunnelMetrics {
+    fn default() -> Self {
+        TunnelMetrics {
+            ends: Default::default(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            duration: Histogram::new(TUNNEL_BUCKETS),
+        }
+    }
+}
+
+impl TunnelMetrics {
+    /// One tunnel ended: `end` indexes `TUNNEL_ENDS`.
+    pub(crate) fn record(&self, end: usize, up: u64, down: u64, lived: Duration) {
+        if let Some(c) = self.ends.get(end) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+        self.duration.observe(lived);
+    }
+
+    fn render(&self, w: &mut Writer, listeners: &[ListenerMetrics]) {
+        let mut f = w.family(
+            "portcullis_tunnels_active",
+            "WebSocket tunnels open now.",
+            Kind::Gauge,
+        );
+        for l in listeners {
+            f.sample(
+                &[("listener", &l.name)],
+                l.tunnels_active.load(Ordering::Relaxed),
+            );
+        }
+        let mut f = w.family(
+            "portcullis_tunnels_total",
+            "WebSocket tunnels ended, by how they ended.",
+            Kind::Counter,
+        );
+        for (end, c) in TUNNEL_ENDS.iter().zip(&self.ends) {
+            f.sample(&[("end", end)], c.load(Ordering::Relaxed));
+        }
+        let mut f = w.family(
+            "portcullis_tunnel_bytes_total",
+            "Bytes carried by ended WebSocket tunnels, by direction.",
+            Kind::Counter,
+        );
+        f.sample(
+            &[("direction", "up")],
+            self.bytes_up.load(Ordering::Relaxed),
+        );
+        f.sample(
+            &[("direction", "down")],
+            self.bytes_down.load(Ordering::Relaxed),
+        );
+        w.family(
+            "portcullis_tunnel_duration_seconds",
+            "WebSocket tunnel lifetime, from the upgrade to the tunnel's end.",
+            Kind::Histogram,
+        )
+        .histogram(&[], &self.duration);
+    }
 }
 
 /// Everything the gateway counts. One instance per gateway, shared by `Arc`.
@@ -56,6 +150,7 @@ pub struct Metrics {
     pub listeners: Vec<ListenerMetrics>,
     pub overhead: Histogram,
     pub ring: PassportRing,
+    pub tunnels: TunnelMetrics,
     slow: Duration,
     /// Requests by client protocol: index into `PROTOCOLS`.
     by_protocol: [AtomicU64; PROTOCOLS.len()],
@@ -97,6 +192,7 @@ impl Metrics {
                 .collect(),
             overhead: Histogram::new(OVERHEAD_BUCKETS),
             ring: PassportRing::new(ring_size),
+            tunnels: TunnelMetrics::default(),
             slow,
             by_protocol: Default::default(),
         }
@@ -107,10 +203,12 @@ impl Metrics {
         if !f.passport.has(State::Done) {
             f.passport.stamp(State::Done);
         }
-        let total = f
+        // An upgraded request ends at its 101: the tunnel after it is not request time.
+        let end = f
             .passport
-            .last_at()
-            .saturating_duration_since(f.passport.start());
+            .at(State::Upgraded)
+            .unwrap_or_else(|| f.passport.last_at());
+        let total = end.saturating_duration_since(f.passport.start());
         let overhead = total.saturating_sub(f.passport.waiting());
         let rm = f
             .route
@@ -212,6 +310,7 @@ impl Metrics {
                 f.sample(&[("listener", &l.name)], get(l));
             }
         }
+        self.tunnels.render(w, &self.listeners);
     }
 }
 

@@ -210,8 +210,9 @@ impl Connector {
                     .handshake::<_, UpBody>(TokioIo::new(io))
                     .await
                     .map_err(err)?;
+                // `with_upgrades`: a 101 hands the connection to a WebSocket tunnel.
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    if let Err(e) = conn.with_upgrades().await {
                         tracing::debug!(upstream = %a, error = %e, "upstream connection ended");
                     }
                 });
