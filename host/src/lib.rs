@@ -23,6 +23,8 @@
 pub(crate) mod admin;
 pub mod config;
 pub(crate) mod core;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod gateway;
 pub(crate) mod plugin;
 pub(crate) mod request;

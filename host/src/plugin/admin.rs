@@ -172,6 +172,37 @@ pub(super) async fn handle(
     }
 }
 
+/// The `wasm` and `manifest` parts of a buffered `multipart/form-data` upload; other parts
+/// are ignored, a repeated part keeps its last value. The error is the 400's reason.
+pub(super) async fn upload_parts(body: Bytes, boundary: String) -> Result<(Bytes, Bytes), String> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut wasm = None;
+    let mut manifest = None;
+    loop {
+        match mp.next_field().await {
+            Ok(Some(f)) => {
+                let field = f.name().map(str::to_owned);
+                let data = f
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("bad multipart body: {e}"))?;
+                match field.as_deref() {
+                    Some("wasm") => wasm = Some(data),
+                    Some("manifest") => manifest = Some(data),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("bad multipart body: {e}")),
+        }
+    }
+    match (wasm, manifest) {
+        (Some(w), Some(m)) => Ok((w, m)),
+        _ => Err("both parts `manifest` and `wasm` are required".into()),
+    }
+}
+
 async fn upload(
     reg: &Registry,
     name: &str,
@@ -201,35 +232,9 @@ async fn upload(
             )
         }
     };
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut mp = multer::Multipart::new(stream, boundary);
-    let mut wasm = None;
-    let mut manifest = None;
-    loop {
-        match mp.next_field().await {
-            Ok(Some(f)) => {
-                let field = f.name().map(str::to_owned);
-                let data = match f.bytes().await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}"))
-                    }
-                };
-                match field.as_deref() {
-                    Some("wasm") => wasm = Some(data),
-                    Some("manifest") => manifest = Some(data),
-                    _ => {}
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
-        }
-    }
-    let (Some(wasm), Some(manifest)) = (wasm, manifest) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "both parts `manifest` and `wasm` are required",
-        );
+    let (wasm, manifest) = match upload_parts(body, boundary).await {
+        Ok(parts) => parts,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     if wasm.len() > reg.cfg.max_upload_bytes {
         return error(

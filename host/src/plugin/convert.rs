@@ -55,6 +55,33 @@ fn header_pair(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
     Ok((name, value))
 }
 
+/// Framing and hop-by-hop headers are the gateway's: a filter that set `content-length` or
+/// `transfer-encoding` would make the head disagree with the body the gateway frames (found
+/// by `plugin::fuzz`), and the hop-by-hop ones are removed at the boundary anyway. A change
+/// that names one is the filter's `bad-output`, so its author hears about it.
+fn refuse_framing<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    const GATEWAY_OWNED: [&str; 8] = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+    match names
+        .into_iter()
+        .find(|n| GATEWAY_OWNED.iter().any(|g| g.eq_ignore_ascii_case(n)))
+    {
+        Some(n) => Err(format!(
+            "header `{}` is framing or hop-by-hop: the gateway owns it",
+            truncate(n)
+        )),
+        None => Ok(()),
+    }
+}
+
 fn truncate(s: &str) -> &str {
     let mut end = s.len().min(64);
     while !s.is_char_boundary(end) {
@@ -131,26 +158,32 @@ pub(super) fn apply_request(
     limits: &OutputLimits,
 ) -> Result<(), String> {
     // Validate everything before changing anything: a bad change leaves the request as it was.
+    refuse_framing(
+        ch.set_headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(ch.remove_headers.iter().map(String::as_str)),
+    )?;
     let new_uri = match &ch.path {
         Some(p) => {
             if !p.starts_with('/') {
                 return Err(format!("path {:?} does not start with `/`", truncate(p)));
             }
-            // Normalized like the client's path, or a filter would reopen the bypass that
-            // admission closed; the query is left as the filter wrote it.
-            let (path, query) = match p.split_once('?') {
-                Some((a, q)) => (a, Some(q)),
-                None => (p.as_str(), None),
-            };
-            let path = crate::core::identity::normalize_path(path, &limits.path)
-                .map_err(|e| format!("path {:?}: {}", truncate(p), e.reason()))?;
-            let pq = match query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.into_owned(),
-            };
-            let pq: http::uri::PathAndQuery = pq
+            // Parsed first, as a client's target is (a `#…` fragment is dropped there, which
+            // could turn `/x/..#` into `/x/..`; found by `plugin::fuzz`), then normalized like
+            // the client's path, or a filter would reopen the bypass that admission closed.
+            // The query is left as the filter wrote it.
+            let parsed: http::uri::PathAndQuery = p
                 .parse()
                 .map_err(|_| format!("invalid path {:?}", truncate(p)))?;
+            let path = crate::core::identity::normalize_path(parsed.path(), &limits.path)
+                .map_err(|e| format!("path {:?}: {}", truncate(p), e.reason()))?;
+            let pq: http::uri::PathAndQuery = match (path, parsed.query()) {
+                (std::borrow::Cow::Borrowed(_), _) => Ok(parsed.clone()),
+                (path, Some(q)) => format!("{path}?{q}").parse(),
+                (path, None) => path.parse(),
+            }
+            .map_err(|_| format!("invalid path {:?}", truncate(p)))?;
             let mut up = parts.uri.clone().into_parts();
             up.path_and_query = Some(pq);
             Some(http::Uri::from_parts(up).map_err(|e| format!("invalid path: {e}"))?)
@@ -202,6 +235,12 @@ pub(super) fn apply_response(
         Some(s) => Some(valid_status(s)?),
         None => None,
     };
+    refuse_framing(
+        ch.set_headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(ch.remove_headers.iter().map(String::as_str)),
+    )?;
     edit_headers(&mut head.headers, ch.remove_headers, ch.set_headers, limits)?;
     if let Some(s) = status {
         head.status = s;

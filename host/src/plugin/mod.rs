@@ -25,6 +25,8 @@ mod cache;
 mod call;
 mod convert;
 mod engine;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod manifest;
 mod registry;
 mod stats;
