@@ -3,6 +3,7 @@
 #
 #   bash bench/run.sh           # full run (≈ 5 min once built)
 #   bash bench/run.sh --quick   # short run (≈ 2 min once built)
+#   BENCH_BIN_DIR=dir bash bench/run.sh   # prebuilt portcullis/bench_upstream/hyper_floor (A/B)
 #
 # See bench/README.md for what each row means. Everything binds 127.0.0.1 only; everything
 # started here is stopped on exit, failure or Ctrl-C.
@@ -13,7 +14,7 @@ for a in "$@"; do
     case "$a" in
         --quick) MODE=quick ;;
         -h | --help)
-            sed -n '2,9p' "$0"
+            sed -n '2,10p' "$0"
             exit 0
             ;;
         *)
@@ -74,6 +75,15 @@ install_peers() {
 }
 
 build_portcullis() {
+    if [ -n "${BENCH_BIN_DIR:-}" ]; then
+        # A/B runs: binaries built elsewhere (e.g. from an older commit), used as they are.
+        log "using prebuilt binaries from $BENCH_BIN_DIR"
+        PORTCULLIS="$BENCH_BIN_DIR/portcullis"
+        UPSTREAM_BIN="$BENCH_BIN_DIR/bench_upstream"
+        FLOOR_BIN="$BENCH_BIN_DIR/hyper_floor"
+        [ -x "$PORTCULLIS" ] || die "missing $PORTCULLIS"
+        return 0
+    fi
     log "building portcullis, bench_upstream and hyper_floor (release, -j $JOBS, target dir $TARGET_DIR)"
     # One cargo invocation: features are unified once, so the library is built once.
     (cd "$ROOT" && cargo build --release -j "$JOBS" -p portcullis -p portcullis-examples \
@@ -756,7 +766,7 @@ meta = {
   "kernel": "$(uname -srm)",
   "mem": "$(free -h 2>/dev/null | awk '/^Mem:/ {print $2 " total"}')",
   "loadavg": "$(cut -d' ' -f1-3 /proc/loadavg)",
-  "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '-dirty')",
+  "git": "${BENCH_GIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '-dirty')}",
   "branch": "$(git -C "$ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null)",
   "versions": """$(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version 2>&1 | head -1); $(rustc --version)""",
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
