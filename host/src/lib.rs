@@ -25,6 +25,7 @@ pub mod config;
 pub(crate) mod core;
 pub(crate) mod gateway;
 pub(crate) mod plugin;
+pub mod reload;
 pub(crate) mod request;
 pub(crate) mod routing;
 pub(crate) mod server;
@@ -35,6 +36,7 @@ pub(crate) mod upstream;
 pub use config::Config;
 pub use gateway::Gateway;
 pub use plugin::check_dir;
+pub use reload::check;
 pub use telemetry::init_logging;
 
 /// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without
