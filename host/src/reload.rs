@@ -48,11 +48,14 @@ impl Loaded {
     }
 
     pub fn loaded_at_unix_ms(&self) -> u64 {
-        self.loaded_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        unix_ms(self.loaded_at)
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -307,12 +310,7 @@ impl Live {
         };
         svc.metrics.count_reload(result);
         *self.last.lock() = Some(LastReload {
-            at_unix_ms: Loaded {
-                hash: String::new(),
-                loaded_at: SystemTime::now(),
-                source: None,
-            }
-            .loaded_at_unix_ms(),
+            at_unix_ms: unix_ms(SystemTime::now()),
             result,
             problems,
         });
