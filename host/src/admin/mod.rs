@@ -76,7 +76,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The token model: see the module docs.
-fn authorize(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Result<(), Response<Full<Bytes>>> {
+fn authorize(
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+    path: &str,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     if read && path == "/healthz" {
         return Ok(());
@@ -95,10 +99,10 @@ fn authorize(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Result<(), Respo
         }
     } else {
         if token.is_none() {
-            return Err(json_error(
+            return Err(Box::new(json_error(
                 StatusCode::FORBIDDEN,
                 "admin mutations are disabled: set [admin] token",
-            ));
+            )));
         }
         matches(token)
     };
@@ -110,7 +114,7 @@ fn authorize(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Result<(), Respo
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
     );
-    Err(r)
+    Err(Box::new(r))
 }
 
 fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -145,7 +149,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Response<Full<Bytes>
     let ctx = &live.load();
     let path = req.uri().path().to_string();
     if let Err(r) = authorize(ctx, &req, &path) {
-        return r;
+        return *r;
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/admin/config") => config_view(live, ctx),
