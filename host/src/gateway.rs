@@ -2,16 +2,12 @@
 //! builds the route table and upstreams, and owns shutdown.
 
 use crate::config::Config;
-use crate::plugin::PluginRuntime;
-use crate::request::{HttpPolicy, Services};
-use crate::routing::RouteTable;
+use crate::reload::{Live, Loaded};
+use crate::request::Services;
 use crate::server::{self, tls};
-use crate::shed::Shedder;
-use crate::telemetry::Metrics;
-use crate::upstream::Upstreams;
 use anyhow::Context as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -19,12 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub struct Gateway {
-    ctx: Arc<Services>,
+    live: Arc<Live>,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    drain: Duration,
 }
 
 fn bind(addr: &str) -> anyhow::Result<TcpListener> {
@@ -43,46 +38,26 @@ fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 impl Gateway {
-    /// Binds every listener and starts serving. Must run inside a tokio runtime.
+    /// Binds every listener and starts serving. Must run inside a tokio runtime. A gateway
+    /// started this way has no file to reload; see [`Gateway::start_file`].
     pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut upstreams = Upstreams::new(&cfg)?;
-        upstreams.start_health_checks(&cfg, &shutdown_rx);
-        let routes = RouteTable::build(&cfg, |n| upstreams.index(n));
-        let route_names: Vec<Arc<str>> = routes.routes().iter().map(|r| r.name.clone()).collect();
-        let listener_names: Vec<Arc<str>> = cfg
-            .listeners
-            .iter()
-            .map(|l| Arc::from(l.name.as_str()))
-            .collect();
-        let metrics = Arc::new(Metrics::new(
-            &route_names,
-            &listener_names,
-            cfg.admin.passport_ring,
-            Duration::from_millis(cfg.admin.slow_request_ms),
-        ));
-        let plugins = match &cfg.plugins {
-            Some(p) => Some(
-                PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())
-                    .await
-                    .context("starting the plugin runtime")?,
-            ),
-            None => None,
-        };
-        let ctx = Arc::new(Services {
-            routes,
-            upstreams: Arc::new(upstreams),
-            metrics,
-            plugins,
-            shedder: Shedder::new(cfg.limits.max_in_flight),
-            timeouts: cfg.timeouts.clone(),
-            limits: cfg.limits.clone(),
-            http: HttpPolicy::from_config(&cfg.http),
-            draining: AtomicBool::new(false),
-            tunnels: Default::default(),
-        });
+        Self::start_with(cfg, None).await
+    }
 
-        let drain = Duration::from_millis(cfg.timeouts.drain_ms);
+    /// Starts from a config file, which SIGHUP and `POST /admin/config/reload` re-read.
+    pub async fn start_file(path: &std::path::Path) -> anyhow::Result<Gateway> {
+        let (cfg, loaded) = crate::reload::read_for_run(path)
+            .map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
+        Self::start_with(cfg, Some(loaded)).await
+    }
+
+    async fn start_with(cfg: Config, loaded: Option<Loaded>) -> anyhow::Result<Gateway> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let source = loaded.as_ref().and_then(|l| l.source.clone());
+        let svc = crate::reload::boot(cfg.clone(), loaded, &shutdown_rx).await?;
+        let live = Arc::new(Live::new(svc, source, shutdown_rx.clone()));
+        let ctx = live.load();
+
         let mut tasks = JoinSet::new();
         let mut bound = Vec::new();
         for (index, l) in cfg.listeners.iter().enumerate() {
@@ -112,11 +87,10 @@ impl Gateway {
                         ))
                         .ok();
                         tasks.spawn(server::h3::serve(
-                            ctx.clone(),
+                            live.clone(),
                             h3l,
                             endpoint,
                             shutdown_rx.clone(),
-                            drain,
                         ));
                     }
                     let reloads = ctx.metrics.listeners[index].tls_reloads.clone();
@@ -141,46 +115,46 @@ impl Gateway {
                 alt_svc,
                 max_tunnels: l.max_tunnels,
             };
-            tasks.spawn(server::serve(
-                ctx.clone(),
-                listener,
-                shutdown_rx.clone(),
-                drain,
-            ));
+            tasks.spawn(server::serve(live.clone(), listener, shutdown_rx.clone()));
         }
         let admin_tcp = bind(&cfg.admin.listen).context("admin listener")?;
         let admin = admin_tcp.local_addr()?;
         tracing::info!(%admin, "admin listening");
         tasks.spawn(crate::admin::serve(
-            ctx.clone(),
+            live.clone(),
             admin_tcp,
             shutdown_rx.clone(),
         ));
 
-        let reaper_ctx = ctx.clone();
+        let reaper = live.clone();
         let mut reaper_stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => reaper_ctx.upstreams.reap_idle(),
+                    _ = tick.tick() => reaper.load().upstreams.reap_idle(),
                     _ = reaper_stop.changed() => break,
                 }
             }
         });
 
         Ok(Gateway {
-            ctx,
+            live,
             listeners: bound,
             admin,
             shutdown,
             tasks,
-            drain,
         })
     }
 
-    pub fn services(&self) -> &Arc<Services> {
-        &self.ctx
+    /// The services new requests run on now.
+    pub fn services(&self) -> Arc<Services> {
+        self.live.load()
+    }
+
+    /// The reload handle: what SIGHUP and the admin API call.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
@@ -198,14 +172,16 @@ impl Gateway {
     /// once every listener is closed.
     pub async fn shutdown(mut self) {
         let started = std::time::Instant::now();
-        self.ctx.draining.store(true, Ordering::Relaxed);
-        self.ctx.tunnels.drain_at(started + self.drain);
+        let ctx = self.live.load();
+        let drain = Duration::from_millis(ctx.timeouts.drain_ms);
+        ctx.draining.store(true, Ordering::Relaxed);
+        ctx.tunnels.drain_at(started + drain);
         let _ = self.shutdown.send(true);
-        let grace = self.drain + Duration::from_secs(1);
+        let grace = drain + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
             // WebSocket tunnels left hyper's connections: they close at the drain deadline.
-            self.ctx.tunnels.closed().await;
+            ctx.tunnels.closed().await;
         })
         .await;
         self.tasks.abort_all();
@@ -215,7 +191,7 @@ impl Gateway {
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
         tracing::info!(
-            drain_ms = self.drain.as_millis() as u64,
+            drain_ms = self.live.load().timeouts.drain_ms,
             "shutting down: draining"
         );
         self.shutdown().await;

@@ -27,6 +27,7 @@ pub(crate) mod core;
 mod fuzz;
 pub(crate) mod gateway;
 pub(crate) mod plugin;
+pub mod reload;
 pub(crate) mod request;
 pub(crate) mod routing;
 pub(crate) mod server;
@@ -37,6 +38,7 @@ pub(crate) mod upstream;
 pub use config::Config;
 pub use gateway::Gateway;
 pub use plugin::check_dir;
+pub use reload::check;
 pub use telemetry::init_logging;
 
 /// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without

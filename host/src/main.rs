@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use portcullis::{Config, Gateway};
+use portcullis::Gateway;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,7 +23,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the gateway. SIGTERM or SIGINT stops accepting, drains in-flight requests for up
-    /// to `[timeouts] drain_ms`, and exits 0.
+    /// to `[timeouts] drain_ms`, and exits 0. SIGHUP reloads the config file (as
+    /// `POST /admin/config/reload` does); an invalid file changes nothing.
     Run {
         /// Path to the TOML config (see docs/config.md).
         #[arg(short, long)]
@@ -43,38 +44,22 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match Config::load(&config) {
-            Ok(cfg) => {
-                let problems = cfg
-                    .plugins
-                    .as_ref()
-                    .map(portcullis::check_dir)
-                    .unwrap_or_default();
-                if problems.is_empty() {
-                    println!("{}: ok", config.display());
-                    return ExitCode::SUCCESS;
-                }
+        // The same check a reload runs.
+        Cmd::Check { config } => match portcullis::check(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
                 for p in &problems {
                     eprintln!("{p}");
                 }
                 eprintln!("{} problem(s) found", problems.len());
                 ExitCode::from(1)
             }
-            Err(e) => {
-                eprintln!("{e}");
-                eprintln!("{} problem(s) found", e.problems.len());
-                ExitCode::from(1)
-            }
         },
         Cmd::Run { config, workers } => {
             portcullis::init_logging();
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(1);
-                }
-            };
             let workers = workers.or_else(|| {
                 std::env::var("PORTCULLIS_WORKERS")
                     .ok()
@@ -98,14 +83,31 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let gw = match Gateway::start(cfg).await {
+                // Registered before the gateway starts: SIGHUP's default action ends the
+                // process, and a reload must never do that.
+                use tokio::signal::unix::{signal, SignalKind};
+                let hup = signal(SignalKind::hangup());
+                let gw = match Gateway::start_file(&config).await {
                     Ok(g) => g,
                     Err(e) => {
                         eprintln!("error: {e:#}");
                         return ExitCode::from(1);
                     }
                 };
+                let live = gw.live().clone();
+                let hup = tokio::spawn(async move {
+                    let Ok(mut hup) = hup else {
+                        tracing::warn!("cannot listen for SIGHUP: reload through the admin API");
+                        return;
+                    };
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the config");
+                        // Logged and counted by the reload itself.
+                        let _ = live.reload().await;
+                    }
+                });
                 gw.run_until(shutdown_signal()).await;
+                hup.abort();
                 ExitCode::SUCCESS
             })
         }

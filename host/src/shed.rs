@@ -26,9 +26,10 @@ use std::sync::Arc;
 /// A concurrency limit that sheds by priority as utilisation rises.
 #[derive(Debug)]
 pub struct Shedder {
-    limit: usize,
-    /// Admission thresholds, indexed like `Priority` (sheddable, normal, critical).
-    caps: [usize; 3],
+    limit: AtomicUsize,
+    /// Admission thresholds, indexed like `Priority` (sheddable, normal, critical). Atomic so
+    /// a config reload can change the limit while the in-flight count carries on.
+    caps: [AtomicUsize; 3],
     in_flight: Arc<AtomicUsize>,
     shed: [AtomicU64; 3],
 }
@@ -56,26 +57,38 @@ fn index(p: Priority) -> usize {
 /// Share of the limit each priority may fill, in percent.
 pub(crate) const THRESHOLD_PERCENT: [usize; 3] = [80, 95, 100];
 
+/// The admission threshold of each priority for `limit`.
+fn caps(limit: usize) -> [usize; 3] {
+    THRESHOLD_PERCENT.map(|pct| {
+        if limit == 0 {
+            0
+        } else {
+            (limit.saturating_mul(pct) / 100).max(1)
+        }
+    })
+}
+
 impl Shedder {
     pub fn new(limit: usize) -> Self {
-        let cap = |pct: usize| {
-            if limit == 0 {
-                0
-            } else {
-                (limit.saturating_mul(pct) / 100).max(1)
-            }
-        };
         Shedder {
-            limit,
-            caps: THRESHOLD_PERCENT.map(cap),
+            limit: AtomicUsize::new(limit),
+            caps: caps(limit).map(AtomicUsize::new),
             in_flight: Arc::new(AtomicUsize::new(0)),
             shed: Default::default(),
         }
     }
 
+    /// Changes the limit (a config reload); requests in flight keep counting against it.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+        for (c, v) in self.caps.iter().zip(caps(limit)) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Admits or sheds at once; never queues.
     pub fn try_acquire(&self, priority: Priority) -> Option<Permit> {
-        let cap = self.caps[index(priority)];
+        let cap = self.caps[index(priority)].load(Ordering::Relaxed);
         let admitted = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -97,12 +110,12 @@ impl Shedder {
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// The in-flight count below which `p` is admitted.
     pub fn threshold(&self, p: Priority) -> usize {
-        self.caps[index(p)]
+        self.caps[index(p)].load(Ordering::Relaxed)
     }
 
     /// Requests of priority `p` refused so far.

@@ -351,3 +351,116 @@ fn drain_ms_cuts_off_requests_that_outlive_it() {
         "the upstream's answer arrived: {text}"
     );
 }
+
+/// An upstream that answers every request `200` with `body`, keep-alive.
+fn named_upstream(body: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One `GET /` on a fresh connection: the body, or `None` if it failed.
+fn get_body(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200")
+        .then(|| out.rsplit("\r\n\r\n").next().unwrap_or("").to_string())
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let kill = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+#[test]
+fn sighup_reloads_the_config_and_an_invalid_file_changes_nothing() {
+    let (a, b) = (named_upstream("from-a"), named_upstream("from-b"));
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp("sighup");
+    let cfg = dir.join("gw.toml");
+    let write = |to: &str, extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:{port}\"\n[[cluster]]\nname = \"a\"\nendpoints = [\"{a}\"]\n[[cluster]]\nname = \"b\"\nendpoints = [\"{b}\"]\n[[route]]\nname = \"all\"\ncluster = \"{to}\"\n{extra}"
+            ),
+        )
+        .unwrap()
+    };
+    write("a", "");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || get_body(addr).as_deref()
+            == Some("from-a")),
+        "gateway serves the first config"
+    );
+    write("b", "");
+    signal(&child, "-HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || get_body(addr).as_deref()
+            == Some("from-b")),
+        "SIGHUP applied the new route"
+    );
+    // An invalid file: the process keeps running on the old config.
+    write("a", "[timeouts]\nconnect_ms = 0\n");
+    signal(&child, "-HUP");
+    let metrics = |admin: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", admin)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || metrics(admin).is_some_and(
+            |m| m.contains("portcullis_config_reloads_total{result=\"invalid\"} 1")
+        )),
+        "the invalid reload is counted"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(get_body(addr).as_deref(), Some("from-b"));
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(40));
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,8 +1,16 @@
-//! The admin listener: health, Prometheus metrics, the passport ring, plugin management.
+//! The admin listener: health, Prometheus metrics, the passport ring, plugin management,
+//! the loaded config and its reload.
 //!
 //! Kept on its own port so that it can be firewalled off from the public and keeps answering
 //! while the public listeners shed load.
+//!
+//! One token model for everything here ([`authorize`]): every mutation (any method but `GET`
+//! and `HEAD`) needs `Authorization: Bearer <[admin] token>` (alias `[plugins] admin_token`),
+//! and is refused with 403 when no token is configured; reads need `[admin] read_token` (or
+//! the admin token) when one is set, except `/healthz`. Tokens are compared in constant time
+//! and read from the serving config, so a reload rotates them.
 
+use crate::reload::Live;
 use crate::request::Services as Ctx;
 use crate::telemetry::prom::{Kind, Writer};
 use bytes::Bytes;
@@ -18,7 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(live: Arc<Live>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -32,10 +40,10 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: TcpListener, mut shutdown: watch::
                 }
             },
         };
-        let ctx = ctx.clone();
+        let live = live.clone();
         let svc = service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(route(&ctx, req).await) }
+            let live = live.clone();
+            async move { Ok::<_, Infallible>(route(&live, req).await) }
         });
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -59,9 +67,103 @@ fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Resp
     r
 }
 
-async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Constant-time equality (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token model: see the module docs.
+fn authorize(
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+    path: &str,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    if read && path == "/healthz" {
+        return Ok(());
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = ctx.config.admin_token();
+    let matches = |t: Option<&str>| matches!((given, t), (Some(g), Some(t)) if constant_time_eq(g.as_bytes(), t.as_bytes()));
+    let ok = if read {
+        match ctx.config.admin.read_token.as_deref() {
+            None => true,
+            Some(r) => matches(Some(r)) || matches(token),
+        }
+    } else {
+        if token.is_none() {
+            return Err(Box::new(json_error(
+                StatusCode::FORBIDDEN,
+                "admin mutations are disabled: set [admin] token",
+            )));
+        }
+        matches(token)
+    };
+    if ok {
+        return Ok(());
+    }
+    let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Err(Box::new(r))
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(v) {
+        Ok(b) => text(status, b, "application/json"),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            "text/plain",
+        ),
+    }
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": msg }))
+}
+
+/// `GET /admin/config`: what is serving, and how the last reload went.
+fn config_view(live: &Live, ctx: &Ctx) -> Response<Full<Bytes>> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "hash": ctx.loaded.hash,
+            "loaded_at_unix_ms": ctx.loaded.loaded_at_unix_ms(),
+            "source": ctx.loaded.source.as_ref().map(|p| p.display().to_string()),
+            "last_reload": live.last_reload(),
+        }),
+    )
+}
+
+async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let ctx = &live.load();
     let path = req.uri().path().to_string();
+    if let Err(r) = authorize(ctx, &req, &path) {
+        return *r;
+    }
     match (req.method(), path.as_str()) {
+        (&Method::GET, "/admin/config") => config_view(live, ctx),
+        (&Method::POST, "/admin/config/reload") => match live.reload().await {
+            Ok(r) => json(StatusCode::OK, &r),
+            Err(e) => {
+                let status = match e.result {
+                    "invalid" => StatusCode::BAD_REQUEST,
+                    "refused" => StatusCode::CONFLICT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                json(status, &e)
+            }
+        },
         (&Method::GET, "/healthz") => {
             if ctx.draining.load(Ordering::Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
@@ -73,7 +175,7 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             let mut out = String::with_capacity(64 * 1024);
             {
                 let mut w = Writer::new(&mut out);
-                ctx.metrics.render(&mut w);
+                ctx.metrics.render(&mut w, &ctx.route_metrics);
                 ctx.upstreams.render(&mut w);
                 render_shedding(ctx, &mut w);
             }

@@ -32,6 +32,12 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     pub listen: String,
+    /// Bearer token for every admin mutation (`POST /admin/config/reload`, plugin uploads and
+    /// deletes). Absent: mutations are refused. `[plugins] admin_token` is an alias.
+    pub token: Option<String>,
+    /// Bearer token for admin reads (`GET /metrics`, `/admin/...`; not `/healthz`). Absent:
+    /// reads are open. `token` is accepted for reads as well.
+    pub read_token: Option<String>,
     /// Passports kept for slow or failed requests.
     pub passport_ring: usize,
     /// A request slower than this keeps its passport in the ring.
@@ -42,13 +48,15 @@ impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: "127.0.0.1:9901".into(),
+            token: None,
+            read_token: None,
             passport_ring: 1024,
             slow_request_ms: 1000,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
@@ -72,7 +80,7 @@ pub struct Listener {
     pub max_tunnels: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// Default certificate chain (PEM), used when no `sni` entry matches.
@@ -83,7 +91,7 @@ pub struct Tls {
     pub sni: Vec<SniCert>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCert {
     /// Server names this certificate answers for; `*.example.com` matches one label.
@@ -103,7 +111,7 @@ pub enum BalancerKind {
 }
 
 /// `"host:port"` or `{ addr = "host:port", weight = 3 }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum EndpointSpec {
     Addr(String),
@@ -129,7 +137,7 @@ impl EndpointSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
@@ -157,7 +165,7 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// Server name sent in SNI and verified in the certificate. Default: the endpoint's host.
@@ -178,7 +186,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Passive outlier detection: consecutive failures eject an endpoint with exponential backoff.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Outlier {
     /// Consecutive failures (connect errors, resets, and 5xx if `eject_on_5xx`) that eject.
@@ -204,7 +212,7 @@ impl Default for Outlier {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub path: String,
@@ -220,7 +228,7 @@ pub struct HealthCheck {
 
 /// Retries to a cluster may not exceed `percent` of its active requests, but at least
 /// `min_concurrency` retries may always be in flight.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBudget {
     pub percent: u32,
@@ -261,7 +269,7 @@ impl Default for Retry {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {
     /// Idle keep-alive connections kept per endpoint.
@@ -286,7 +294,7 @@ impl Default for Pool {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTimeouts {
     pub connect_ms: Option<u64>,
@@ -466,7 +474,7 @@ impl Http {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plugins {
     /// Directory of `<name>.wasm` + `<name>.toml` pairs, watched for changes.
@@ -514,6 +522,17 @@ pub struct Plugins {
     /// Bound on the cache's size; the least recently used artifacts are evicted beyond it.
     #[serde(default = "defaults::cache_max_mb")]
     pub cache_max_mb: u64,
+}
+
+impl Config {
+    /// The token every admin mutation needs: `[admin] token`, or its alias
+    /// `[plugins] admin_token`.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin
+            .token
+            .as_deref()
+            .or_else(|| self.plugins.as_ref()?.admin_token.as_deref())
+    }
 }
 
 impl Plugins {

@@ -24,6 +24,28 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         );
     }
 
+    for (key, v) in [
+        ("admin.token", &cfg.admin.token),
+        ("admin.read_token", &cfg.admin.read_token),
+    ] {
+        if v.as_deref() == Some("") {
+            p(key.into(), "must not be empty (omit it instead)".into());
+        }
+    }
+    if let (Some(a), Some(b)) = (
+        cfg.admin.token.as_deref(),
+        cfg.plugins
+            .as_ref()
+            .and_then(|pl| pl.admin_token.as_deref()),
+    ) {
+        if a != b {
+            p(
+                "plugins.admin_token".into(),
+                "an alias of [admin] token, and both are set to different values: keep one".into(),
+            );
+        }
+    }
+
     if cfg.listeners.is_empty() {
         p(
             "listener".into(),

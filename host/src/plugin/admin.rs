@@ -7,8 +7,9 @@
 //!   into the directory, atomically, and then loaded by the same path as any file change.
 //! * `DELETE /admin/plugins/{name}` — removes the files and unloads the plugin.
 //!
-//! Mutations need `Authorization: Bearer <[plugins] admin_token>`; without a configured token
-//! they are refused outright.
+//! Mutations need `Authorization: Bearer <[admin] token>` (alias `[plugins] admin_token`);
+//! without a configured token they are refused outright. The admin listener checks it for
+//! every mutation before a request gets here (`admin::authorize`).
 
 use super::registry::{valid_name, Registry};
 use super::stats::{render_all, StatsSnapshot};
@@ -92,41 +93,6 @@ fn list(reg: &Registry) -> Vec<PluginView> {
         .collect()
 }
 
-fn authorized(
-    reg: &Registry,
-    req: &Request<hyper::body::Incoming>,
-) -> Result<(), Box<Response<Full<Bytes>>>> {
-    let Some(token) = reg.cfg.admin_token.as_deref() else {
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "plugin uploads are disabled: set [plugins] admin_token",
-        )));
-    };
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            Err(Box::new(r))
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub(super) async fn handle(
     reg: &Registry,
     req: Request<hyper::body::Incoming>,
@@ -144,9 +110,6 @@ pub(super) async fn handle(
             None => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
         },
         (Method::PUT, false) => {
-            if let Err(r) = authorized(reg, &req) {
-                return *r;
-            }
             if !valid_name(&name) {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -155,19 +118,14 @@ pub(super) async fn handle(
             }
             upload(reg, &name, req).await
         }
-        (Method::DELETE, false) => {
-            if let Err(r) = authorized(reg, &req) {
-                return *r;
-            }
-            match reg.remove(&name) {
-                Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
-                Ok(true) => match reg.rescan(false).await {
-                    Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-                },
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
-        }
+        (Method::DELETE, false) => match reg.remove(&name) {
+            Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
+            Ok(true) => match reg.rescan(false).await {
+                Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+            },
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT or DELETE"),
     }
 }

@@ -633,6 +633,12 @@ impl PluginRuntime {
         self.registry.current.load_full()
     }
 
+    /// Applies a reloaded config's `[limits]` and `[http]` path policy to the filter chain
+    /// (requests that already took a chain keep theirs).
+    pub fn set_policy(&self, limits: &config::Limits, path: PathPolicy) {
+        self.registry.set_policy(limits, path);
+    }
+
     pub fn render_metrics(&self, out: &mut String) {
         admin::render_metrics(&self.registry, out);
     }

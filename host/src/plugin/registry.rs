@@ -65,8 +65,9 @@ pub(super) struct Registry {
     pub host: Arc<WasmHost>,
     pub dir: PathBuf,
     pub cfg: config::Plugins,
-    limits: config::Limits,
-    path: crate::core::identity::PathPolicy,
+    /// The gateway's `[limits]` and `[http]` path policy the chain applies; a config reload
+    /// replaces them (`set_policy`).
+    policy: Mutex<(config::Limits, crate::core::identity::PathPolicy)>,
     pub current: ArcSwap<Chain>,
     pub entries: Mutex<BTreeMap<String, Entry>>,
     stats: Mutex<HashMap<String, Arc<PluginStats>>>,
@@ -98,8 +99,7 @@ impl Registry {
             host,
             dir: cfg.dir.clone(),
             cfg: cfg.clone(),
-            limits: limits.clone(),
-            path,
+            policy: Mutex::new((limits.clone(), path)),
             current: ArcSwap::from_pointee(Chain::default()),
             entries: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(HashMap::new()),
@@ -362,15 +362,26 @@ impl Registry {
     /// Builds a new chain from the loaded entries and swaps it in. Requests that already took
     /// a snapshot keep theirs until they finish.
     fn publish(&self) {
+        let (limits, path) = self.policy.lock().clone();
         let entries = self.entries.lock();
         let loaded: Vec<Arc<Plugin>> = entries.values().filter_map(|e| e.loaded.clone()).collect();
         self.current.store(Arc::new(Chain::build(
             loaded,
             self.host.clone(),
             &self.cfg,
-            &self.limits,
-            self.path,
+            &limits,
+            path,
         )));
+    }
+
+    /// A config reload changed `[limits]` or `[http]`: rebuilds the chain with them.
+    pub(super) fn set_policy(
+        &self,
+        limits: &config::Limits,
+        path: crate::core::identity::PathPolicy,
+    ) {
+        *self.policy.lock() = (limits.clone(), path);
+        self.publish();
     }
 
     /// Records a rejected upload so the admin API shows it beside the version that kept

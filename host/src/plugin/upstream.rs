@@ -253,11 +253,12 @@ async fn dispatch(
     // connect and response-head timeouts: the same policy a proxied request gets from a
     // route without overrides.
     let retry = FANOUT_RETRY.get_or_init(config::Retry::default);
+    let timeouts = **cluster.timeouts.load();
     let policy = Policy::for_request(
         &method,
         retry,
-        cluster.timeouts.connect,
-        cluster.timeouts.upstream_headers,
+        timeouts.connect,
+        timeouts.upstream_headers,
         deadline,
         priority,
     );

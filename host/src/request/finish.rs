@@ -47,18 +47,21 @@ impl Finisher {
         }
         let start = self.passport.start();
         let passport = std::mem::replace(&mut self.passport, Passport::new(start));
-        self.svc.metrics.finish(crate::telemetry::Finished {
-            passport,
-            route: self.route,
-            route_name: self.route_name.take(),
-            cluster: self.cluster.take(),
-            endpoint: self.endpoint.take(),
-            status: self.status,
-            method: std::mem::take(&mut self.method),
-            uri: std::mem::take(&mut self.uri),
-            request_id: self.request_id.take(),
-            protocol: self.protocol,
-        });
+        self.svc.metrics.finish(
+            crate::telemetry::Finished {
+                passport,
+                route: self.route,
+                route_name: self.route_name.take(),
+                cluster: self.cluster.take(),
+                endpoint: self.endpoint.take(),
+                status: self.status,
+                method: std::mem::take(&mut self.method),
+                uri: std::mem::take(&mut self.uri),
+                request_id: self.request_id.take(),
+                protocol: self.protocol,
+            },
+            &self.svc.route_metrics,
+        );
         self.permits.clear();
         self.retry_permits.clear();
         self.conn.state.end();

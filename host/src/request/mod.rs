@@ -49,7 +49,7 @@ use crate::core::passport::{Passport, State};
 use crate::plugin::{Chain, FilterState, PluginRuntime};
 use crate::routing::{Route, RouteTable};
 use crate::shed::Shedder;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RouteMetrics};
 use crate::upstream::client::Answered;
 use crate::upstream::Upstreams;
 use bytes::Bytes;
@@ -62,20 +62,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the request path uses, shared read-only by every connection. `gateway` builds it;
-/// the listeners hand it to [`handle`] with each request.
+/// What the request path uses, shared read-only by every connection: one loaded config.
+/// `gateway` builds it; a config reload builds another and swaps it in (`reload::Live`). The
+/// listeners take the current one at each request's start and hand it to [`handle`], so a
+/// request finishes under the config it started with.
 pub struct Services {
     pub routes: RouteTable,
+    /// Per-route counters, indexed like `routes`.
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
     pub upstreams: Arc<Upstreams>,
+    /// Gateway-wide from here to `tunnels`: the same across reloads.
     pub metrics: Arc<Metrics>,
     pub plugins: Option<Arc<PluginRuntime>>,
-    pub shedder: Shedder,
+    pub shedder: Arc<Shedder>,
+    pub draining: Arc<AtomicBool>,
+    /// Open WebSocket tunnels, closed at the end of the drain.
+    pub tunnels: Arc<tunnel::Tunnels>,
     pub timeouts: config::Timeouts,
     pub limits: config::Limits,
     pub http: HttpPolicy,
-    pub draining: AtomicBool,
-    /// Open WebSocket tunnels, closed at the end of the drain.
-    pub tunnels: tunnel::Tunnels,
+    /// The config this was built from, its hash and load time.
+    pub config: Arc<config::Config>,
+    pub loaded: crate::reload::Loaded,
 }
 
 /// `[http]`: how identities are fixed, and the static headers of responses that skip Wasm.

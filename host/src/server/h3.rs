@@ -7,7 +7,6 @@
 
 use crate::core::body::{BoxError, ClientBody};
 use crate::request::RespBody;
-use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -97,13 +96,13 @@ pub(crate) fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
 }
 
 pub(crate) async fn serve(
-    ctx: Arc<Ctx>,
+    live: Arc<crate::reload::Live>,
     l: H3Listener,
     endpoint: quinn::Endpoint,
     mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
 ) {
-    let Some(metrics) = ctx.metrics.listeners.get(l.index) else {
+    let ctx = live.load().metrics.clone();
+    let Some(metrics) = ctx.listeners.get(l.index) else {
         return;
     };
     loop {
@@ -123,25 +122,27 @@ pub(crate) async fn serve(
         }
         metrics.active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
+        let live = live.clone();
         let index = l.index;
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(ctx.clone(), incoming, stop).await {
+            if let Err(e) = connection(live, incoming, stop).await {
                 tracing::debug!(error = %e, "HTTP/3 connection ended with error");
             }
-            if let Some(m) = ctx.metrics.listeners.get(index) {
+            if let Some(m) = ctx.listeners.get(index) {
                 m.active.fetch_sub(1, Ordering::Relaxed);
             }
         });
     }
     // Stop taking new connections; let open ones finish (they got GOAWAY) up to the drain.
     endpoint.set_server_config(None);
+    let drain = Duration::from_millis(live.load().timeouts.drain_ms);
     let _ = tokio::time::timeout(drain, endpoint.wait_idle()).await;
     endpoint.close(0u32.into(), b"shutdown");
 }
 
 async fn connection(
-    ctx: Arc<Ctx>,
+    live: Arc<crate::reload::Live>,
     incoming: quinn::Incoming,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -181,7 +182,7 @@ async fn connection(
                 return Err(e.into());
             }
         };
-        let ctx = ctx.clone();
+        let ctx = live.load();
         let info = info.clone();
         tokio::spawn(async move {
             let (req, stream) = match resolver.resolve_request().await {

@@ -5,6 +5,7 @@ pub(crate) mod h3;
 pub(crate) mod io;
 pub(crate) mod tls;
 
+use crate::reload::Live;
 use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
 use hyper::service::service_fn;
@@ -49,20 +50,36 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What a connection takes from the config when it is accepted: the protocol settings and
+/// client timeouts. Rebuilt when a reload swapped the services.
+struct ConnSettings {
+    svc: Arc<Ctx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    response_408: Arc<[u8]>,
+}
+
+impl ConnSettings {
+    fn of(svc: Arc<Ctx>) -> Self {
+        ConnSettings {
+            builder: Arc::new(builder(&svc)),
+            header_timeout: Duration::from_millis(svc.timeouts.client_header_ms),
+            idle_timeout: Duration::from_millis(svc.timeouts.client_idle_ms),
+            response_408: io::response_408(&svc.http.error_headers),
+            svc,
+        }
+    }
+}
+
 /// Accepts until `shutdown` flips, then drains: open connections finish their in-flight
-/// requests (keep-alive is turned off, h2 gets GOAWAY) for up to `drain`.
-pub(crate) async fn serve(
-    ctx: Arc<Ctx>,
-    l: Listener,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) {
+/// requests (keep-alive is turned off, h2 gets GOAWAY) for up to `[timeouts] drain_ms`.
+/// Each request runs on the services current when it starts (`Live::load`).
+pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(builder(&ctx));
-    let header_timeout = Duration::from_millis(ctx.timeouts.client_header_ms);
-    let idle_timeout = Duration::from_millis(ctx.timeouts.client_idle_ms);
-    let response_408 = io::response_408(&ctx.http.error_headers);
-    let Some(metrics) = ctx.metrics.listeners.get(l.index) else {
+    let mut settings = ConnSettings::of(live.load());
+    let metrics = settings.svc.metrics.clone();
+    let Some(metrics) = metrics.listeners.get(l.index) else {
         return;
     };
     loop {
@@ -87,14 +104,20 @@ pub(crate) async fn serve(
         }
         metrics.active.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let builder = builder.clone();
+        let now = live.load();
+        if !Arc::ptr_eq(&now, &settings.svc) {
+            settings = ConnSettings::of(now);
+        }
+        let ctx = settings.svc.clone();
+        let live = live.clone();
+        let builder = settings.builder.clone();
+        let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
         let watcher = graceful.watcher();
         let tls = l.tls.clone();
         let index = l.index;
         let alt_svc = l.alt_svc.clone();
         let max_tunnels = l.max_tunnels;
-        let response_408 = response_408.clone();
+        let response_408 = settings.response_408.clone();
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
             let info = Arc::new(ConnInfo {
@@ -105,8 +128,7 @@ pub(crate) async fn serve(
                 listener: index,
                 max_tunnels,
             });
-            let c2 = ctx.clone();
-            let svc = service_fn(move |req| request::handle(c2.clone(), info.clone(), req));
+            let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
             let res = match tls {
                 None => {
                     let io = io::ClientIo::new(
@@ -172,6 +194,8 @@ pub(crate) async fn serve(
         });
     }
     drop(l.tcp);
+    drop(settings);
+    let drain = Duration::from_millis(live.load().timeouts.drain_ms);
     let open = graceful.count();
     if open > 0 {
         tracing::info!(open, "draining client connections");

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Per-route counters, pre-allocated at boot so the request path only touches atomics.
+/// Per-route counters, pre-allocated when the route table is built so the request path only
+/// touches atomics. A config reload keeps the counters of every route whose name it keeps.
 #[derive(Debug)]
 pub struct RouteMetrics {
     pub name: Arc<str>,
@@ -27,6 +28,18 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// One set per route name, in order: the counters of `old` for names it has, fresh ones
+    /// for new names. Routes no longer configured leave `/metrics` with the reload.
+    pub fn for_routes(names: &[Arc<str>], old: &[Arc<RouteMetrics>]) -> Vec<Arc<RouteMetrics>> {
+        names
+            .iter()
+            .map(|n| match old.iter().find(|o| o.name == *n) {
+                Some(o) => o.clone(),
+                None => Arc::new(RouteMetrics::new(n.clone())),
+            })
+            .collect()
+    }
+
     fn new(name: Arc<str>) -> Self {
         RouteMetrics {
             name,
@@ -144,14 +157,16 @@ impl TunnelMetrics {
 /// Everything the gateway counts. One instance per gateway, shared by `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
-    pub routes: Vec<RouteMetrics>,
     /// Requests that matched no route.
     pub unrouted: RouteMetrics,
     pub listeners: Vec<ListenerMetrics>,
     pub overhead: Histogram,
     pub ring: PassportRing,
     pub tunnels: TunnelMetrics,
-    slow: Duration,
+    /// `[admin] slow_request_ms`, in microseconds (reloadable).
+    slow_us: AtomicU64,
+    /// Config reloads by result: index into `RELOAD_RESULTS`.
+    reloads: [AtomicU64; RELOAD_RESULTS.len()],
     /// Requests by client protocol: index into `PROTOCOLS`.
     by_protocol: [AtomicU64; PROTOCOLS.len()],
 }
@@ -173,15 +188,14 @@ pub struct Finished {
     pub protocol: &'static str,
 }
 
+/// `result` label values of `portcullis_config_reloads_total`: applied; refused because the
+/// file is invalid; refused because it changes a key that cannot change at runtime; failed
+/// while applying (e.g. a new listener's port is taken), nothing changed.
+pub(crate) const RELOAD_RESULTS: [&str; 4] = ["ok", "invalid", "refused", "error"];
+
 impl Metrics {
-    pub fn new(
-        routes: &[Arc<str>],
-        listeners: &[Arc<str>],
-        ring_size: usize,
-        slow: Duration,
-    ) -> Self {
+    pub fn new(listeners: &[Arc<str>], ring_size: usize, slow: Duration) -> Self {
         Metrics {
-            routes: routes.iter().cloned().map(RouteMetrics::new).collect(),
             unrouted: RouteMetrics::new(Arc::from("")),
             listeners: listeners
                 .iter()
@@ -193,13 +207,27 @@ impl Metrics {
             overhead: Histogram::new(OVERHEAD_BUCKETS),
             ring: PassportRing::new(ring_size),
             tunnels: TunnelMetrics::default(),
-            slow,
+            slow_us: AtomicU64::new(slow.as_micros() as u64),
+            reloads: Default::default(),
             by_protocol: Default::default(),
         }
     }
 
+    pub fn set_slow(&self, slow: Duration) {
+        self.slow_us
+            .store(slow.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one config reload; `result` is one of `RELOAD_RESULTS`.
+    pub fn count_reload(&self, result: &str) {
+        if let Some(i) = RELOAD_RESULTS.iter().position(|r| *r == result) {
+            self.reloads[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Turns a finished request's passport into metrics, and keeps it if slow or failed.
-    pub fn finish(&self, mut f: Finished) {
+    /// `routes` are the per-route counters of the config the request ran under.
+    pub fn finish(&self, mut f: Finished, routes: &[Arc<RouteMetrics>]) {
         if !f.passport.has(State::Done) {
             f.passport.stamp(State::Done);
         }
@@ -212,8 +240,8 @@ impl Metrics {
         let overhead = total.saturating_sub(f.passport.waiting());
         let rm = f
             .route
-            .and_then(|i| self.routes.get(i))
-            .unwrap_or(&self.unrouted);
+            .and_then(|i| routes.get(i))
+            .map_or(&self.unrouted, |r| &**r);
         let class = (f.status / 100).clamp(1, 5) as usize - 1;
         rm.status[class].fetch_add(1, Ordering::Relaxed);
         rm.duration.observe(total);
@@ -221,15 +249,20 @@ impl Metrics {
         if let Some(i) = PROTOCOLS.iter().position(|p| *p == f.protocol) {
             self.by_protocol[i].fetch_add(1, Ordering::Relaxed);
         }
-        if total >= self.slow || f.passport.failed() || f.status >= 500 {
+        let slow = Duration::from_micros(self.slow_us.load(Ordering::Relaxed));
+        if total >= slow || f.passport.failed() || f.status >= 500 {
             self.ring
                 .push(PassportRecord::from_finished(&f, total, overhead));
         }
     }
 
     /// Writes the request, protocol, overhead and listener families.
-    pub(crate) fn render(&self, w: &mut Writer) {
-        let routes = || self.routes.iter().chain(std::iter::once(&self.unrouted));
+    pub(crate) fn render(&self, w: &mut Writer, live: &[Arc<RouteMetrics>]) {
+        let routes = || {
+            live.iter()
+                .map(|r| &**r)
+                .chain(std::iter::once(&self.unrouted))
+        };
         let mut f = w.family(
             "portcullis_requests_total",
             "Requests finished, by route and status class.",
@@ -311,6 +344,14 @@ impl Metrics {
             }
         }
         self.tunnels.render(w, &self.listeners);
+        let mut f = w.family(
+            "portcullis_config_reloads_total",
+            "Config reloads (SIGHUP or POST /admin/config/reload), by result: ok, invalid, refused (a key that cannot change at runtime), error.",
+            Kind::Counter,
+        );
+        for (r, c) in RELOAD_RESULTS.iter().zip(&self.reloads) {
+            f.sample(&[("result", r)], c.load(Ordering::Relaxed));
+        }
     }
 }
 

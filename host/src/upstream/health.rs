@@ -21,6 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 pub struct HealthChecker {
+    /// The checking task, aborted by [`HealthChecker::stop`] when its cluster goes away (a
+    /// config reload removed or redefined it).
+    task: std::sync::OnceLock<tokio::task::AbortHandle>,
     healthy: Vec<AtomicBool>,
     checks: AtomicU64,
     failures: Vec<AtomicU64>,
@@ -40,12 +43,21 @@ impl HealthChecker {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<HealthChecker> {
         let hc = Arc::new(HealthChecker {
+            task: std::sync::OnceLock::new(),
             healthy: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
             checks: AtomicU64::new(0),
             failures: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
         });
-        tokio::spawn(run(hc.clone(), cfg, addrs, shutdown));
+        let task = tokio::spawn(run(hc.clone(), cfg, addrs, shutdown));
+        let _ = hc.task.set(task.abort_handle());
         hc
+    }
+
+    /// Stops checking.
+    pub fn stop(&self) {
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
     }
 
     pub fn is_healthy(&self, i: usize) -> bool {

@@ -37,11 +37,20 @@ pub struct Cluster {
     pub outlier_cfg: config::Outlier,
     pub health: Option<Arc<health::HealthChecker>>,
     pub retry_budget: RetryBudget,
-    /// Per-cluster concurrency limit, shedding by priority.
-    pub limit: Shedder,
+    /// Per-cluster concurrency limit, shedding by priority. Kept by a reload that redefines
+    /// the cluster, so its in-flight count carries over.
+    pub limit: Arc<Shedder>,
     /// The cluster's timeouts over the global ones: what a call without a route (fan-out)
-    /// gets, and what a route's own overrides start from.
-    pub timeouts: CallTimeouts,
+    /// gets. Swapped by a reload that changes only the global `[timeouts]`.
+    pub timeouts: arc_swap::ArcSwap<CallTimeouts>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(h) = &self.health {
+            h.stop();
+        }
+    }
 }
 
 /// Per-attempt waits of a call to a cluster.
@@ -51,16 +60,22 @@ pub struct CallTimeouts {
     pub upstream_headers: std::time::Duration,
 }
 
-impl Cluster {
-    fn new(cfg: &config::Cluster, global: &config::Timeouts, seed: u64) -> anyhow::Result<Self> {
+impl CallTimeouts {
+    fn resolve(cfg: &config::Cluster, global: &config::Timeouts) -> Self {
         let ms = std::time::Duration::from_millis;
-        let timeouts = CallTimeouts {
+        CallTimeouts {
             connect: ms(cfg.timeouts.connect_ms.unwrap_or(global.connect_ms)),
             upstream_headers: ms(cfg
                 .timeouts
                 .upstream_headers_ms
                 .unwrap_or(global.upstream_headers_ms)),
-        };
+        }
+    }
+}
+
+impl Cluster {
+    fn new(cfg: &config::Cluster, global: &config::Timeouts, seed: u64) -> anyhow::Result<Self> {
+        let timeouts = CallTimeouts::resolve(cfg, global);
         let pool_cfg = PoolConfig::from(&cfg.pool);
         let connector = connect::Connector::new(cfg)
             .map_err(|e| anyhow::anyhow!("cluster `{}`: {e:#}", cfg.name))?;
@@ -87,8 +102,8 @@ impl Cluster {
             outlier_cfg: cfg.outlier.clone(),
             health: None,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
-            limit: Shedder::new(cfg.max_concurrency),
-            timeouts,
+            limit: Arc::new(Shedder::new(cfg.max_concurrency)),
+            timeouts: arc_swap::ArcSwap::from_pointee(timeouts),
             endpoints,
         })
     }
@@ -124,36 +139,73 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &config::Config) -> anyhow::Result<Self> {
-        let clusters: Vec<Arc<Cluster>> = cfg
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Cluster::new(c, &cfg.timeouts, 0x5eed_0000 + i as u64).map(Arc::new))
-            .collect::<anyhow::Result<_>>()?;
+    /// Builds the clusters of `cfg` and starts their health checks.
+    pub fn new(
+        cfg: &config::Config,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        Self::rebuild(cfg, None, shutdown).map(|(u, _)| u)
+    }
+
+    /// Builds the clusters of `cfg` for a config reload. A cluster whose definition is the
+    /// same in `old` (the config and clusters serving now) is kept as it is — pools, balancer,
+    /// stats, outlier, health and retry-budget state — with only its call timeouts refreshed
+    /// from the new global `[timeouts]`. A redefined cluster is built anew but keeps its
+    /// concurrency limit's in-flight count. Returns the names of the clusters kept.
+    pub fn rebuild(
+        cfg: &config::Config,
+        old: Option<(&config::Config, &Upstreams)>,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Self, Vec<Arc<str>>)> {
+        // First everything that can fail, so a failed reload changes nothing that serves.
+        let mut built = Vec::with_capacity(cfg.clusters.len());
+        for (i, c) in cfg.clusters.iter().enumerate() {
+            let before = old.and_then(|(oc, ou)| {
+                let def = oc.clusters.iter().find(|o| o.name == c.name)?;
+                Some((def == c, ou.get(&c.name)?.clone()))
+            });
+            match before {
+                Some((true, existing)) => built.push((c, Err(existing))),
+                before => {
+                    let mut cl = Cluster::new(c, &cfg.timeouts, 0x5eed_0000 + i as u64)?;
+                    if let Some(hc) = &c.health_check {
+                        let addrs = c.endpoints.iter().map(|e| e.addr().to_string()).collect();
+                        cl.health = Some(health::HealthChecker::spawn(
+                            hc.clone(),
+                            addrs,
+                            shutdown.clone(),
+                        ));
+                    }
+                    built.push((c, Ok((cl, before.map(|(_, e)| e)))));
+                }
+            }
+        }
+        let mut clusters = Vec::with_capacity(built.len());
+        let mut kept = Vec::new();
+        for (c, b) in built {
+            match b {
+                Err(existing) => {
+                    existing
+                        .timeouts
+                        .store(Arc::new(CallTimeouts::resolve(c, &cfg.timeouts)));
+                    kept.push(existing.name.clone());
+                    clusters.push(existing);
+                }
+                Ok((mut cl, previous)) => {
+                    if let Some(p) = previous {
+                        p.limit.set_limit(c.max_concurrency);
+                        cl.limit = p.limit.clone();
+                    }
+                    clusters.push(Arc::new(cl));
+                }
+            }
+        }
         let by_name = clusters
             .iter()
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        Ok(Upstreams { clusters, by_name })
-    }
-
-    /// Starts active health checks for clusters that configure them.
-    pub fn start_health_checks(
-        &mut self,
-        cfg: &config::Config,
-        shutdown: &tokio::sync::watch::Receiver<bool>,
-    ) {
-        for (i, c) in cfg.clusters.iter().enumerate() {
-            if let Some(hc) = &c.health_check {
-                let addrs = c.endpoints.iter().map(|e| e.addr().to_string()).collect();
-                let checker = health::HealthChecker::spawn(hc.clone(), addrs, shutdown.clone());
-                if let Some(cl) = self.clusters.get_mut(i).and_then(Arc::get_mut) {
-                    cl.health = Some(checker);
-                }
-            }
-        }
+        Ok((Upstreams { clusters, by_name }, kept))
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
