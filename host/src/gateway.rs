@@ -7,6 +7,7 @@ use crate::request::{HttpPolicy, Services};
 use crate::routing::RouteTable;
 use crate::server::{self, tls};
 use crate::shed::Shedder;
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstreams;
 use anyhow::Context as _;
@@ -55,12 +56,22 @@ impl Gateway {
             .iter()
             .map(|l| Arc::from(l.name.as_str()))
             .collect();
-        let metrics = Arc::new(Metrics::new(
-            &route_names,
-            &listener_names,
-            cfg.admin.passport_ring,
-            Duration::from_millis(cfg.admin.slow_request_ms),
-        ));
+        let access_log =
+            match &cfg.access_log {
+                Some(a) => Some(AccessLog::start(a).with_context(|| {
+                    format!("access_log.path: cannot open `{}`", a.path.display())
+                })?),
+                None => None,
+            };
+        let metrics = Arc::new(
+            Metrics::new(
+                &route_names,
+                &listener_names,
+                cfg.admin.passport_ring,
+                Duration::from_millis(cfg.admin.slow_request_ms),
+            )
+            .with_access_log(access_log),
+        );
         let plugins = match &cfg.plugins {
             Some(p) => Some(
                 PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())
@@ -157,6 +168,10 @@ impl Gateway {
             shutdown_rx.clone(),
         ));
 
+        if cfg.access_log.as_ref().is_some_and(|a| !a.is_stdout()) {
+            tasks.spawn(reopen_on_sigusr1(ctx.clone(), shutdown_rx.clone()));
+        }
+
         let reaper_ctx = ctx.clone();
         let mut reaper_stop = shutdown_rx.clone();
         tasks.spawn(async move {
@@ -194,6 +209,12 @@ impl Gateway {
         self.admin
     }
 
+    /// The access log, when `[access_log]` is configured: `reopen` is what SIGUSR1 does,
+    /// `flush` waits for the queued lines to be written.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.ctx.metrics.access_log.as_ref()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
     /// once every listener is closed.
     pub async fn shutdown(mut self) {
@@ -209,6 +230,12 @@ impl Gateway {
         })
         .await;
         self.tasks.abort_all();
+        // Requests (and tunnels) ended: their lines are queued. Bounded like everything.
+        if let Some(log) = &self.ctx.metrics.access_log {
+            if !log.flush(Duration::from_secs(2)).await {
+                tracing::warn!("access log: queued lines not all written at shutdown");
+            }
+        }
     }
 
     /// Runs until the returned future of `signal` completes, then drains.
@@ -220,5 +247,30 @@ impl Gateway {
         );
         self.shutdown().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`), until shutdown.
+async fn reopen_on_sigusr1(ctx: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1: the access log will not be reopened");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            got = usr1.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if let Some(log) = &ctx.metrics.access_log {
+                    log.reopen();
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }

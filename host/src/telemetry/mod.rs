@@ -4,6 +4,7 @@
 //! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
 //! from what the request actually did.
 
+pub mod access_log;
 pub(crate) mod histogram;
 pub(crate) mod prom;
 
@@ -154,10 +155,25 @@ pub struct Metrics {
     slow: Duration,
     /// Requests by client protocol: index into `PROTOCOLS`.
     by_protocol: [AtomicU64; PROTOCOLS.len()],
+    /// `[access_log]`: every finished request is offered to it.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// Client protocol labels; the protocol is a label, never a different code path.
 pub(crate) const PROTOCOLS: [&str; 4] = ["http/1.0", "http/1.1", "h2", "h3"];
+
+/// What a WebSocket tunnel carried, for the access log line written when it ends.
+#[derive(Debug, Clone)]
+pub struct TunnelStats {
+    /// From the upgrade to the tunnel's end.
+    pub lived: Duration,
+    /// Client to upstream.
+    pub bytes_in: u64,
+    /// Upstream to client.
+    pub bytes_out: u64,
+    /// How it ended: one of `TUNNEL_ENDS`.
+    pub end: &'static str,
+}
 
 /// What a finished request leaves behind: its passport and the facts needed to label it.
 pub struct Finished {
@@ -171,6 +187,12 @@ pub struct Finished {
     pub uri: http::Uri,
     pub request_id: Option<http::HeaderValue>,
     pub protocol: &'static str,
+    pub client: std::net::SocketAddr,
+    /// Upstream attempts (0 when no upstream was tried).
+    pub attempts: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub tunnel: Option<Box<TunnelStats>>,
 }
 
 impl Metrics {
@@ -195,7 +217,14 @@ impl Metrics {
             tunnels: TunnelMetrics::default(),
             slow,
             by_protocol: Default::default(),
+            access_log: None,
         }
+    }
+
+    /// Feeds finished requests to `log` too.
+    pub fn with_access_log(mut self, log: Option<access_log::AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Turns a finished request's passport into metrics, and keeps it if slow or failed.
@@ -224,6 +253,9 @@ impl Metrics {
         if total >= self.slow || f.passport.failed() || f.status >= 500 {
             self.ring
                 .push(PassportRecord::from_finished(&f, total, overhead));
+        }
+        if let Some(log) = &self.access_log {
+            log.record(f, total, overhead);
         }
     }
 
@@ -311,6 +343,9 @@ impl Metrics {
             }
         }
         self.tunnels.render(w, &self.listeners);
+        if let Some(log) = &self.access_log {
+            log.render(w);
+        }
     }
 }
 
