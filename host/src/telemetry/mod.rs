@@ -4,7 +4,7 @@
 //! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
 //! from what the request actually did.
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub(crate) mod histogram;
 pub(crate) mod prom;
 
