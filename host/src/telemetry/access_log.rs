@@ -526,6 +526,70 @@ mod tests {
         assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000Z");
     }
 
+    fn finished(status: u16, error: Option<&'static str>) -> Finished {
+        let mut passport = crate::core::passport::Passport::new(Instant::now());
+        passport.error = error;
+        Finished {
+            passport,
+            route: None,
+            route_name: None,
+            cluster: None,
+            endpoint: None,
+            status,
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/x"),
+            request_id: None,
+            protocol: "http/1.1",
+            client: SocketAddr::from(([127, 0, 0, 1], 1)),
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            tunnel: None,
+        }
+    }
+
+    /// A log whose writer never drains: the queue stays as `record` leaves it.
+    fn stalled(queue: usize, sample: f64) -> (AccessLog, Receiver<Entry>) {
+        let (tx, rx) = sync_channel(queue);
+        let log = AccessLog {
+            tx,
+            shared: Arc::default(),
+            sample,
+            writer: std::thread::current(),
+        };
+        (log, rx)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (log, rx) = stalled(2, 1.0);
+        for _ in 0..5 {
+            log.record(finished(200, None), Duration::ZERO, Duration::ZERO);
+        }
+        assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(rx.try_iter().count(), 2);
+        drop(rx);
+        log.record(finished(200, None), Duration::ZERO, Duration::ZERO);
+        assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn sampling_skips_only_successes() {
+        let (log, rx) = stalled(16, 0.0);
+        log.record(finished(200, None), Duration::ZERO, Duration::ZERO);
+        log.record(finished(302, None), Duration::ZERO, Duration::ZERO);
+        log.record(finished(404, None), Duration::ZERO, Duration::ZERO);
+        log.record(finished(503, None), Duration::ZERO, Duration::ZERO);
+        log.record(
+            finished(200, Some("upstream-reset")),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        let kept: Vec<u16> = rx.try_iter().map(|e| e.status).collect();
+        assert_eq!(kept, [404, 503, 200]);
+        assert_eq!(log.shared.sampled_out.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn the_entry_stays_small() {
         // Every queue slot holds one: `queue` × this is the queue's memory (measured 368
