@@ -5,6 +5,8 @@ use crate::config::Config;
 use crate::reload::{Live, Loaded};
 use crate::request::Services;
 use crate::server::{self, tls};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::Metrics;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,6 +18,8 @@ use tokio::task::JoinSet;
 
 pub struct Gateway {
     live: Arc<Live>,
+    /// Shared by every config generation (a reload keeps it).
+    metrics: Arc<Metrics>,
     listeners: Vec<(String, SocketAddr)>,
     admin: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -127,6 +131,9 @@ impl Gateway {
         ));
 
         let reaper = live.clone();
+        if cfg.access_log.as_ref().is_some_and(|a| !a.is_stdout()) {
+            tasks.spawn(reopen_on_sigusr1(ctx.metrics.clone(), shutdown_rx.clone()));
+        }
         let mut reaper_stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -139,6 +146,7 @@ impl Gateway {
         });
 
         Ok(Gateway {
+            metrics: ctx.metrics.clone(),
             live,
             listeners: bound,
             admin,
@@ -168,6 +176,12 @@ impl Gateway {
         self.admin
     }
 
+    /// The access log, when `[access_log]` is configured: `reopen` is what SIGUSR1 does,
+    /// `flush` waits for the queued lines to be written.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.metrics.access_log.as_ref()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
     /// once every listener is closed.
     pub async fn shutdown(mut self) {
@@ -185,6 +199,12 @@ impl Gateway {
         })
         .await;
         self.tasks.abort_all();
+        // Requests (and tunnels) ended: their lines are queued. Bounded like everything.
+        if let Some(log) = &self.metrics.access_log {
+            if !log.flush(Duration::from_secs(2)).await {
+                tracing::warn!("access log: queued lines not all written at shutdown");
+            }
+        }
     }
 
     /// Runs until the returned future of `signal` completes, then drains.
@@ -196,5 +216,30 @@ impl Gateway {
         );
         self.shutdown().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`), until shutdown.
+async fn reopen_on_sigusr1(metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1: the access log will not be reopened");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            got = usr1.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if let Some(log) = &metrics.access_log {
+                    log.reopen();
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }

@@ -17,7 +17,7 @@
 //!
 //! The public facade is small, in the way wasmtime keeps its internals private: a
 //! [`Config`] (the whole config model, since operators and tests build it), a running
-//! [`Gateway`], [`init_logging`], [`check_dir`] for `portcullis check`, and the [`bench`]
+//! [`Gateway`] (with its [`AccessLog`]), [`init_logging`], [`check_dir`] for `portcullis check`, and the [`bench`]
 //! handles the filter micro-benchmark drives. Every module is `pub(crate)`.
 
 pub(crate) mod admin;
@@ -39,6 +39,7 @@ pub use config::Config;
 pub use gateway::Gateway;
 pub use plugin::check_dir;
 pub use reload::check;
+pub use telemetry::access_log::AccessLog;
 pub use telemetry::init_logging;
 
 /// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without

@@ -98,7 +98,7 @@ fn read(path: &Path) -> Result<(Config, String), Vec<String>> {
 }
 
 /// The keys `new` changes that cannot change at runtime (docs/config.md lists them):
-/// `[admin] listen` and `passport_ring`, every `[[listener]]` (added, removed or changed),
+/// `[admin] listen` and `passport_ring`, `[access_log]`, every `[[listener]]` (added, removed or changed),
 /// and everything in `[plugins]` but `admin_token`. Certificates named by a listener keep
 /// hot-reloading from disk as before.
 pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
@@ -108,6 +108,9 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.admin.passport_ring != new.admin.passport_ring {
         out.push("admin.passport_ring".to_string());
+    }
+    if old.access_log != new.access_log {
+        out.push("access_log".to_string());
     }
     for o in &old.listeners {
         match new.listeners.iter().find(|n| n.name == o.name) {
@@ -378,11 +381,22 @@ pub(crate) async fn boot(
         .iter()
         .map(|l| Arc::from(l.name.as_str()))
         .collect();
-    let metrics = Arc::new(Metrics::new(
-        &listener_names,
-        cfg.admin.passport_ring,
-        Duration::from_millis(cfg.admin.slow_request_ms),
-    ));
+    // Opened once at boot: `[access_log]` is not reloadable (see `fixed_changes`).
+    let access_log = match &cfg.access_log {
+        Some(a) => Some(
+            crate::telemetry::access_log::AccessLog::start(a)
+                .with_context(|| format!("access_log.path: cannot open `{}`", a.path.display()))?,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(
+        Metrics::new(
+            &listener_names,
+            cfg.admin.passport_ring,
+            Duration::from_millis(cfg.admin.slow_request_ms),
+        )
+        .with_access_log(access_log),
+    );
     let plugins = match &cfg.plugins {
         Some(p) => Some(
             PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())

@@ -389,3 +389,64 @@ async fn websocket_over_http2_extended_connect() {
     ws.close(None).await.unwrap();
     gw.shutdown().await;
 }
+
+/// A tunnel's access log line is written when the tunnel ends, with its duration and bytes.
+#[tokio::test]
+async fn a_tunnel_logs_one_line_at_its_end_with_duration_and_bytes() {
+    let up = ws_server().await;
+    let dir = temp_dir("ws-access-log");
+    let log = dir.join("access.log");
+    let cfg = format!(
+        "{}\n[access_log]\npath = \"{}\"\n",
+        config(up.addr, "", ""),
+        log.display()
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").unwrap();
+    let mut ws = connect(addr, "/chat", &[("x-request-id", "ws-1")])
+        .await
+        .expect("upgrade");
+    echo(&mut ws, Message::text("hello")).await;
+    echo(&mut ws, Message::binary(vec![1u8; 1000])).await;
+    // Nothing is logged while the tunnel is open.
+    assert!(
+        gw.access_log()
+            .expect("configured")
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+    ws.close(None).await.unwrap();
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    };
+    assert!(eventually(Duration::from_secs(10), || read().len() == 1).await);
+    let line = &read()[0];
+    assert_eq!(line["request_id"], "ws-1");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/chat");
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["route"], "ws");
+    assert_eq!(line["cluster"], "ws");
+    assert_eq!(line["endpoint"], up.addr.to_string());
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["error"], serde_json::Value::Null);
+    assert_eq!(line["tunnel_end"], "closed");
+    // Frames carry a header (and the client's a mask): more than the payloads.
+    let (tin, tout) = (
+        line["tunnel_bytes_in"].as_u64().unwrap(),
+        line["tunnel_bytes_out"].as_u64().unwrap(),
+    );
+    assert!((1005..1100).contains(&tin), "in {tin}: {line}");
+    assert!((1005..1100).contains(&tout), "out {tout}: {line}");
+    let (total, tunnel) = (
+        line["total_us"].as_u64().unwrap(),
+        line["tunnel_us"].as_u64().unwrap(),
+    );
+    assert!(tunnel > 0 && total < 10_000_000, "{line}");
+    gw.shutdown().await;
+}

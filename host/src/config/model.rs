@@ -26,6 +26,50 @@ pub struct Config {
     pub http: Http,
     /// Absent: no plugins are loaded and the plugin admin API answers 404.
     pub plugins: Option<Plugins>,
+    /// Absent: no access log.
+    pub access_log: Option<AccessLog>,
+}
+
+/// `[access_log]`: one line per finished request (see `telemetry::access_log`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// `-` is stdout; otherwise a file, opened for appending (created `0640`) and reopened
+    /// on SIGUSR1.
+    pub path: PathBuf,
+    pub format: AccessLogFormat,
+    /// Share of successes (no error, status below 400) logged, 0 to 1; others always are.
+    pub sample_successes: f64,
+    /// Lines waiting for the writer; beyond it lines are dropped and counted.
+    pub queue: usize,
+    /// A written line reaches the file within this long.
+    pub flush_ms: u64,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            path: PathBuf::from("-"),
+            format: AccessLogFormat::Json,
+            sample_successes: 1.0,
+            queue: 8192,
+            flush_ms: 100,
+        }
+    }
+}
+
+impl AccessLog {
+    pub fn is_stdout(&self) -> bool {
+        self.path == Path::new("-")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object a line.
+    #[default]
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -685,6 +729,9 @@ impl Config {
             if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca.as_mut()) {
                 fix(ca);
             }
+        }
+        if let Some(a) = self.access_log.as_mut().filter(|a| !a.is_stdout()) {
+            fix(&mut a.path);
         }
         if let Some(p) = &mut self.plugins {
             fix(&mut p.dir);

@@ -45,6 +45,9 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             );
         }
     }
+    if let Some(a) = &cfg.access_log {
+        validate_access_log(a, &mut p);
+    }
 
     if cfg.listeners.is_empty() {
         p(
@@ -359,4 +362,43 @@ pub fn route_match(m: &super::RouteMatch) -> Result<(), String> {
         .map(|(k, r)| format!("{k}: {r}"))
         .collect::<Vec<_>>()
         .join("; "))
+}
+
+fn validate_access_log(a: &super::AccessLog, p: &mut impl FnMut(String, String)) {
+    if a.path.as_os_str().is_empty() {
+        p(
+            "access_log.path".into(),
+            "must be `-` (stdout) or a file".into(),
+        );
+    } else if !a.is_stdout() {
+        if a.path.is_dir() {
+            p(
+                "access_log.path".into(),
+                format!("`{}` is a directory", a.path.display()),
+            );
+        } else if !a.path.parent().is_some_and(|d| d.is_dir()) {
+            p(
+                "access_log.path".into(),
+                format!("directory of `{}` does not exist", a.path.display()),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&a.sample_successes) {
+        p(
+            "access_log.sample_successes".into(),
+            "must be between 0 and 1".into(),
+        );
+    }
+    if a.queue == 0 || a.queue > 1_048_576 {
+        p(
+            "access_log.queue".into(),
+            "must be between 1 and 1048576".into(),
+        );
+    }
+    if a.flush_ms == 0 || a.flush_ms > 60_000 {
+        p(
+            "access_log.flush_ms".into(),
+            "must be between 1 and 60000".into(),
+        );
+    }
 }

@@ -35,6 +35,8 @@ pub struct ReqShared {
     fault: AtomicU8,
     /// Nanoseconds since `start` when the last byte went up; 0 = not yet.
     sent_at: AtomicU64,
+    /// Body bytes read from the client so far (the access log's `bytes_in`).
+    received: AtomicU64,
 }
 
 impl ReqShared {
@@ -43,6 +45,7 @@ impl ReqShared {
             start,
             fault: AtomicU8::new(0),
             sent_at: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         })
     }
     pub fn fault(&self) -> ReqBodyFault {
@@ -57,6 +60,10 @@ impl ReqShared {
         let _ = self
             .fault
             .compare_exchange(0, f as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+    /// Body bytes read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
     pub fn sent_at(&self) -> Option<Instant> {
         match self.sent_at.load(Ordering::Acquire) {
@@ -151,6 +158,7 @@ impl Body for ReqBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
+                    this.shared.received.store(this.seen, Ordering::Relaxed);
                     if this.seen > this.limit {
                         this.shared.set_fault(ReqBodyFault::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(BodyError(

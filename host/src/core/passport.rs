@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use smallvec::SmallVec;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Every state a request can pass through. Failure edges are states of their own so that a
@@ -169,10 +170,17 @@ pub struct Passport {
     pub detail: Option<String>,
     /// An endpoint's upstream calls (bounded by the manifest's `max_calls`).
     pub calls: Vec<CallRecord>,
+    /// Plugins that changed or answered the request, in the order they first did (the
+    /// access log's `plugins`). Only touched when a plugin acts.
+    pub plugins: SmallVec<[Arc<str>; 2]>,
+    /// The failure code the client was answered with (`portcullis-error`), or of the failure
+    /// that cut the response short: the access log's `error`.
+    pub error: Option<&'static str>,
 }
 
 const MAX_STAMPS: usize = 128;
 const MAX_DETAIL: usize = 512;
+const MAX_PLUGINS: usize = 32;
 
 impl Passport {
     pub fn new(start: Instant) -> Self {
@@ -187,6 +195,15 @@ impl Passport {
             waiting: Duration::ZERO,
             detail: None,
             calls: Vec::new(),
+            plugins: SmallVec::new(),
+            error: None,
+        }
+    }
+
+    /// Notes that plugin `name` changed or answered the request (once per plugin, bounded).
+    pub fn plugin_acted(&mut self, name: &Arc<str>) {
+        if self.plugins.len() < MAX_PLUGINS && !self.plugins.iter().any(|p| p == name) {
+            self.plugins.push(name.clone());
         }
     }
 

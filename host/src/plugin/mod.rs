@@ -264,6 +264,7 @@ impl Chain {
             match action {
                 A::Continue => {}
                 A::Modify(ch) => {
+                    passport.plugin_acted(&p.name);
                     let rematch = changes_match_inputs(&ch);
                     let (parts, meta) = (&mut req.parts, &mut req.metadata);
                     if let Err(why) = convert::apply_request(parts, meta, state, ch, &self.limits) {
@@ -280,6 +281,7 @@ impl Chain {
                 }
                 A::Respond(r) => match convert::response(r, &self.limits) {
                     Ok(resp) => {
+                        passport.plugin_acted(&p.name);
                         passport.stamp(State::PluginResponded);
                         passport.set_detail(format!("answered by plugin {}", p.name));
                         return InboundOutcome::Respond(resp);
@@ -291,6 +293,8 @@ impl Chain {
                     }
                 },
                 A::Reject(rj) => {
+                    passport.plugin_acted(&p.name);
+                    passport.error = Some("plugin-rejected");
                     passport.stamp(State::PluginRejected);
                     passport.set_detail(format!("rejected by plugin {}: {}", p.name, rj.reason));
                     return InboundOutcome::Respond(convert::rejection(rj));
@@ -366,6 +370,7 @@ impl Chain {
                 },
             };
             if let bindings::types::OutboundAction::Modify(ch) = action {
+                passport.plugin_acted(&p.name);
                 if let Err(why) = convert::apply_response(rs, ch, &self.limits) {
                     if let Some(pf) = self.bad_output(p, why, passport) {
                         return OutboundOutcome::Failed(pf);
@@ -418,7 +423,10 @@ impl Chain {
                 passport.add_waiting(fanout.waited());
                 passport.calls = fanout.records;
                 match convert::response(resp, &self.limits) {
-                    Ok(r) => EndpointOutcome::Respond(r),
+                    Ok(r) => {
+                        passport.plugin_acted(&plugin.name);
+                        EndpointOutcome::Respond(r)
+                    }
                     Err(why) => match self.bad_output(plugin, why, passport) {
                         Some(pf) => EndpointOutcome::Failed(pf),
                         None => EndpointOutcome::Failed(unavailable()),

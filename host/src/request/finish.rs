@@ -28,6 +28,15 @@ pub(crate) struct Finisher {
     pub(super) req_body: Option<Arc<ReqShared>>,
     pub(super) permits: SmallVec<[Permit; 2]>,
     pub(super) retry_permits: Vec<crate::upstream::retry::RetryPermit>,
+    /// Upstream attempts made (each pick of an endpoint).
+    pub(super) attempts: u32,
+    /// Request body bytes read from the client (a buffered body; a streamed one is read from
+    /// `req_body` at the end).
+    pub(super) bytes_in: u64,
+    /// Response body bytes handed down to the client.
+    pub(super) bytes_out: u64,
+    /// What the WebSocket tunnel after an upgrade carried (boxed: the cold path).
+    pub(super) tunnel: Option<Box<crate::telemetry::TunnelStats>>,
     pub(super) done: bool,
 }
 
@@ -42,8 +51,11 @@ impl Finisher {
             return;
         }
         self.done = true;
-        if let Some(at) = self.req_body.as_ref().and_then(|s| s.sent_at()) {
-            self.passport.stamp_at(State::ReqBodySent, at);
+        if let Some(shared) = &self.req_body {
+            if let Some(at) = shared.sent_at() {
+                self.passport.stamp_at(State::ReqBodySent, at);
+            }
+            self.bytes_in = self.bytes_in.max(shared.received());
         }
         let start = self.passport.start();
         let passport = std::mem::replace(&mut self.passport, Passport::new(start));
@@ -59,6 +71,11 @@ impl Finisher {
                 uri: std::mem::take(&mut self.uri),
                 request_id: self.request_id.take(),
                 protocol: self.protocol,
+                client: self.conn.client,
+                attempts: self.attempts,
+                bytes_in: self.bytes_in,
+                bytes_out: self.bytes_out,
+                tunnel: self.tunnel.take(),
             },
             &self.svc.route_metrics,
         );
@@ -74,6 +91,7 @@ impl Drop for Finisher {
             // Dropped without an answer: hyper dropped the request future because the client
             // went away. 499 is the conventional "client closed request".
             self.passport.stamp(State::ClientDisconnected);
+            self.passport.error.get_or_insert("client-disconnected");
             self.status = 499;
             self.complete();
         }
@@ -102,6 +120,10 @@ impl Finisher {
             req_body: None,
             permits: SmallVec::new(),
             retry_permits: Vec::new(),
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            tunnel: None,
             done: true,
         };
         std::mem::replace(self, spent)
@@ -125,6 +147,7 @@ impl Journal for Finisher {
         self.passport.add_waiting(d);
     }
     fn attempt(&mut self, endpoint: &Arc<str>) {
+        self.attempts += 1;
         self.endpoint = Some(endpoint.clone());
     }
     fn detail(&mut self, d: String) {

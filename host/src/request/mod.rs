@@ -208,6 +208,10 @@ pub(crate) async fn handle_any(
         req_body: None,
         permits: SmallVec::new(),
         retry_permits: Vec::new(),
+        attempts: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        tunnel: None,
         done: false,
     };
     let x = Exchange {

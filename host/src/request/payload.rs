@@ -30,6 +30,9 @@ impl Exchange<'_> {
         let t0 = Instant::now();
         let r = read_whole(body, limit, idle, deadline).await;
         self.f.passport.add_waiting(t0.elapsed());
+        if let Ok(b) = &r {
+            self.f.bytes_in = b.len() as u64;
+        }
         r.map(Payload::Buffered)
     }
 }

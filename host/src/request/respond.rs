@@ -134,6 +134,7 @@ impl Exchange<'_> {
     pub(super) fn local(&mut self, resp: Response<Bytes>) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         self.f.status = parts.status.as_u16();
+        self.f.bytes_out = body.len() as u64;
         if let Some(id) = &self.f.request_id {
             parts
                 .headers
@@ -154,7 +155,9 @@ impl Exchange<'_> {
 
     /// The gateway's error response for `why`, with `[http] error_headers`; Trailers-Only
     /// (HTTP 200 with `grpc-status`) when the request is a gRPC call.
-    pub(super) fn error_response(&self, why: &Failure) -> Response<Bytes> {
+    /// The code is the request's `error` in the access log.
+    pub(super) fn error_response(&mut self, why: &Failure) -> Response<Bytes> {
+        self.f.passport.error = Some(why.code());
         let resp = error_response(
             why,
             self.f.request_id.as_ref(),

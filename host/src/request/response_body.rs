@@ -88,6 +88,7 @@ impl Streaming {
         if let Some(mut f) = self.finisher.take() {
             f.passport.add_waiting(self.body_started.elapsed());
             f.passport.stamp(state);
+            f.passport.error.get_or_insert(cut_short_code(state));
             f.finish();
         }
     }
@@ -111,6 +112,9 @@ impl Body for RespBody {
         match Pin::new(&mut s.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 s.sleep = None;
+                if let (Some(d), Some(f)) = (frame.data_ref(), s.finisher.as_mut()) {
+                    f.bytes_out += d.len() as u64;
+                }
                 if s.inner.is_end_stream() {
                     s.complete();
                 }
@@ -179,5 +183,15 @@ impl Drop for Streaming {
             // connection is not reusable, and the passport says so.
             self.fail(State::ClientDisconnected);
         }
+    }
+}
+
+/// The access log's `error` for a response body cut short after its head went down.
+fn cut_short_code(state: State) -> &'static str {
+    match state {
+        State::DeadlineExceeded => "deadline-exceeded",
+        State::UpstreamBodyTimeout => "upstream-body-timeout",
+        State::ClientDisconnected => "client-disconnected",
+        _ => "upstream-reset",
     }
 }

@@ -371,6 +371,12 @@ impl Tunnel {
             lived_ms = lived.as_millis() as u64,
             "WebSocket tunnel ended"
         );
+        self.finisher.tunnel = Some(Box::new(crate::telemetry::TunnelStats {
+            lived,
+            bytes_in: up,
+            bytes_out: down,
+            end: crate::telemetry::TUNNEL_ENDS[end as usize],
+        }));
         self.finisher.passport.stamp(end.state());
         self.finisher.finish();
     }

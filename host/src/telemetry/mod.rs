@@ -4,6 +4,7 @@
 //! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
 //! from what the request actually did.
 
+pub(crate) mod access_log;
 pub(crate) mod histogram;
 pub(crate) mod prom;
 
@@ -169,10 +170,25 @@ pub struct Metrics {
     reloads: [AtomicU64; RELOAD_RESULTS.len()],
     /// Requests by client protocol: index into `PROTOCOLS`.
     by_protocol: [AtomicU64; PROTOCOLS.len()],
+    /// `[access_log]`: every finished request is offered to it.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// Client protocol labels; the protocol is a label, never a different code path.
 pub(crate) const PROTOCOLS: [&str; 4] = ["http/1.0", "http/1.1", "h2", "h3"];
+
+/// What a WebSocket tunnel carried, for the access log line written when it ends.
+#[derive(Debug, Clone)]
+pub struct TunnelStats {
+    /// From the upgrade to the tunnel's end.
+    pub lived: Duration,
+    /// Client to upstream.
+    pub bytes_in: u64,
+    /// Upstream to client.
+    pub bytes_out: u64,
+    /// How it ended: one of `TUNNEL_ENDS`.
+    pub end: &'static str,
+}
 
 /// What a finished request leaves behind: its passport and the facts needed to label it.
 pub struct Finished {
@@ -186,6 +202,12 @@ pub struct Finished {
     pub uri: http::Uri,
     pub request_id: Option<http::HeaderValue>,
     pub protocol: &'static str,
+    pub client: std::net::SocketAddr,
+    /// Upstream attempts (0 when no upstream was tried).
+    pub attempts: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub tunnel: Option<Box<TunnelStats>>,
 }
 
 /// `result` label values of `portcullis_config_reloads_total`: applied; refused because the
@@ -210,6 +232,7 @@ impl Metrics {
             slow_us: AtomicU64::new(slow.as_micros() as u64),
             reloads: Default::default(),
             by_protocol: Default::default(),
+            access_log: None,
         }
     }
 
@@ -223,6 +246,12 @@ impl Metrics {
         if let Some(i) = RELOAD_RESULTS.iter().position(|r| *r == result) {
             self.reloads[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Feeds finished requests to `log` too.
+    pub fn with_access_log(mut self, log: Option<access_log::AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Turns a finished request's passport into metrics, and keeps it if slow or failed.
@@ -253,6 +282,9 @@ impl Metrics {
         if total >= slow || f.passport.failed() || f.status >= 500 {
             self.ring
                 .push(PassportRecord::from_finished(&f, total, overhead));
+        }
+        if let Some(log) = &self.access_log {
+            log.record(f, total, overhead);
         }
     }
 
@@ -351,6 +383,9 @@ impl Metrics {
         );
         for (r, c) in RELOAD_RESULTS.iter().zip(&self.reloads) {
             f.sample(&[("result", r)], c.load(Ordering::Relaxed));
+        }
+        if let Some(log) = &self.access_log {
+            log.render(w);
         }
     }
 }
