@@ -59,7 +59,7 @@ fn header_pair(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
 /// `transfer-encoding` would make the head disagree with the body the gateway frames (found
 /// by `plugin::fuzz`), and the hop-by-hop ones are removed at the boundary anyway. A change
 /// that names one is the filter's `bad-output`, so its author hears about it.
-fn refuse_framing<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+fn refuse_framing(set: &[types::Header], remove: &[String]) -> Result<(), String> {
     const GATEWAY_OWNED: [&str; 8] = [
         "content-length",
         "transfer-encoding",
@@ -70,10 +70,11 @@ fn refuse_framing<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), St
         "trailer",
         "upgrade",
     ];
-    match names
-        .into_iter()
-        .find(|n| GATEWAY_OWNED.iter().any(|g| g.eq_ignore_ascii_case(n)))
-    {
+    let mut names = set
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(remove.iter().map(String::as_str));
+    match names.find(|n| GATEWAY_OWNED.iter().any(|g| g.eq_ignore_ascii_case(n))) {
         Some(n) => Err(format!(
             "header `{}` is framing or hop-by-hop: the gateway owns it",
             truncate(n)
@@ -158,12 +159,7 @@ pub(super) fn apply_request(
     limits: &OutputLimits,
 ) -> Result<(), String> {
     // Validate everything before changing anything: a bad change leaves the request as it was.
-    refuse_framing(
-        ch.set_headers
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .chain(ch.remove_headers.iter().map(String::as_str)),
-    )?;
+    refuse_framing(&ch.set_headers, &ch.remove_headers)?;
     let new_uri = match &ch.path {
         Some(p) => {
             if !p.starts_with('/') {
@@ -235,12 +231,7 @@ pub(super) fn apply_response(
         Some(s) => Some(valid_status(s)?),
         None => None,
     };
-    refuse_framing(
-        ch.set_headers
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .chain(ch.remove_headers.iter().map(String::as_str)),
-    )?;
+    refuse_framing(&ch.set_headers, &ch.remove_headers)?;
     edit_headers(&mut head.headers, ch.remove_headers, ch.set_headers, limits)?;
     if let Some(s) = status {
         head.status = s;
