@@ -518,12 +518,13 @@ run_wrk() { # TARGET SECS OUTFILE
 
 # CPU time (ns) the process and its children have run, from the scheduler's per-thread
 # accounting (/proc/*/task/*/schedstat): ns resolution, where /proc/*/stat has 10 ms ticks.
+# `%.0f`, not `%d`: Debian's awk (mawk) clamps `%d` at 2^31, i.e. at 2.1 s of CPU.
 cpu_ns() {
     local p kids=()
     mapfile -t kids < <(pgrep -P "$1" 2>/dev/null || true)
     for p in "$1" "${kids[@]}"; do
         cat /proc/"$p"/task/*/schedstat 2>/dev/null || true
-    done | awk '{s += $1} END {printf "%d\n", s}'
+    done | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 
 # The serving process of a target: the proxy, or the upstream for `direct`.
