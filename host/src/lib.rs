@@ -33,6 +33,7 @@ pub(crate) mod routing;
 pub(crate) mod server;
 pub(crate) mod shed;
 pub(crate) mod telemetry;
+pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
 pub use config::Config;

@@ -32,6 +32,11 @@ enum Cmd {
         /// Tokio worker threads (default: one per CPU). Also read from `PORTCULLIS_WORKERS`.
         #[arg(long)]
         workers: Option<usize>,
+        /// Zero-downtime upgrade: take the listening sockets of the gateway serving on
+        /// `[admin] upgrade_socket`, start on them, then let it drain and exit 0. If this
+        /// process fails to start, the running one keeps serving.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config and exit: 0 if valid, 1 listing every problem as `file: key: reason`.
     Check {
@@ -58,7 +63,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config, workers } => {
+        Cmd::Run {
+            config,
+            workers,
+            upgrade,
+        } => {
             portcullis::init_logging();
             let workers = workers.or_else(|| {
                 std::env::var("PORTCULLIS_WORKERS")
@@ -87,7 +96,12 @@ fn main() -> ExitCode {
                 // process, and a reload must never do that.
                 use tokio::signal::unix::{signal, SignalKind};
                 let hup = signal(SignalKind::hangup());
-                let gw = match Gateway::start_file(&config).await {
+                let started = if upgrade {
+                    Gateway::start_file_upgrading(&config).await
+                } else {
+                    Gateway::start_file(&config).await
+                };
+                let gw = match started {
                     Ok(g) => g,
                     Err(e) => {
                         eprintln!("error: {e:#}");

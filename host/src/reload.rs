@@ -98,9 +98,9 @@ fn read(path: &Path) -> Result<(Config, String), Vec<String>> {
 }
 
 /// The keys `new` changes that cannot change at runtime (docs/config.md lists them):
-/// `[admin] listen` and `passport_ring`, `[access_log]`, every `[[listener]]` (added, removed or changed),
-/// and everything in `[plugins]` but `admin_token`. Certificates named by a listener keep
-/// hot-reloading from disk as before.
+/// `[admin] listen`, `passport_ring` and `upgrade_socket`, `[access_log]`, and everything in
+/// `[plugins]` but `admin_token`. Listeners can be added, removed and changed (see
+/// [`ListenerHook`]); certificates named by a listener keep hot-reloading from disk.
 pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if old.admin.listen != new.admin.listen {
@@ -109,23 +109,11 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.admin.passport_ring != new.admin.passport_ring {
         out.push("admin.passport_ring".to_string());
     }
+    if old.admin.upgrade_socket != new.admin.upgrade_socket {
+        out.push("admin.upgrade_socket".to_string());
+    }
     if old.access_log != new.access_log {
         out.push("access_log".to_string());
-    }
-    for o in &old.listeners {
-        match new.listeners.iter().find(|n| n.name == o.name) {
-            None => out.push(format!("listener.{} (removed)", o.name)),
-            Some(n) if n != o => out.push(format!("listener.{}", o.name)),
-            Some(_) => {}
-        }
-    }
-    for n in &new.listeners {
-        if !old.listeners.iter().any(|o| o.name == n.name) {
-            out.push(format!("listener.{} (added)", n.name));
-        }
-    }
-    if out.iter().all(|k| !k.starts_with("listener.")) && old.listeners != new.listeners {
-        out.push("listener (order)".to_string());
     }
     match (&old.plugins, &new.plugins) {
         (None, None) => {}
@@ -254,6 +242,17 @@ pub struct LastReload {
     pub problems: Vec<String>,
 }
 
+/// The commit step of a listener change: starts what was bound and stops what went away;
+/// returns the problems of listeners that could not start.
+pub(crate) type ListenerCommit<'a> = Box<dyn FnOnce() -> Vec<String> + Send + 'a>;
+
+/// What a reload asks of the gateway's listeners. `prepare` binds every listener `new` adds
+/// or moves (a taken port is an error and nothing changes); the commit it returns runs once
+/// the new services are swapped in.
+pub(crate) trait ListenerHook: Send + Sync {
+    fn prepare(&self, old: &Config, new: &Config) -> Result<ListenerCommit<'_>, Vec<String>>;
+}
+
 /// The serving config, swapped whole by a reload.
 pub struct Live {
     current: ArcSwap<Services>,
@@ -262,6 +261,8 @@ pub struct Live {
     lock: tokio::sync::Mutex<()>,
     last: parking_lot::Mutex<Option<LastReload>>,
     shutdown: watch::Receiver<bool>,
+    /// Set by the gateway once its listeners serve.
+    listeners: std::sync::OnceLock<Arc<dyn ListenerHook>>,
 }
 
 impl Live {
@@ -276,7 +277,12 @@ impl Live {
             lock: tokio::sync::Mutex::new(()),
             last: parking_lot::Mutex::new(None),
             shutdown,
+            listeners: std::sync::OnceLock::new(),
         }
+    }
+
+    pub(crate) fn set_listener_hook(&self, hook: Arc<dyn ListenerHook>) {
+        let _ = self.listeners.set(hook);
     }
 
     /// The services new requests run on.
@@ -358,9 +364,26 @@ impl Live {
             &self.shutdown,
         )
         .map_err(|e| err("error", vec![format!("{}: {e:#}", path.display())]))?;
+        let at = |p: Vec<String>| -> Vec<String> {
+            p.into_iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect()
+        };
+        let commit = match self.listeners.get() {
+            Some(l) => Some(
+                l.prepare(&cur.config, &svc.config)
+                    .map_err(|p| err("error", at(p)))?,
+            ),
+            None => None,
+        };
         apply_shared(&svc);
         let hash = svc.loaded.hash.clone();
         self.current.store(Arc::new(svc));
+        if let Some(problems) = commit.map(|c| c()).filter(|p| !p.is_empty()) {
+            // Bound and checked in `prepare`; starting can still fail (e.g. the QUIC
+            // endpoint). The rest of the config is in force: say so, and what is missing.
+            return Err(err("error", at(problems)));
+        }
         Ok(Reloaded {
             result: "ok",
             hash,
@@ -459,11 +482,10 @@ mod tests {
             name: "extra".into(),
             ..new.listeners[0].clone()
         });
+        new.admin.upgrade_socket = Some("/run/p.sock".into());
+        // Listeners may change: the gateway binds and drains them (gateway::listeners).
         let keys = fixed_changes(&old, &new);
-        assert_eq!(
-            keys,
-            ["admin.listen", "listener.main", "listener.extra (added)"]
-        );
+        assert_eq!(keys, ["admin.listen", "admin.upgrade_socket"]);
         let mut a = old.clone();
         a.plugins = Some(
             toml::from_str::<config::Plugins>("dir = \"/p\"\nadmin_token = \"x\"").expect("p"),

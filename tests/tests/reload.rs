@@ -389,3 +389,99 @@ async fn without_an_admin_token_a_reload_is_forbidden() {
     }
     gw.shutdown().await;
 }
+
+/// A port free now (nothing listens on it when this returns).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_changes_and_removes_listeners_while_the_others_serve_on() {
+    let a = Upstream::start("a").await;
+    let dir = temp_dir("reload-listeners");
+    let file = dir.join("gw.toml");
+    let base = config(a.addr, a.addr, "a", 64, "");
+    std::fs::write(&file, &base).expect("write");
+    let gw = portcullis::Gateway::start_file(&file)
+        .await
+        .expect("gateway starts");
+    let (main, admin) = (gw.listener_addr("main").expect("main"), gw.admin_addr());
+    let load = Load::start(main, &["/moving"]);
+    assert!(
+        eventually(Duration::from_secs(10), || load.ok() >= 100).await,
+        "load is flowing"
+    );
+    let reload = || async {
+        let (p, b) = send(admin, reload_req(admin, Some(TOKEN))).await;
+        (p.status, json(&b))
+    };
+
+    // Added: bound and serving once the reload answers.
+    let port = free_port();
+    let extra = |more: &str| {
+        format!("{base}\n[[listener]]\nname = \"extra\"\nlisten = \"127.0.0.1:{port}\"\n{more}")
+    };
+    std::fs::write(&file, extra("")).expect("write");
+    let (status, r) = reload().await;
+    assert_eq!(status, 200, "{r}");
+    let at: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert_eq!(gw.listener_addr("extra"), Some(at));
+    assert_eq!(served_by(at, "/x").await, "a");
+    assert_eq!(gw.listener_addr("main"), Some(main), "main untouched");
+
+    // Changed at the same address: served on the same socket, so it never stops answering.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std::fs::write(&file, extra("max_connections = 5\n")).expect("write");
+    let (status, r) = reload().await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(gw.listener_addr("extra"), Some(at));
+    assert_eq!(served_by(at, "/x").await, "a");
+
+    // A listener that cannot be bound: the reload fails and changes nothing.
+    let bad = format!(
+        "{}\n[[listener]]\nname = \"bad\"\nlisten = \"{}\"\n",
+        extra("max_connections = 5\n"),
+        taken.local_addr().expect("addr")
+    );
+    std::fs::write(&file, bad).expect("write");
+    let (status, r) = reload().await;
+    assert_eq!(status, 500, "{r}");
+    assert_eq!(r["result"], "error");
+    assert!(format!("{}", r["problems"]).contains("listener.bad"), "{r}");
+    assert_eq!(gw.listener_addr("bad"), None);
+    assert_eq!(served_by(at, "/x").await, "a");
+
+    // Removed: its port closes; the listener that stays serves on.
+    std::fs::write(&file, &base).expect("write");
+    let (status, r) = reload().await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(gw.listener_addr("extra"), None);
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(at).await.is_err()
+        })
+        .await,
+        "the removed listener's port is closed"
+    );
+    let m = metrics(admin).await;
+    assert_valid_exposition(&m);
+    assert!(
+        sample(
+            &m,
+            "portcullis_connections_accepted_total{listener=\"extra\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "the removed listener's counters stay"
+    );
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "failed requests on the listener that stayed: {failures:?}"
+    );
+    assert!(ok > 100);
+    gw.shutdown().await;
+}

@@ -86,6 +86,12 @@ pub struct Admin {
     pub passport_ring: usize,
     /// A request slower than this keeps its passport in the ring.
     pub slow_request_ms: u64,
+    /// Unix socket on which this process hands its listening sockets to a new one started
+    /// with `portcullis run --upgrade` (zero-downtime binary upgrade). Absent: no upgrades.
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// How long a running gateway waits for the new process to say it is ready once it took
+    /// the sockets; past it the old process keeps serving as if nothing happened.
+    pub upgrade_timeout_ms: u64,
 }
 
 impl Default for Admin {
@@ -96,6 +102,8 @@ impl Default for Admin {
             read_token: None,
             passport_ring: 1024,
             slow_request_ms: 1000,
+            upgrade_socket: None,
+            upgrade_timeout_ms: 120_000,
         }
     }
 }
@@ -729,6 +737,9 @@ impl Config {
             if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca.as_mut()) {
                 fix(ca);
             }
+        }
+        if let Some(s) = &mut self.admin.upgrade_socket {
+            fix(s);
         }
         if let Some(a) = self.access_log.as_mut().filter(|a| !a.is_stdout()) {
             fix(&mut a.path);

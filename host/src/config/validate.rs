@@ -24,6 +24,23 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         );
     }
 
+    if cfg
+        .admin
+        .upgrade_socket
+        .as_ref()
+        .is_some_and(|s| s.as_os_str().is_empty() || s.as_os_str().len() > 107)
+    {
+        p(
+            "admin.upgrade_socket".into(),
+            "must be a path of 1 to 107 bytes (the longest Unix socket path)".into(),
+        );
+    }
+    if !(1_000..=3_600_000).contains(&cfg.admin.upgrade_timeout_ms) {
+        p(
+            "admin.upgrade_timeout_ms".into(),
+            "must be between 1000 and 3600000".into(),
+        );
+    }
     for (key, v) in [
         ("admin.token", &cfg.admin.token),
         ("admin.read_token", &cfg.admin.read_token),

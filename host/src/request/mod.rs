@@ -110,8 +110,8 @@ pub(crate) struct ConnInfo {
     pub state: Arc<ConnState>,
     /// `Alt-Svc` advertised on h1/h2 responses when the listener also serves HTTP/3.
     pub alt_svc: Option<HeaderValue>,
-    /// The listener's index (its metrics) and its `max_tunnels`.
-    pub listener: usize,
+    /// The listener's counters and its `max_tunnels`.
+    pub listener: Arc<crate::telemetry::ListenerMetrics>,
     pub max_tunnels: usize,
 }
 

@@ -263,13 +263,13 @@ fn websocket_key() -> HeaderValue {
 /// connection against the listener's `max_connections` itself.
 struct Slot {
     svc: Arc<Services>,
-    listener: usize,
+    listener: Arc<crate::telemetry::ListenerMetrics>,
     connection: bool,
 }
 
 impl Slot {
     fn take(svc: &Arc<Services>, conn: &ConnInfo, kind: Kind) -> Option<Slot> {
-        let m = svc.metrics.listeners.get(conn.listener)?;
+        let m = &conn.listener;
         let was = m.tunnels_active.fetch_add(1, Ordering::AcqRel);
         if was >= conn.max_tunnels as i64 {
             m.tunnels_active.fetch_sub(1, Ordering::AcqRel);
@@ -282,7 +282,7 @@ impl Slot {
         svc.tunnels.open.fetch_add(1, Ordering::AcqRel);
         Some(Slot {
             svc: svc.clone(),
-            listener: conn.listener,
+            listener: conn.listener.clone(),
             connection,
         })
     }
@@ -290,11 +290,10 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(m) = self.svc.metrics.listeners.get(self.listener) {
-            m.tunnels_active.fetch_sub(1, Ordering::AcqRel);
-            if self.connection {
-                m.active.fetch_sub(1, Ordering::Relaxed);
-            }
+        let m = &self.listener;
+        m.tunnels_active.fetch_sub(1, Ordering::AcqRel);
+        if self.connection {
+            m.active.fetch_sub(1, Ordering::Relaxed);
         }
         if self.svc.tunnels.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.svc.tunnels.none_open.notify_waiters();

@@ -67,16 +67,24 @@ impl Body for H3Body {
 }
 
 pub(crate) struct H3Listener {
-    pub index: usize,
+    pub metrics: Arc<crate::telemetry::ListenerMetrics>,
     pub addr: SocketAddr,
     pub tls: Arc<rustls::ServerConfig>,
     pub max_connections: usize,
     pub max_streams: u32,
     pub idle_timeout: Duration,
+    /// Set when the socket was handed to a new process (`portcullis run --upgrade`): then
+    /// this endpoint stops reading it at once instead of draining, because datagrams of the
+    /// new process' connections would otherwise be read (and reset) here.
+    pub handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Binds the UDP endpoint. Separate from `serve` so bind errors surface at startup.
-pub(crate) fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
+/// Binds the UDP endpoint, on `socket` when one was inherited from the process being
+/// upgraded. Separate from `serve` so bind errors surface at startup.
+pub(crate) fn bind(
+    l: &H3Listener,
+    socket: Option<std::net::UdpSocket>,
+) -> anyhow::Result<quinn::Endpoint> {
     let mut crypto = (*l.tls).clone();
     crypto.alpn_protocols = vec![b"h3".to_vec()];
     crypto.max_early_data_size = 0;
@@ -92,7 +100,18 @@ pub(crate) fn bind(l: &H3Listener) -> anyhow::Result<quinn::Endpoint> {
                 .map_err(|e| anyhow::anyhow!("http3 idle timeout: {e}"))?,
         ));
     server.transport_config(Arc::new(transport));
-    Ok(quinn::Endpoint::server(server, l.addr)?)
+    let socket = match socket {
+        Some(s) => s,
+        None => std::net::UdpSocket::bind(l.addr)?,
+    };
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("HTTP/3 needs a tokio runtime"))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?)
 }
 
 pub(crate) async fn serve(
@@ -101,10 +120,7 @@ pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let ctx = live.load().metrics.clone();
-    let Some(metrics) = ctx.listeners.get(l.index) else {
-        return;
-    };
+    let metrics = l.metrics.clone();
     loop {
         let incoming = tokio::select! {
             biased;
@@ -121,18 +137,21 @@ pub(crate) async fn serve(
             continue;
         }
         metrics.active.fetch_add(1, Ordering::Relaxed);
-        let ctx = ctx.clone();
+        let metrics = metrics.clone();
         let live = live.clone();
-        let index = l.index;
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(live, incoming, stop).await {
+            if let Err(e) = connection(live, incoming, metrics.clone(), stop).await {
                 tracing::debug!(error = %e, "HTTP/3 connection ended with error");
             }
-            if let Some(m) = ctx.listeners.get(index) {
-                m.active.fetch_sub(1, Ordering::Relaxed);
-            }
+            metrics.active.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+    if l.handed_over.load(Ordering::Acquire) {
+        // The new process reads this socket now: open HTTP/3 connections end here (clients
+        // see CONNECTION_CLOSE and reconnect to the new process), see docs/operations.md.
+        endpoint.close(0u32.into(), b"upgrade");
+        return;
     }
     // Stop taking new connections; let open ones finish (they got GOAWAY) up to the drain.
     endpoint.set_server_config(None);
@@ -144,6 +163,7 @@ pub(crate) async fn serve(
 async fn connection(
     live: Arc<crate::reload::Live>,
     incoming: quinn::Incoming,
+    listener: Arc<crate::telemetry::ListenerMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let conn = incoming.await?;
@@ -156,7 +176,7 @@ async fn connection(
         state: Arc::new(ConnState::default()),
         alt_svc: None,
         // No upgrades over HTTP/3 (RFC 9220 is not served): no tunnels to count.
-        listener: usize::MAX,
+        listener,
         max_tunnels: 0,
     });
     let mut draining = *stop.borrow();

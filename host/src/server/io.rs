@@ -42,8 +42,7 @@ pub(crate) fn response_408(extra: &[(http::HeaderName, http::HeaderValue)]) -> A
 pub(crate) struct ClientIo<T> {
     inner: T,
     state: Arc<ConnState>,
-    metrics: Arc<crate::telemetry::Metrics>,
-    listener: usize,
+    listener: Arc<ListenerMetrics>,
     header_timeout: Duration,
     idle_timeout: Duration,
     h2: bool,
@@ -64,8 +63,7 @@ impl<T> ClientIo<T> {
     pub(crate) fn new(
         inner: T,
         state: Arc<ConnState>,
-        metrics: Arc<crate::telemetry::Metrics>,
-        listener: usize,
+        listener: Arc<ListenerMetrics>,
         header_timeout: Duration,
         idle_timeout: Duration,
         h2: bool,
@@ -74,7 +72,6 @@ impl<T> ClientIo<T> {
         ClientIo {
             inner,
             state,
-            metrics,
             listener,
             header_timeout,
             idle_timeout,
@@ -86,10 +83,6 @@ impl<T> ClientIo<T> {
             armed: None,
             response_408,
         }
-    }
-
-    fn listener_metrics(&self) -> Option<&ListenerMetrics> {
-        self.metrics.listeners.get(self.listener)
     }
 }
 
@@ -165,10 +158,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                     return Poll::Pending;
                 }
                 if is_header {
-                    if let Some(m) = this.listener_metrics() {
-                        m.header_timeouts
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    this.listener
+                        .header_timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Best effort: one non-blocking write of a canned 408, then close.
                     let _ = Pin::new(&mut this.inner).poll_write(cx, &this.response_408);
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);

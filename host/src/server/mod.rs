@@ -8,6 +8,7 @@ pub(crate) mod tls;
 use crate::reload::Live;
 use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
+use crate::telemetry::ListenerMetrics;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,9 +21,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub(crate) struct Listener {
-    pub index: usize,
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
+    /// This listener's counters (shared by every connection it accepts).
+    pub metrics: Arc<ListenerMetrics>,
     pub max_connections: usize,
     /// `Alt-Svc` value when HTTP/3 is served on the same port.
     pub alt_svc: Option<http::HeaderValue>,
@@ -78,10 +80,7 @@ impl ConnSettings {
 pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let mut settings = ConnSettings::of(live.load());
-    let metrics = settings.svc.metrics.clone();
-    let Some(metrics) = metrics.listeners.get(l.index) else {
-        return;
-    };
+    let metrics = l.metrics.clone();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -108,89 +107,28 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         if !Arc::ptr_eq(&now, &settings.svc) {
             settings = ConnSettings::of(now);
         }
-        let ctx = settings.svc.clone();
-        let live = live.clone();
-        let builder = settings.builder.clone();
-        let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
-        let watcher = graceful.watcher();
-        let tls = l.tls.clone();
-        let index = l.index;
-        let alt_svc = l.alt_svc.clone();
-        let max_tunnels = l.max_tunnels;
-        let response_408 = settings.response_408.clone();
+        let info = Arc::new(ConnInfo {
+            client: peer,
+            tls: l.tls.is_some(),
+            state: Arc::new(ConnState::default()),
+            alt_svc: l.alt_svc.clone(),
+            listener: metrics.clone(),
+            max_tunnels: l.max_tunnels,
+        });
+        let conn = connection(
+            live.clone(),
+            stream,
+            info,
+            l.tls.clone(),
+            &settings,
+            graceful.watcher(),
+        );
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            let state = Arc::new(ConnState::default());
-            let info = Arc::new(ConnInfo {
-                client: peer,
-                tls: tls.is_some(),
-                state: state.clone(),
-                alt_svc,
-                listener: index,
-                max_tunnels,
-            });
-            let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
-            let res = match tls {
-                None => {
-                    let io = io::ClientIo::new(
-                        stream,
-                        state,
-                        ctx.metrics.clone(),
-                        index,
-                        header_timeout,
-                        idle_timeout,
-                        false,
-                        response_408,
-                    );
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    watcher.watch(conn).await
-                }
-                // Boxed: the TLS states are several KiB, and an unboxed branch would make every
-                // plain connection's task that large too (this task lives as long as an idle
-                // keep-alive connection).
-                Some(acceptor) => {
-                    let ctx = ctx.clone();
-                    Box::pin(async move {
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls_stream)) => {
-                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                let io = io::ClientIo::new(
-                                    tls_stream,
-                                    state,
-                                    ctx.metrics.clone(),
-                                    index,
-                                    header_timeout,
-                                    idle_timeout,
-                                    h2,
-                                    response_408,
-                                );
-                                let conn =
-                                    builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                                watcher.watch(conn).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                                if let Some(m) = ctx.metrics.listeners.get(index) {
-                                    m.tls_failures.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(())
-                            }
-                            Err(_) => {
-                                if let Some(m) = ctx.metrics.listeners.get(index) {
-                                    m.tls_failures.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(())
-                            }
-                        }
-                    })
-                    .await
-                }
-            };
-            if let Err(e) = res {
+            if let Err(e) = conn.await {
                 tracing::debug!(client = %peer, error = %e, "client connection ended with error");
             }
-            if let Some(m) = ctx.metrics.listeners.get(index) {
-                m.active.fetch_sub(1, Ordering::Relaxed);
-            }
+            metrics.active.fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(l.tcp);
@@ -205,5 +143,70 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         .is_err()
     {
         tracing::warn!("drain timeout passed with connections still open");
+    }
+}
+
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// One client connection: the TLS handshake (bounded by the header timeout) if the listener
+/// has TLS, then HTTP/1.1 or HTTP/2 served by hyper under the drain watcher.
+fn connection(
+    live: Arc<Live>,
+    stream: tokio::net::TcpStream,
+    info: Arc<ConnInfo>,
+    tls: Option<TlsAcceptor>,
+    settings: &ConnSettings,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> impl std::future::Future<Output = ConnResult> + Send + 'static {
+    let builder = settings.builder.clone();
+    let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
+    let response_408 = settings.response_408.clone();
+    let (state, listener, peer) = (info.state.clone(), info.listener.clone(), info.client);
+    let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
+    async move {
+        let Some(acceptor) = tls else {
+            let io = io::ClientIo::new(
+                stream,
+                state,
+                listener,
+                header_timeout,
+                idle_timeout,
+                false,
+                response_408,
+            );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            return watcher.watch(conn).await;
+        };
+        // Boxed: the TLS states are several KiB, and an unboxed branch would make every
+        // plain connection's task that large too (this task lives as long as an idle
+        // keep-alive connection).
+        Box::pin(async move {
+            let tls_stream =
+                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        listener.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        listener.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = io::ClientIo::new(
+                tls_stream,
+                state,
+                listener,
+                header_timeout,
+                idle_timeout,
+                h2,
+                response_408,
+            );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            watcher.watch(conn).await
+        })
+        .await
     }
 }

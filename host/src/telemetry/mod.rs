@@ -113,7 +113,7 @@ impl TunnelMetrics {
         self.duration.observe(lived);
     }
 
-    fn render(&self, w: &mut Writer, listeners: &[ListenerMetrics]) {
+    fn render(&self, w: &mut Writer, listeners: &[Arc<ListenerMetrics>]) {
         let mut f = w.family(
             "portcullis_tunnels_active",
             "WebSocket tunnels open now.",
@@ -160,7 +160,9 @@ impl TunnelMetrics {
 pub struct Metrics {
     /// Requests that matched no route.
     pub unrouted: RouteMetrics,
-    pub listeners: Vec<ListenerMetrics>,
+    /// One entry per listener name ever served: a reload may add listeners, and a removed
+    /// one keeps its counters (its gauges fall to 0), so series never go backwards.
+    listeners: parking_lot::RwLock<Vec<Arc<ListenerMetrics>>>,
     pub overhead: Histogram,
     pub ring: PassportRing,
     pub tunnels: TunnelMetrics,
@@ -219,13 +221,17 @@ impl Metrics {
     pub fn new(listeners: &[Arc<str>], ring_size: usize, slow: Duration) -> Self {
         Metrics {
             unrouted: RouteMetrics::new(Arc::from("")),
-            listeners: listeners
-                .iter()
-                .map(|n| ListenerMetrics {
-                    name: n.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            listeners: parking_lot::RwLock::new(
+                listeners
+                    .iter()
+                    .map(|n| {
+                        Arc::new(ListenerMetrics {
+                            name: n.clone(),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
             overhead: Histogram::new(OVERHEAD_BUCKETS),
             ring: PassportRing::new(ring_size),
             tunnels: TunnelMetrics::default(),
@@ -234,6 +240,24 @@ impl Metrics {
             by_protocol: Default::default(),
             access_log: None,
         }
+    }
+
+    /// The counters of listener `name`, created on first use (a listener added by a reload).
+    /// Taken once per listener start, never per request: connections hold the `Arc`.
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        if let Some(l) = self.listeners.read().iter().find(|l| &*l.name == name) {
+            return l.clone();
+        }
+        let mut all = self.listeners.write();
+        if let Some(l) = all.iter().find(|l| &*l.name == name) {
+            return l.clone();
+        }
+        let l = Arc::new(ListenerMetrics {
+            name: Arc::from(name),
+            ..Default::default()
+        });
+        all.push(l.clone());
+        l
     }
 
     pub fn set_slow(&self, slow: Duration) {
@@ -330,6 +354,7 @@ impl Metrics {
             Kind::Histogram,
         )
         .histogram(&[], &self.overhead);
+        let listeners = self.listeners.read().clone();
         type Getter = fn(&ListenerMetrics) -> Num;
         let per_listener: [(&'static str, &str, Kind, Getter); 6] = [
             (
@@ -371,11 +396,11 @@ impl Metrics {
         ];
         for (name, help, kind, get) in per_listener {
             let mut f = w.family(name, help, kind);
-            for l in &self.listeners {
+            for l in &listeners {
                 f.sample(&[("listener", &l.name)], get(l));
             }
         }
-        self.tunnels.render(w, &self.listeners);
+        self.tunnels.render(w, &listeners);
         let mut f = w.family(
             "portcullis_config_reloads_total",
             "Config reloads (SIGHUP or POST /admin/config/reload), by result: ok, invalid, refused (a key that cannot change at runtime), error.",
