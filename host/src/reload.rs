@@ -196,6 +196,10 @@ pub(crate) fn build(
             shedder: shared.shedder,
             draining: shared.draining,
             tunnels: shared.tunnels,
+            tunnel_drain: old
+                .filter(|o| tunnels_unaffected(&o.config, &cfg))
+                .map(|o| o.tunnel_drain.clone())
+                .unwrap_or_default(),
             timeouts: cfg.timeouts.clone(),
             limits: cfg.limits.clone(),
             http: HttpPolicy::from_config(&cfg.http),
@@ -204,6 +208,15 @@ pub(crate) fn build(
         },
         kept,
     ))
+}
+
+/// Whether tunnels opened under `old` may live on under `new`: nothing they were routed,
+/// sent or bounded by changed.
+fn tunnels_unaffected(old: &Config, new: &Config) -> bool {
+    old.routes == new.routes
+        && old.clusters == new.clusters
+        && old.listeners == new.listeners
+        && old.timeouts.tunnel_idle_ms == new.timeouts.tunnel_idle_ms
 }
 
 /// The gateway-wide settings a reload changes in place.
@@ -334,8 +347,14 @@ impl Live {
                 vec!["the gateway was started from an in-memory config, not a file".into()],
             ));
         };
-        let checked = check(path).map_err(|p| err("invalid", p))?;
         let cur = self.load();
+        if cur.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(err(
+                "error",
+                vec!["the gateway is draining (shutdown or upgrade): nothing to reload".into()],
+            ));
+        }
+        let checked = check(path).map_err(|p| err("invalid", p))?;
         let fixed = fixed_changes(&cur.config, &checked.config);
         if !fixed.is_empty() {
             return Err(err(
@@ -378,7 +397,17 @@ impl Live {
         };
         apply_shared(&svc);
         let hash = svc.loaded.hash.clone();
+        let retire = !Arc::ptr_eq(&cur.tunnel_drain, &svc.tunnel_drain);
+        let drain = Duration::from_millis(svc.timeouts.drain_ms);
         self.current.store(Arc::new(svc));
+        if retire {
+            // Tunnels of the old config get the drain time to finish, as requests do at
+            // shutdown; WebSocket clients see the connection close and reconnect.
+            if cur.tunnel_drain.borrow().is_none() {
+                cur.tunnel_drain
+                    .send_replace(Some(std::time::Instant::now() + drain));
+            }
+        }
         if let Some(problems) = commit.map(|c| c()).filter(|p| !p.is_empty()) {
             // Bound and checked in `prepare`; starting can still fail (e.g. the QUIC
             // endpoint). The rest of the config is in force: say so, and what is missing.

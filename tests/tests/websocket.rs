@@ -120,10 +120,24 @@ async fn closed_by_gateway<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    close_of(ws, within).await.0
+}
+
+/// Waits for the close; returns when, and the close frame's code if one came.
+async fn close_of<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    within: Duration,
+) -> (Instant, Option<u16>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let end = tokio::time::timeout(within, async {
         loop {
             match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Instant::now(),
+                Some(Ok(Message::Close(f))) => {
+                    return (Instant::now(), f.map(|f| u16::from(f.code)))
+                }
+                None | Some(Err(_)) => return (Instant::now(), None),
                 Some(Ok(_)) => {}
             }
         }
@@ -333,7 +347,8 @@ async fn drain_closes_open_tunnels_at_drain_ms() {
     echo(&mut ws, Message::text("before drain")).await;
     let started = Instant::now();
     let shutdown = tokio::spawn(gw.shutdown());
-    let closed = closed_by_gateway(&mut ws, Duration::from_secs(5)).await;
+    let (closed, code) = close_of(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1001), "a WebSocket close, going away");
     let after = closed.duration_since(started);
     assert!(
         after >= Duration::from_millis(250),
@@ -448,5 +463,59 @@ async fn a_tunnel_logs_one_line_at_its_end_with_duration_and_bytes() {
         line["tunnel_us"].as_u64().unwrap(),
     );
     assert!(tunnel > 0 && total < 10_000_000, "{line}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_routes_closes_old_tunnels_at_drain_ms_and_others_keep_theirs() {
+    let up = ws_server().await;
+    let dir = temp_dir("ws-reload");
+    let file = dir.join("gw.toml");
+    let write = |extra: &str| {
+        let cfg = format!(
+            "{}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n[timeouts]\ndrain_ms = 300\n{extra}",
+            config(up.addr, "", "").replace("[admin]\nlisten = \"127.0.0.1:0\"\nslow_request_ms = 50\n", "")
+        );
+        std::fs::write(&file, cfg).unwrap();
+    };
+    write("");
+    let gw = portcullis::Gateway::start_file(&file).await.unwrap();
+    let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
+    let reload = || async {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{admin}/admin/config/reload"))
+            .header("host", "admin")
+            .header("authorization", "Bearer t")
+            .body(body(bytes::Bytes::new()))
+            .unwrap();
+        let (p, b) = send(admin, req).await;
+        assert_eq!(p.status, 200, "{b:?}");
+    };
+    let mut ws = connect(addr, "/chat", &[]).await.expect("upgrade");
+    echo(&mut ws, Message::text("one")).await;
+
+    // Only the request-shedding limit changes: the tunnel lives on.
+    write("[limits]\nmax_in_flight = 5000\n");
+    reload().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo(&mut ws, Message::text("still open")).await;
+
+    // A route changes: the tunnel gets drain_ms, then a close 1001; new upgrades work.
+    write("[[route]]\nname = \"other\"\nmatch = { path_prefix = \"/other\" }\ncluster = \"ws\"\n");
+    let started = Instant::now();
+    reload().await;
+    echo(&mut ws, Message::text("within the drain")).await;
+    let (closed, code) = close_of(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1001));
+    assert!(closed.duration_since(started) >= Duration::from_millis(250));
+    let mut again = connect(addr, "/chat", &[]).await.expect("a new upgrade");
+    echo(&mut again, Message::text("new config")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    echo(
+        &mut again,
+        Message::text("not closed by the earlier reload"),
+    )
+    .await;
     gw.shutdown().await;
 }

@@ -297,7 +297,7 @@ impl Default for RetryBudget {
 }
 
 /// Per-route retry policy. Retries happen only where replay is safe.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
     /// Total attempts including the first; 1 disables retries.
@@ -373,7 +373,7 @@ impl Priority {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub name: String,
@@ -398,7 +398,7 @@ pub struct Route {
     pub websocket: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     pub path_prefix: Option<String>,
@@ -410,7 +410,7 @@ pub struct RouteMatch {
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
     pub client_body_idle_ms: Option<u64>,

@@ -210,7 +210,7 @@ impl Gateway {
         let ctx = self.live.load();
         let drain = Duration::from_millis(ctx.timeouts.drain_ms);
         ctx.draining.store(true, Ordering::Relaxed);
-        ctx.tunnels.drain_at(started + drain);
+        ctx.tunnel_drain.send_replace(Some(started + drain));
         let _ = self.shutdown.send(true);
         self.listeners.stop_all(*self.handed_over.borrow());
         let grace = drain + Duration::from_secs(1);

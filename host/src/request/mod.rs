@@ -78,6 +78,10 @@ pub struct Services {
     pub draining: Arc<AtomicBool>,
     /// Open WebSocket tunnels, closed at the end of the drain.
     pub tunnels: Arc<tunnel::Tunnels>,
+    /// When the tunnels opened under this config close: set by the shutdown, and by a reload
+    /// that changes routes, clusters, listeners or `tunnel_idle_ms` (a reload that changes
+    /// none of these shares its predecessor's, so its tunnels stay open).
+    pub tunnel_drain: Arc<tokio::sync::watch::Sender<Option<std::time::Instant>>>,
     pub timeouts: config::Timeouts,
     pub limits: config::Limits,
     pub http: HttpPolicy,

@@ -37,11 +37,10 @@ const BUF: usize = 16 * 1024;
 /// Once one side closed, how long the other gets to close too.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// The gateway's open tunnels, for drain: listeners stop, then tunnels are closed when the
-/// drain time ends.
+/// The gateway's open tunnels, counted for the drain: listeners stop, then the gateway waits
+/// for the tunnels, which close at their generation's deadline ([`Services::tunnel_drain`]).
 #[derive(Debug)]
 pub struct Tunnels {
-    drain: watch::Sender<Option<Instant>>,
     open: AtomicUsize,
     none_open: Notify,
 }
@@ -49,7 +48,6 @@ pub struct Tunnels {
 impl Default for Tunnels {
     fn default() -> Self {
         Tunnels {
-            drain: watch::Sender::new(None),
             open: AtomicUsize::new(0),
             none_open: Notify::new(),
         }
@@ -57,11 +55,6 @@ impl Default for Tunnels {
 }
 
 impl Tunnels {
-    /// Open tunnels close at `at`.
-    pub(crate) fn drain_at(&self, at: Instant) {
-        self.drain.send_replace(Some(at));
-    }
-
     /// Tunnels open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
@@ -233,7 +226,7 @@ impl Exchange<'_> {
             _upstream_conn: a.conn,
             _slot: slot,
             idle,
-            drain: self.svc.tunnels.drain.subscribe(),
+            drain: self.svc.tunnel_drain.subscribe(),
             finisher: self.f.take(),
         };
         tokio::spawn(tunnel.run());
@@ -384,6 +377,10 @@ impl Tunnel {
 /// Copies bytes both ways until both sides closed (or one did and the other lingered past
 /// `LINGER`), nothing moved for `idle`, a write stalled for `idle`, an I/O error, or the drain
 /// deadline. Returns how it ended and the bytes sent up and down.
+///
+/// At the drain deadline each side gets a WebSocket close frame, 1001 "going away", written
+/// at a frame boundary of its direction (the frames are followed, never buffered), so
+/// clients see a clean close they reconnect after; past `LINGER` the tunnel is cut anyway.
 async fn pump<C, U>(
     client: C,
     upstream: U,
@@ -399,6 +396,9 @@ where
     let (mut cbuf, mut ubuf) = (vec![0u8; BUF], vec![0u8; BUF]);
     let (mut up, mut down) = (0u64, 0u64);
     let (mut client_open, mut upstream_open) = (true, true);
+    // Frame boundaries of each direction, and whether it got its close frame.
+    let (mut up_frames, mut down_frames) = (Frames::default(), Frames::default());
+    let (mut draining, mut closed_up, mut closed_down) = (false, false, false);
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let drained = drain_deadline(drain);
@@ -408,20 +408,43 @@ where
             return (End::Closed, up, down);
         }
         let step = tokio::select! {
-            r = cr.read(&mut cbuf), if client_open => {
+            r = cr.read(&mut cbuf), if client_open && !closed_up => {
+                if let Ok(n) = r { up_frames.feed(&cbuf[..n]); }
                 copy_step(r, &cbuf, &mut uw, idle, &mut up, &mut client_open).await
             }
-            r = ur.read(&mut ubuf), if upstream_open => {
+            r = ur.read(&mut ubuf), if upstream_open && !closed_down => {
+                if let Ok(n) = r { down_frames.feed(&ubuf[..n]); }
                 copy_step(r, &ubuf, &mut cw, idle, &mut down, &mut upstream_open).await
             }
             _ = &mut timer => {
+                if draining {
+                    return (End::Drained, up, down);
+                }
                 let half_closed = !client_open || !upstream_open;
                 return (if half_closed { End::Closed } else { End::IdleTimeout }, up, down);
             }
-            _ = &mut drained => return (End::Drained, up, down),
+            _ = &mut drained, if !draining => {
+                draining = true;
+                timer.as_mut().reset((Instant::now() + LINGER).into());
+                Ok(())
+            }
         };
         if let Err(end) = step {
             return (end, up, down);
+        }
+        if draining {
+            if !closed_down && down_frames.at_boundary() {
+                closed_down = true;
+                let _ = tokio::time::timeout(LINGER, write_close(&mut cw, false)).await;
+            }
+            if !closed_up && up_frames.at_boundary() {
+                closed_up = true;
+                let _ = tokio::time::timeout(LINGER, write_close(&mut uw, true)).await;
+            }
+            if closed_up && closed_down {
+                return (End::Drained, up, down);
+            }
+            continue;
         }
         let wait = if client_open && upstream_open {
             idle
@@ -429,6 +452,87 @@ where
             idle.min(LINGER)
         };
         timer.as_mut().reset((Instant::now() + wait).into());
+    }
+}
+
+/// A WebSocket close frame with status 1001 (going away): masked toward the upstream, as
+/// frames from a client must be (RFC 6455 §5.3).
+async fn write_close<W: AsyncWrite + Unpin>(to: &mut W, masked: bool) -> std::io::Result<()> {
+    let code = 1001u16.to_be_bytes();
+    if masked {
+        let m = fastrand::u32(..).to_be_bytes();
+        let frame = [
+            0x88,
+            0x82,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            code[0] ^ m[0],
+            code[1] ^ m[1],
+        ];
+        to.write_all(&frame).await?;
+    } else {
+        to.write_all(&[0x88, 0x02, code[0], code[1]]).await?;
+    }
+    to.flush().await
+}
+
+/// Follows WebSocket frame boundaries in one direction's byte stream: the frame headers are
+/// parsed as bytes pass, the payloads only counted.
+#[derive(Default)]
+struct Frames {
+    /// Payload bytes left in the current frame.
+    need: u64,
+    /// A frame header being read (at most 14 bytes), and how much of it came.
+    head: [u8; 14],
+    have: usize,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.need == 0 && self.have == 0
+    }
+
+    fn feed(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.need > 0 {
+                let take = self.need.min(b.len() as u64);
+                self.need -= take;
+                b = &b[take as usize..];
+                continue;
+            }
+            self.head[self.have] = b[0];
+            self.have += 1;
+            b = &b[1..];
+            if let Some(len) = self.header_done() {
+                self.need = len;
+                self.have = 0;
+            }
+        }
+    }
+
+    /// The payload length once the header is complete.
+    fn header_done(&self) -> Option<u64> {
+        let h = &self.head[..self.have];
+        if h.len() < 2 {
+            return None;
+        }
+        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+        let (ext, len) = match h[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        if h.len() < 2 + ext + mask {
+            return None;
+        }
+        let len = len.unwrap_or_else(|| {
+            h[2..2 + ext]
+                .iter()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+        });
+        Some(len)
     }
 }
 
@@ -528,5 +632,58 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
         assert_ne!(websocket_key(), websocket_key());
+    }
+
+    /// A frame as a client (masked) or server (unmasked) would send it.
+    fn frame(len: usize, masked: bool) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        match len {
+            0..=125 => f.push(m | len as u8),
+            126..=65535 => {
+                f.push(m | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend(std::iter::repeat_n(7u8, len));
+        f
+    }
+
+    #[test]
+    fn frame_boundaries_are_followed_across_any_split() {
+        let sizes = [0usize, 1, 125, 126, 300, 65535, 65536, 70_000];
+        for masked in [false, true] {
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            for &n in &sizes {
+                stream.extend(frame(n, masked));
+                ends.push(stream.len());
+            }
+            for chunk in [1usize, 2, 3, 7, 1000, 16 * 1024] {
+                let mut f = Frames::default();
+                for (i, piece) in stream.chunks(chunk).enumerate() {
+                    f.feed(piece);
+                    let end = (i * chunk + piece.len()).min(stream.len());
+                    assert_eq!(
+                        f.at_boundary(),
+                        ends.contains(&end),
+                        "masked={masked} chunk={chunk} at {end}"
+                    );
+                }
+                let mut whole = Frames::default();
+                whole.feed(&stream);
+                assert!(whole.at_boundary());
+                let mut cut = Frames::default();
+                cut.feed(&stream[..stream.len() - 1]);
+                assert!(!cut.at_boundary());
+            }
+        }
     }
 }
