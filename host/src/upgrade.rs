@@ -63,6 +63,8 @@ pub(crate) struct SocketInfo {
 struct Offer {
     pid: u32,
     sockets: Vec<SocketInfo>,
+    /// The QUIC stateless-reset key, hex (see `server::h3::bind`).
+    quic_reset_key: String,
 }
 
 /// The running process' side: what it offers and what happens once the new one is ready.
@@ -71,6 +73,8 @@ pub(crate) trait Donor: Send + Sync {
     fn sockets(&self) -> Vec<(SocketInfo, OwnedFd)>;
     /// The new process serves now: stop accepting and drain.
     fn handed_over(&self);
+    /// The key that signs this gateway's QUIC stateless resets.
+    fn quic_reset_key(&self) -> Vec<u8>;
 }
 
 /// Sockets taken over from the previous process, matched to the config by kind and `listen`
@@ -79,6 +83,8 @@ pub(crate) trait Donor: Send + Sync {
 #[derive(Default)]
 pub(crate) struct Inherited {
     sockets: Vec<(SocketInfo, OwnedFd)>,
+    /// The previous process' QUIC stateless-reset key.
+    pub(crate) quic_reset_key: Option<Vec<u8>>,
 }
 
 impl Inherited {
@@ -137,12 +143,16 @@ impl Handoff {
             );
         }
         let sockets = offer.sockets.into_iter().zip(fds).collect();
+        let quic_reset_key = unhex(&offer.quic_reset_key);
         Ok((
             Handoff {
                 stream,
                 from_pid: offer.pid,
             },
-            Inherited { sockets },
+            Inherited {
+                sockets,
+                quic_reset_key,
+            },
         ))
     }
 
@@ -190,6 +200,16 @@ fn receive(stream: &UnixStream) -> anyhow::Result<(Offer, Vec<OwnedFd>)> {
     }
     let offer = serde_json::from_slice(&data[4..len + 4]).context("malformed offer")?;
     Ok((offer, fds))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// One `\n`-terminated line of at most 64 bytes.
@@ -303,6 +323,11 @@ fn give(
     let offer = Offer {
         pid: std::process::id(),
         sockets: sockets.iter().map(|(s, _)| s.clone()).collect(),
+        quic_reset_key: donor
+            .quic_reset_key()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     };
     let json = serde_json::to_vec(&offer)?;
     anyhow::ensure!(json.len() <= MAX_OFFER, "offer too large");

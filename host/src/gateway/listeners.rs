@@ -48,6 +48,8 @@ pub(crate) enum Source<'a> {
 pub(crate) struct ListenerSet {
     live: Weak<Live>,
     metrics: Arc<Metrics>,
+    /// Signs QUIC stateless resets; kept across upgrades (`server::h3::bind`).
+    quic_reset_key: Arc<[u8]>,
     running: Mutex<Vec<Running>>,
     tasks: Mutex<JoinSet<()>>,
 }
@@ -126,10 +128,15 @@ impl Bound {
 }
 
 impl ListenerSet {
-    pub(crate) fn new(live: &Arc<Live>, metrics: Arc<Metrics>) -> Arc<ListenerSet> {
+    pub(crate) fn new(
+        live: &Arc<Live>,
+        metrics: Arc<Metrics>,
+        quic_reset_key: Arc<[u8]>,
+    ) -> Arc<ListenerSet> {
         Arc::new(ListenerSet {
             live: Arc::downgrade(live),
             metrics,
+            quic_reset_key,
             running: Mutex::new(Vec::new()),
             tasks: Mutex::new(JoinSet::new()),
         })
@@ -165,7 +172,7 @@ impl ListenerSet {
                         idle_timeout: Duration::from_millis(l.http3_idle_timeout_ms),
                         handed_over: handed_over.clone(),
                     };
-                    let endpoint = h3::bind(&h3l, Some(udp))
+                    let endpoint = h3::bind(&h3l, Some(udp), &self.quic_reset_key)
                         .with_context(|| format!("listener `{}` HTTP/3 on udp {addr}", l.name))?;
                     tracing::info!(listener = %l.name, %addr, "serving HTTP/3 over QUIC");
                     alt_svc =
@@ -212,6 +219,10 @@ impl ListenerSet {
             .iter()
             .find(|r| r.def.name == name)
             .map(|r| r.addr)
+    }
+
+    pub(crate) fn quic_reset_key(&self) -> &[u8] {
+        &self.quic_reset_key
     }
 
     /// Duplicates of every listening socket, for a hand-over to a new process.

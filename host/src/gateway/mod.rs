@@ -108,7 +108,11 @@ impl Gateway {
             Some(l) => l,
             None => listeners::bind_tcp(&cfg.admin.listen).context("admin listener")?,
         };
-        let set = ListenerSet::new(&live, ctx.metrics.clone());
+        let quic_key = match inherited.quic_reset_key.take() {
+            Some(k) => k,
+            None => random_key()?,
+        };
+        let set = ListenerSet::new(&live, ctx.metrics.clone(), quic_key.into());
         for b in bound {
             if let Err(e) = set.start(b) {
                 set.stop_all(false);
@@ -297,4 +301,18 @@ impl crate::upgrade::Donor for Donor {
     fn handed_over(&self) {
         self.handed_over.send_replace(true);
     }
+
+    fn quic_reset_key(&self) -> Vec<u8> {
+        self.listeners.quic_reset_key().to_vec()
+    }
+}
+
+/// 64 random bytes from the OS.
+fn random_key() -> anyhow::Result<Vec<u8>> {
+    use ring::rand::SecureRandom;
+    let mut key = vec![0u8; 64];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no randomness for the QUIC reset key"))?;
+    Ok(key)
 }

@@ -29,6 +29,17 @@ pub(crate) struct H3Body {
     done: bool,
 }
 
+/// A request body the gateway stops reading (the response was complete first, or the body
+/// was refused) asks the client to stop sending with H3_NO_ERROR (RFC 9114 §4.1), not the
+/// bare 0 QUIC would send on drop, which clients take for an error.
+impl Drop for H3Body {
+    fn drop(&mut self) {
+        if !self.done {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
+}
+
 impl Body for H3Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -81,9 +92,14 @@ pub(crate) struct H3Listener {
 
 /// Binds the UDP endpoint, on `socket` when one was inherited from the process being
 /// upgraded. Separate from `serve` so bind errors surface at startup.
+///
+/// `reset_key` signs stateless resets. A gateway keeps one for its life and hands it to the
+/// process that upgrades it, so QUIC connections of the old process that reach the new one
+/// are reset at once (clients reconnect) instead of hanging until their idle timeout.
 pub(crate) fn bind(
     l: &H3Listener,
     socket: Option<std::net::UdpSocket>,
+    reset_key: &[u8],
 ) -> anyhow::Result<quinn::Endpoint> {
     let mut crypto = (*l.tls).clone();
     crypto.alpn_protocols = vec![b"h3".to_vec()];
@@ -106,8 +122,9 @@ pub(crate) fn bind(
     };
     let runtime =
         quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("HTTP/3 needs a tokio runtime"))?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quinn::EndpointConfig::new(Arc::new(key)),
         Some(server),
         socket,
         runtime,
@@ -148,8 +165,20 @@ pub(crate) async fn serve(
         });
     }
     if l.handed_over.load(Ordering::Acquire) {
-        // The new process reads this socket now: open HTTP/3 connections end here (clients
-        // see CONNECTION_CLOSE and reconnect to the new process), see docs/operations.md.
+        // The new process serves this UDP socket now, and a datagram read here would be a
+        // new connection refused or a new-process connection reset. So let go of it at once:
+        // move the endpoint to a throwaway socket and close. Open HTTP/3 connections end;
+        // their next packet reaches the new process, which resets them with the shared key,
+        // and clients reconnect (docs/operations.md).
+        // Twice: quinn keeps reading the previous socket after a rebind (for a migration's
+        // packets in flight) until traffic arrives on the new one; the second rebind makes
+        // the first throwaway that previous socket, and the shared one is let go.
+        let any = std::net::SocketAddr::new(l.addr.ip(), 0);
+        for _ in 0..2 {
+            if let Err(e) = std::net::UdpSocket::bind(any).and_then(|s| endpoint.rebind(s)) {
+                tracing::warn!(error = %e, "HTTP/3: cannot let go of the handed-over socket");
+            }
+        }
         endpoint.close(0u32.into(), b"upgrade");
         return;
     }
