@@ -203,7 +203,7 @@ fn receive(stream: &UnixStream) -> anyhow::Result<(Offer, Vec<OwnedFd>)> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
