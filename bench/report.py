@@ -48,6 +48,9 @@ LABEL = {
     "portcullis-routes": f"Portcullis, {meta.get('routes_n', '?')} prefix routes (request matches the last)",
     "portcullis-unmatched": f"Portcullis + {meta.get('unmatched_n', '?')} filters that do not match",
     "portcullis-fanout": "Portcullis endpoint fan-out ×3",
+    "portcullis-accesslog": "Portcullis + access log (every request, to a file)",
+    "portcullis-trace1pct": "Portcullis + OTLP traces, sample_ratio 0.01",
+    "portcullis-trace100": "Portcullis + OTLP traces, sample_ratio 1.0",
 }
 
 
@@ -249,10 +252,17 @@ r = ratio(cpu("portcullis"), cpu("hyper-floor"))
 P(f"| Portcullis / hyper floor CPU per request (milestone) | {'–' if r is None else f'{r:.2f}×'} | ≤ 1.05× | {verdict(None if r is None else r <= 1.05)} |")
 for t, lim, what in (("portcullis-filter1", 1.5, "1 trivial filter"),
                      ("portcullis-routes", 0.5, f"{meta.get('routes_n', '?')} routes"),
-                     ("portcullis-unmatched", 0.5, f"{meta.get('unmatched_n', '?')} unmatched filters")):
+                     ("portcullis-unmatched", 0.5, f"{meta.get('unmatched_n', '?')} unmatched filters"),
+                     ("portcullis-trace1pct", 1.0, "tracing at sample_ratio 0.01")):
     if t in TARGETS and not skip_reason(t):
         d = cpu_added(t)
         P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'} | ≤ {lim} µs | {verdict(None if d is None else d <= lim)} |")
+for t, what in (("portcullis-accesslog", "the access log (every request)"),
+                ("portcullis-trace100", "tracing at sample_ratio 1.0")):
+    if t in TARGETS and not skip_reason(t):
+        d, r = cpu_added(t), ratio(cpu(t), cpu("portcullis"))
+        P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'}"
+          f"{'' if r is None else f' ({r:.2f}×)'} | info | – |")
 a_p, a_n, a_h = added("portcullis", "p99"), added("nginx", "p99"), added("haproxy", "p99")
 if a_p is not None and a_n is not None and (a_p < 0 or a_n < 0):
     v_lat = "**INCONCLUSIVE** (negative: the direct baseline's tail was worse than the proxied one, i.e. noise from other load dominates)"

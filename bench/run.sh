@@ -213,6 +213,10 @@ P_FLOOR=$((PORT_BASE + 24))
 P_PCP=$((PORT_BASE + 25)) A_PCP=$((PORT_BASE + 26))
 P_PCR=$((PORT_BASE + 27)) A_PCR=$((PORT_BASE + 28))
 P_PCU=$((PORT_BASE + 29)) A_PCU=$((PORT_BASE + 30))
+P_PCA=$((PORT_BASE + 31)) A_PCA=$((PORT_BASE + 32))
+P_PCO1=$((PORT_BASE + 33)) A_PCO1=$((PORT_BASE + 34))
+P_PCO100=$((PORT_BASE + 35)) A_PCO100=$((PORT_BASE + 36))
+P_OTLP=$((PORT_BASE + 37))
 # Config-size rows: cost must not grow with the config (issue 17, goal 6).
 ROUTES_N="${BENCH_ROUTES:-10000}"
 UNMATCHED_N="${BENCH_UNMATCHED:-200}"
@@ -259,6 +263,14 @@ http {
             proxy_pass http://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+    }
+    # The tracing rows' OTLP sink: every export answered 204, the body read and dropped.
+    server {
+        listen 127.0.0.1:$P_OTLP;
+        client_max_body_size 64m;
+        location / {
+            return 204;
         }
     }
 }
@@ -490,6 +502,46 @@ endpoint = "fanout"')
     start_portcullis "$name" "$cfg" "$P_PCE" "$A_PCE" /fan 30 || return 0
 }
 
+# Observability rows: the plain proxy with the access log on (every request, to a file in the
+# run's temp dir), and with OpenTelemetry traces at two sample ratios, exported to the nginx
+# sink above ($P_OTLP answers 204). Same route as `portcullis`: the CPU difference is the cost.
+start_portcullis_observed() { # NAME PORT ADMIN EXTRA_TOML
+    local cfg
+    cfg=$(portcullis_config "$1" "$2" "$3" "$4" '
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "up1"')
+    start_portcullis "$1" "$cfg" "$2" "$3" / || true
+}
+
+start_observability() {
+    start_portcullis_observed portcullis-accesslog "$P_PCA" "$A_PCA" "[access_log]
+path = \"$TMP/access.log\""
+    local r name port admin
+    for r in 0.01 1.0; do
+        if [ "$r" = 0.01 ]; then
+            name=portcullis-trace1pct port=$P_PCO1 admin=$A_PCO1
+        else
+            name=portcullis-trace100 port=$P_PCO100 admin=$A_PCO100
+        fi
+        start_portcullis_observed "$name" "$port" "$admin" "[tracing]
+otlp_endpoint = \"http://127.0.0.1:$P_OTLP\"
+sample_ratio = $r"
+    done
+}
+
+# The observability rows' proof of work: access log lines written, spans exported, dropped,
+# failed (a sink that refused the exports would make the tracing rows look cheap).
+observed_counts() {
+    local t m
+    for t in portcullis-accesslog portcullis-trace1pct portcullis-trace100; do
+        [ -n "${ADMIN[$t]:-}" ] || continue
+        m=$(curl -fsS --max-time 2 "${ADMIN[$t]}/metrics" 2>/dev/null || true)
+        note "$t: $(echo "$m" | awk '/^portcullis_(access_log_lines|access_log_dropped|tracing_requests_sampled|tracing_spans_exported|tracing_spans_dropped|tracing_spans_failed)_total / {sub(/^portcullis_/, "", $1); printf "%s %s, ", $1, $2}' | sed 's/, $//')"
+    done
+}
+
 # The filter rows' proof that their filters ran: the calls counted by /admin/plugins, next to
 # the requests those targets served (pass-through filters leave no other trace).
 filter_calls() {
@@ -506,7 +558,7 @@ filter_calls() {
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -712,7 +764,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU $P_PCA $A_PCA $P_PCO1 $A_PCO1 $P_PCO100 $A_PCO100 $P_OTLP; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -733,6 +785,7 @@ main() {
     start_portcullis_filters 3 portcullis-pass3 "$P_PCP" "$A_PCP" pass
     start_portcullis_filters "$UNMATCHED_N" portcullis-unmatched "$P_PCU" "$A_PCU" unmatched
     start_portcullis_fanout
+    start_observability
 
     mapfile -t TARGETS < <(active_targets)
     log "targets: ${TARGETS[*]}"
@@ -745,6 +798,7 @@ main() {
         if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
     done
     filter_calls portcullis-filter1 portcullis-filters portcullis-pass3
+    observed_counts
     h2_rows
     tls_rows
 
@@ -773,7 +827,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100".split(),
   "routes_n": $ROUTES_N, "unmatched_n": $UNMATCHED_N,
   "rates": $rates_json,
 }

@@ -98,7 +98,7 @@ fn read(path: &Path) -> Result<(Config, String), Vec<String>> {
 }
 
 /// The keys `new` changes that cannot change at runtime (docs/config.md lists them):
-/// `[admin] listen`, `passport_ring` and `upgrade_socket`, `[access_log]`, and everything in
+/// `[admin] listen`, `passport_ring` and `upgrade_socket`, `[access_log]`, `[tracing]`, and everything in
 /// `[plugins]` but `admin_token`. Listeners can be added, removed and changed (see
 /// [`ListenerHook`]); certificates named by a listener keep hot-reloading from disk.
 pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
@@ -114,6 +114,9 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.access_log != new.access_log {
         out.push("access_log".to_string());
+    }
+    if old.tracing != new.tracing {
+        out.push("tracing".to_string());
     }
     match (&old.plugins, &new.plugins) {
         (None, None) => {}
@@ -441,13 +444,22 @@ pub(crate) async fn boot(
         ),
         None => None,
     };
+    // Started once at boot, like the access log: `[tracing]` is not reloadable either.
+    let tracer = match &cfg.tracing {
+        Some(t) => Some(
+            crate::telemetry::trace::Tracer::start(t)
+                .context("tracing: cannot start the span exporter")?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(
         Metrics::new(
             &listener_names,
             cfg.admin.passport_ring,
             Duration::from_millis(cfg.admin.slow_request_ms),
         )
-        .with_access_log(access_log),
+        .with_access_log(access_log)
+        .with_tracer(tracer),
     );
     let plugins = match &cfg.plugins {
         Some(p) => Some(

@@ -22,6 +22,9 @@ enum Proto {
     Tls(tokio_rustls::TlsAcceptor),
 }
 
+pub mod otlp;
+pub use otlp::OtlpReceiver;
+
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// A real HTTP/1.1 upstream on 127.0.0.1 that counts its accepted connections.

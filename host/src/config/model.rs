@@ -28,6 +28,48 @@ pub struct Config {
     pub plugins: Option<Plugins>,
     /// Absent: no access log.
     pub access_log: Option<AccessLog>,
+    /// Absent: no traces.
+    pub tracing: Option<Tracing>,
+}
+
+/// `[tracing]`: OpenTelemetry spans exported over OTLP/HTTP protobuf (see `telemetry::trace`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracing {
+    /// The OTLP/HTTP receiver's base URL (`http://` or `https://`); spans are POSTed to
+    /// `<otlp_endpoint>/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled, 0 to 1. A request whose `traceparent` is sampled is always
+    /// traced, one whose `traceparent` is not sampled never is.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Sampled requests waiting for the exporter; beyond it their spans are dropped and counted.
+    pub queue: usize,
+    /// Spans per export request at most.
+    pub batch_size: usize,
+    /// A finished span is exported within about this long.
+    pub export_interval_ms: u64,
+    /// One export request (connect, TLS, send, answer) takes at most this long; a failed one is
+    /// not retried (its spans are counted as failed).
+    pub export_timeout_ms: u64,
+    /// Headers sent with every export (e.g. `authorization` for a hosted collector).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Tracing {
+            otlp_endpoint: "http://127.0.0.1:4318".into(),
+            sample_ratio: 0.01,
+            service_name: "portcullis".into(),
+            queue: 2048,
+            batch_size: 512,
+            export_interval_ms: 1000,
+            export_timeout_ms: 10_000,
+            headers: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[access_log]`: one line per finished request (see `telemetry::access_log`).

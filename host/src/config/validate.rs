@@ -65,6 +65,9 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     if let Some(a) = &cfg.access_log {
         validate_access_log(a, &mut p);
     }
+    if let Some(t) = &cfg.tracing {
+        validate_tracing(t, &mut p);
+    }
 
     if cfg.listeners.is_empty() {
         p(
@@ -417,5 +420,54 @@ fn validate_access_log(a: &super::AccessLog, p: &mut impl FnMut(String, String))
             "access_log.flush_ms".into(),
             "must be between 1 and 60000".into(),
         );
+    }
+}
+
+fn validate_tracing(t: &super::Tracing, p: &mut impl FnMut(String, String)) {
+    match t.otlp_endpoint.parse::<http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && u.query().is_none() => {}
+        _ => p(
+            "tracing.otlp_endpoint".into(),
+            format!(
+                "`{}` is not an http:// or https:// URL without a query",
+                t.otlp_endpoint
+            ),
+        ),
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        p(
+            "tracing.sample_ratio".into(),
+            "must be between 0 and 1".into(),
+        );
+    }
+    if t.service_name.is_empty() {
+        p("tracing.service_name".into(), "must not be empty".into());
+    }
+    let ranges: [(&str, u64, u64, u64); 4] = [
+        ("tracing.queue", t.queue as u64, 1, 1_048_576),
+        ("tracing.batch_size", t.batch_size as u64, 1, 65_536),
+        (
+            "tracing.export_interval_ms",
+            t.export_interval_ms,
+            1,
+            60_000,
+        ),
+        ("tracing.export_timeout_ms", t.export_timeout_ms, 1, 300_000),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if v < lo || v > hi {
+            p(key.into(), format!("must be between {lo} and {hi}"));
+        }
+    }
+    for (k, v) in &t.headers {
+        let key = format!("tracing.headers.{k}");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            p(key, "not a valid header name".into());
+        } else if http::HeaderValue::from_str(v).is_err() {
+            p(key, "not a valid header value".into());
+        }
     }
 }

@@ -127,7 +127,7 @@ pub(crate) fn propagate_traceparent(h: &mut HeaderMap) {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
     {
-        Some((trace, flags)) => {
+        Some((trace, _, flags)) => {
             buf[3..35].copy_from_slice(trace.as_bytes());
             buf[53..55].copy_from_slice(flags.as_bytes());
         }
@@ -139,7 +139,32 @@ pub(crate) fn propagate_traceparent(h: &mut HeaderMap) {
     }
 }
 
-fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
+/// The `traceparent` `00-<trace>-<span>-<flags>`, sampled flag as given. Built on the stack.
+pub(crate) fn traceparent(trace: u128, span: u64, sampled: bool) -> HeaderValue {
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(trace, &mut buf[3..35]);
+    hex_into(u128::from(span), &mut buf[36..52]);
+    if sampled {
+        buf[54] = b'1';
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("00"))
+}
+
+/// The client's W3C trace context, if its `traceparent` is valid: trace id, parent span id,
+/// and whether the client sampled it (flag bit 0).
+pub(crate) fn incoming_trace(h: &HeaderMap) -> Option<(u128, u64, bool)> {
+    let (trace, parent, flags) = h
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)?;
+    let trace = u128::from_str_radix(trace, 16).ok()?;
+    let parent = u64::from_str_radix(parent, 16).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some((trace, parent, flags & 1 == 1))
+}
+
+/// `(trace, parent, flags)` of a valid `traceparent`, each still hex.
+fn parse_traceparent(s: &str) -> Option<(&str, &str, &str)> {
     let mut it = s.trim().split('-');
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
     let hex = |x: &str, n: usize| {
@@ -156,7 +181,7 @@ fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
     if ver == "00" && it.next().is_some() {
         return None;
     }
-    Some((trace, flags))
+    Some((trace, parent, flags))
 }
 
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (set: the
@@ -274,6 +299,34 @@ mod tests {
         propagate_traceparent(&mut h);
         let v = h["traceparent"].to_str().unwrap();
         assert!(parse_traceparent(v).is_some(), "{v}");
+    }
+
+    #[test]
+    fn trace_context_is_read_and_written() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let (t, p, sampled) = incoming_trace(&h).unwrap();
+        assert_eq!(t, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(p, 0x00f067aa0ba902b7);
+        assert!(sampled);
+        assert_eq!(
+            traceparent(t, p, true),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            traceparent(1, 2, false),
+            "00-00000000000000000000000000000001-0000000000000002-00"
+        );
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"),
+        );
+        assert_eq!(incoming_trace(&h).map(|x| x.2), Some(false));
+        h.insert("traceparent", HeaderValue::from_static("garbage"));
+        assert_eq!(incoming_trace(&h), None);
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub struct Passport {
     /// The failure code the client was answered with (`portcullis-error`), or of the failure
     /// that cut the response short: the access log's `error`.
     pub error: Option<&'static str>,
+    /// The request's trace when `[tracing]` sampled it (set at admission); `None` otherwise,
+    /// and then no phase records anything for traces.
+    pub trace: Option<Box<super::trace::Trace>>,
 }
 
 const MAX_STAMPS: usize = 128;
@@ -197,6 +200,7 @@ impl Passport {
             calls: Vec::new(),
             plugins: SmallVec::new(),
             error: None,
+            trace: None,
         }
     }
 
@@ -282,4 +286,7 @@ pub struct CallRecord {
     pub start: Instant,
     #[serde(skip)]
     pub end: Instant,
+    /// The call's span, when the request is traced.
+    #[serde(skip)]
+    pub span: Option<super::trace::CallSpan>,
 }

@@ -233,6 +233,11 @@ impl Gateway {
                 tracing::warn!("access log: queued lines not all written at shutdown");
             }
         }
+        if let Some(t) = &self.metrics.tracer {
+            if !t.flush(Duration::from_secs(5)).await {
+                tracing::warn!("tracing: queued spans not all exported at shutdown");
+            }
+        }
     }
 
     /// Runs until `signal` completes or a new process took over the sockets, then drains.

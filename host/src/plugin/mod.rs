@@ -253,14 +253,34 @@ impl Chain {
             req.body = body
                 .filter(|_| p.manifest.body)
                 .map(|b| b.slice(..b.len().min(p.manifest.max_body_bytes)));
-            let action = match p.on_request(host, &self.policy, req).await {
-                Ok(a) => a,
-                Err(fail) => match self.failed(p, fail, passport) {
-                    Some(pf) => return InboundOutcome::Failed(pf),
-                    None => continue,
-                },
-            };
             use bindings::types::InboundAction as A;
+            let span = span_start(passport);
+            let action = match p.on_request(host, &self.policy, req).await {
+                Ok(a) => {
+                    let outcome = match &a {
+                        A::Continue => "continue",
+                        A::Modify(_) => "modify",
+                        A::Respond(_) => "respond",
+                        A::Reject(_) => "reject",
+                    };
+                    trace_call(passport, p, "inbound", span, outcome, Duration::ZERO);
+                    a
+                }
+                Err(fail) => {
+                    trace_call(
+                        passport,
+                        p,
+                        "inbound",
+                        span,
+                        fail.kind.as_str(),
+                        Duration::ZERO,
+                    );
+                    match self.failed(p, fail, passport) {
+                        Some(pf) => return InboundOutcome::Failed(pf),
+                        None => continue,
+                    }
+                }
+            };
             match action {
                 A::Continue => {}
                 A::Modify(ch) => {
@@ -362,12 +382,30 @@ impl Chain {
             {
                 continue;
             }
+            let span = span_start(passport);
             let action = match p.on_response(host, &self.policy, rq, rs).await {
-                Ok(a) => a,
-                Err(fail) => match self.failed(p, fail, passport) {
-                    Some(pf) => return OutboundOutcome::Failed(pf),
-                    None => continue,
-                },
+                Ok(a) => {
+                    let outcome = match &a {
+                        bindings::types::OutboundAction::Modify(_) => "modify",
+                        _ => "continue",
+                    };
+                    trace_call(passport, p, "outbound", span, outcome, Duration::ZERO);
+                    a
+                }
+                Err(fail) => {
+                    trace_call(
+                        passport,
+                        p,
+                        "outbound",
+                        span,
+                        fail.kind.as_str(),
+                        Duration::ZERO,
+                    );
+                    match self.failed(p, fail, passport) {
+                        Some(pf) => return OutboundOutcome::Failed(pf),
+                        None => continue,
+                    }
+                }
             };
             if let bindings::types::OutboundAction::Modify(ch) = action {
                 passport.plugin_acted(&p.name);
@@ -406,16 +444,32 @@ impl Chain {
         };
         passport.stamp(State::EndpointStart);
         let req = convert::request(parts, client, route, body, state);
+        // A traced endpoint's calls are children of its call's span.
+        let span = span_start(passport);
+        let trace = passport
+            .trace
+            .as_ref()
+            .zip(span)
+            .map(|(t, (id, _))| (t.trace_id, id));
         let fanout = upstream::FanoutCtx::new(
             upstreams,
             deadline,
             plugin.manifest.fanout,
             priority,
             self.limits.max_headers,
+            trace,
         );
         let res = plugin.handle(host, &self.policy, req, fanout).await;
         let out = match res {
             Ok((resp, fanout)) => {
+                trace_call(
+                    passport,
+                    plugin,
+                    "endpoint",
+                    span,
+                    "respond",
+                    fanout.waited(),
+                );
                 for c in &fanout.records {
                     passport.stamp_at(State::FanoutCallStart, c.start);
                     passport.stamp_at(State::FanoutCallEnd, c.end);
@@ -433,11 +487,15 @@ impl Chain {
                     },
                 }
             }
-            Err(fail) => match self.failed(plugin, fail, passport) {
-                Some(pf) => EndpointOutcome::Failed(pf),
-                // fail_open has no meaning for an endpoint: there is nothing to skip to.
-                None => EndpointOutcome::Failed(unavailable()),
-            },
+            Err(fail) => {
+                let kind = fail.kind.as_str();
+                trace_call(passport, plugin, "endpoint", span, kind, Duration::ZERO);
+                match self.failed(plugin, fail, passport) {
+                    Some(pf) => EndpointOutcome::Failed(pf),
+                    // fail_open has no meaning for an endpoint: there is nothing to skip to.
+                    None => EndpointOutcome::Failed(unavailable()),
+                }
+            }
         };
         passport.stamp(State::EndpointEnd);
         out
@@ -491,6 +549,40 @@ impl Chain {
             .record_failure(fail.kind, &fail.detail, &self.policy);
         self.failed(p, fail, passport)
     }
+}
+
+/// A plugin call's span id and start, read only when the request is traced.
+fn span_start(passport: &Passport) -> Option<(u64, Instant)> {
+    passport
+        .trace
+        .as_ref()
+        .map(|_| (crate::core::trace::new_span_id(), Instant::now()))
+}
+
+/// Records a finished call's span in a traced request (`span` from [`span_start`]); `waited`
+/// is the time the call spent suspended on fan-out calls, not running.
+fn trace_call(
+    passport: &mut Passport,
+    p: &Plugin,
+    phase: &'static str,
+    span: Option<(u64, Instant)>,
+    outcome: &'static str,
+    waited: Duration,
+) {
+    let (Some(t), Some((span_id, start))) = (passport.trace.as_mut(), span) else {
+        return;
+    };
+    let end = Instant::now();
+    t.push_plugin(crate::core::trace::PluginSpan {
+        span_id,
+        plugin: p.name.clone(),
+        version: p.version.clone(),
+        phase,
+        outcome,
+        start,
+        end,
+        cpu: end.saturating_duration_since(start).saturating_sub(waited),
+    });
 }
 
 /// Whether a filter's changes can alter what `[match]` reads first (path, host): then later

@@ -13,6 +13,7 @@ use super::manifest::FanoutLimits;
 use crate::config::{self, Priority};
 use crate::core::failure::Failure;
 use crate::core::passport::{CallRecord, State};
+use crate::core::trace::CallSpan;
 use crate::upstream::client::{self, Body, Head, Journal, Policy};
 use crate::upstream::Upstreams;
 use bytes::{Bytes, BytesMut};
@@ -30,6 +31,9 @@ pub struct FanoutCtx {
     priority: Priority,
     calls_made: u32,
     waited: Duration,
+    /// `(trace id, endpoint call's span id)` when the request is traced: each call gets a
+    /// span of its own, and the upstream sees it as the parent.
+    trace: Option<(u128, u64)>,
     /// One record per call, for the passport.
     pub records: Vec<CallRecord>,
 }
@@ -41,6 +45,7 @@ impl FanoutCtx {
         limits: FanoutLimits,
         priority: Priority,
         max_headers: usize,
+        trace: Option<(u128, u64)>,
     ) -> Self {
         FanoutCtx {
             upstreams,
@@ -50,6 +55,7 @@ impl FanoutCtx {
             priority,
             calls_made: 0,
             waited: Duration::ZERO,
+            trace,
             records: Vec::new(),
         }
     }
@@ -91,6 +97,7 @@ impl FanoutCtx {
                 self.limits.max_response_bytes,
                 self.max_headers,
                 self.priority,
+                self.trace,
             ));
         }
         let mut done = futures_util::future::join_all(futs).await.into_iter();
@@ -154,6 +161,7 @@ async fn one_call(
     max_response_bytes: usize,
     max_headers: usize,
     priority: Priority,
+    trace: Option<(u128, u64)>,
 ) -> (Result<wit::Reply, CallError>, CallRecord) {
     let start = Instant::now();
     let mut rec = CallRecord {
@@ -164,7 +172,15 @@ async fn one_call(
         attempts: 0,
         start,
         end: start,
+        span: trace.map(|(_, parent)| CallSpan {
+            span_id: crate::core::trace::new_span_id(),
+            parent,
+            path: call.path.clone(),
+        }),
     };
+    let traceparent = trace
+        .zip(rec.span.as_ref())
+        .map(|((trace_id, _), s)| crate::core::headers::traceparent(trace_id, s.span_id, true));
     let res = dispatch(
         &upstreams,
         call,
@@ -173,6 +189,7 @@ async fn one_call(
         max_headers,
         priority,
         &mut rec,
+        traceparent,
     )
     .await;
     rec.end = Instant::now();
@@ -187,9 +204,10 @@ async fn one_call(
 impl Journal for CallRecord {
     fn stamp_at(&mut self, _: State, _: Instant) {}
     fn waited(&mut self, _: Duration) {}
-    fn attempt(&mut self, endpoint: &Arc<str>) {
+    fn attempt(&mut self, endpoint: &Arc<str>, _: Instant) -> Option<HeaderValue> {
         self.attempts += 1;
         self.endpoint = Some(endpoint.to_string());
+        None
     }
     fn detail(&mut self, _: String) {}
 }
@@ -208,6 +226,7 @@ fn call_error(why: Failure) -> CallError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     upstreams: &Upstreams,
     call: wit::Call,
@@ -216,6 +235,7 @@ async fn dispatch(
     max_headers: usize,
     priority: Priority,
     rec: &mut CallRecord,
+    traceparent: Option<HeaderValue>,
 ) -> Result<wit::Reply, CallError> {
     let Some(cluster) = upstreams.get(&call.cluster) else {
         return Err(CallError::UnknownCluster);
@@ -249,6 +269,10 @@ async fn dispatch(
         headers.append(k, v);
     }
     crate::core::headers::strip_hop_by_hop(&mut headers);
+    // A traced call names its own span as the parent, whatever the plugin set.
+    if let Some(tp) = traceparent {
+        headers.insert(crate::core::headers::TRACEPARENT.clone(), tp);
+    }
     // The route defaults (2 attempts for replayable methods, 503 retried), the cluster's
     // connect and response-head timeouts: the same policy a proxied request gets from a
     // route without overrides.

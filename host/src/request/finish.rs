@@ -146,9 +146,16 @@ impl Journal for Finisher {
     fn waited(&mut self, d: Duration) {
         self.passport.add_waiting(d);
     }
-    fn attempt(&mut self, endpoint: &Arc<str>) {
+    fn attempt(&mut self, endpoint: &Arc<str>, at: Instant) -> Option<HeaderValue> {
         self.attempts += 1;
         self.endpoint = Some(endpoint.clone());
+        let trace = self.passport.trace.as_mut()?;
+        Some(trace.begin_attempt(endpoint, at))
+    }
+    fn attempt_ended(&mut self, how: Result<(u16, Instant), &'static str>) {
+        if let Some(t) = self.passport.trace.as_mut() {
+            t.end_attempt(how);
+        }
     }
     fn detail(&mut self, d: String) {
         self.passport.set_detail(d);

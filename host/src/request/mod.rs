@@ -196,6 +196,9 @@ pub(crate) async fn handle_any(
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let mut passport = Passport::new(start);
     passport.stamp_at(State::HeadersReceived, start);
+    if let Some(t) = &svc.metrics.tracer {
+        passport.trace = t.sample(&parts.headers);
+    }
     let f = Finisher {
         passport,
         svc: svc.clone(),

@@ -67,7 +67,11 @@ impl Exchange<'_> {
         let fwd_host = h.get(http::header::HOST).cloned();
         headers::add_forwarded(&mut h, self.conn.client, self.conn.tls, fwd_host);
         headers::add_via(&mut h, parts.version);
-        headers::propagate_traceparent(&mut h);
+        // A traced request's attempts each carry their own span as the parent
+        // (`Journal::attempt`); otherwise the gateway passes the trace on as before.
+        if self.f.passport.trace.is_none() {
+            headers::propagate_traceparent(&mut h);
+        }
         Head {
             method: parts.method.clone(),
             // Admission made the URI origin-form: its path is the normalized one.

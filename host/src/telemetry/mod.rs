@@ -1,4 +1,5 @@
-//! Telemetry: metrics derived from passports, the slow/failed passport ring, and logging.
+//! Telemetry: metrics derived from passports, the slow/failed passport ring, logging, the
+//! access log and OpenTelemetry traces (`trace`).
 //!
 //! Why metrics come from passports: the request path stamps states and nothing else; one
 //! `finish` call turns the passport into every counter and histogram, so metrics cannot drift
@@ -7,6 +8,7 @@
 pub(crate) mod access_log;
 pub(crate) mod histogram;
 pub(crate) mod prom;
+pub(crate) mod trace;
 
 use crate::core::passport::{Passport, State};
 use histogram::{Histogram, DURATION_BUCKETS, OVERHEAD_BUCKETS};
@@ -174,6 +176,8 @@ pub struct Metrics {
     by_protocol: [AtomicU64; PROTOCOLS.len()],
     /// `[access_log]`: every finished request is offered to it.
     pub access_log: Option<access_log::AccessLog>,
+    /// `[tracing]`: samples requests at admission, exports the sampled ones' spans.
+    pub(crate) tracer: Option<trace::Tracer>,
 }
 
 /// Client protocol labels; the protocol is a label, never a different code path.
@@ -239,6 +243,7 @@ impl Metrics {
             reloads: Default::default(),
             by_protocol: Default::default(),
             access_log: None,
+            tracer: None,
         }
     }
 
@@ -278,6 +283,12 @@ impl Metrics {
         self
     }
 
+    /// Samples requests and exports their spans with `tracer` too.
+    pub(crate) fn with_tracer(mut self, tracer: Option<trace::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     /// Turns a finished request's passport into metrics, and keeps it if slow or failed.
     /// `routes` are the per-route counters of the config the request ran under.
     pub fn finish(&self, mut f: Finished, routes: &[Arc<RouteMetrics>]) {
@@ -306,6 +317,9 @@ impl Metrics {
         if total >= slow || f.passport.failed() || f.status >= 500 {
             self.ring
                 .push(PassportRecord::from_finished(&f, total, overhead));
+        }
+        if let Some(t) = &self.tracer {
+            t.record(&mut f, end);
         }
         if let Some(log) = &self.access_log {
             log.record(f, total, overhead);
@@ -411,6 +425,9 @@ impl Metrics {
         }
         if let Some(log) = &self.access_log {
             log.render(w);
+        }
+        if let Some(t) = &self.tracer {
+            t.render(w);
         }
     }
 }

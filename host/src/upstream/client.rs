@@ -102,8 +102,12 @@ pub(crate) trait Journal {
     fn stamp_at(&mut self, state: State, at: Instant);
     /// Time spent waiting on the upstream (connect, response head).
     fn waited(&mut self, d: Duration);
-    /// An attempt goes to `endpoint`.
-    fn attempt(&mut self, endpoint: &Arc<str>);
+    /// An attempt goes to `endpoint`, starting `at`. `Some` is the `traceparent` it carries
+    /// up (the attempt's span, when the caller is traced); `None` leaves the head as it is.
+    fn attempt(&mut self, endpoint: &Arc<str>, at: Instant) -> Option<HeaderValue>;
+    /// How that attempt ended: a response head with its status, or a failure's code. Only a
+    /// traced caller cares (for the attempt's span).
+    fn attempt_ended(&mut self, _how: Result<(u16, Instant), &'static str>) {}
     /// A detail worth keeping (a TLS failure's reason).
     fn detail(&mut self, d: String);
 }
@@ -196,6 +200,7 @@ pub(crate) async fn send(
             journal,
         )
         .await;
+        journal.attempt_ended(step.outcome());
         let (why, reason) = match step {
             Step::Answer(resp, conn, at) => {
                 let status = resp.status().as_u16();
@@ -251,19 +256,32 @@ enum Step {
     Fatal(Failure),
 }
 
+impl Step {
+    /// What the journal learns of the attempt.
+    fn outcome(&self) -> Result<(u16, Instant), &'static str> {
+        match self {
+            Step::Answer(resp, _, at) => Ok((resp.status().as_u16(), *at)),
+            Step::Connect(why) | Step::Fatal(why) => Err(why.code()),
+            Step::Reset { .. } => Err(Failure::UpstreamReset.code()),
+        }
+    }
+}
+
 async fn attempt_once(
     cluster: &Arc<Cluster>,
     ei: usize,
-    (method, path_q, headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
+    (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
     body: UpBody,
     body_state: Option<&ReqShared>,
     policy: &Policy<'_>,
     journal: &mut impl Journal,
 ) -> Step {
     let ep = &cluster.endpoints[ei];
-    journal.attempt(&ep.addr);
     // One clock reading per step: the stamps and bookkeeping below happen back to back.
     let picked = Instant::now();
+    if let Some(tp) = journal.attempt(&ep.addr, picked) {
+        headers.insert(crate::core::headers::TRACEPARENT.clone(), tp);
+    }
     journal.stamp_at(State::UpstreamPicked, picked);
     journal.stamp_at(State::ConnAcquireStart, picked);
     let inflight = cluster.stats[ei].begin_at(picked);
