@@ -22,6 +22,7 @@ enum Proto {
     Tls(tokio_rustls::TlsAcceptor),
 }
 
+pub mod browser;
 pub mod otlp;
 pub use otlp::OtlpReceiver;
 

@@ -390,7 +390,7 @@ async fn without_an_admin_token_uploads_and_deletes_are_forbidden() {
         let mut req = Request::builder()
             .method("PUT")
             .uri(format!("http://{admin}/admin/plugins/new1"))
-            .header("host", "admin")
+            .header("host", "localhost")
             .header("content-type", ct);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -400,7 +400,7 @@ async fn without_an_admin_token_uploads_and_deletes_are_forbidden() {
         let mut del = Request::builder()
             .method("DELETE")
             .uri(format!("http://{admin}/admin/plugins/kept"))
-            .header("host", "admin");
+            .header("host", "localhost");
         if let Some(t) = token {
             del = del.header("authorization", format!("Bearer {t}"));
         }

@@ -516,7 +516,7 @@ async fn admin_upload_needs_the_token_validates_and_deletes() {
         let mut b = Request::builder()
             .method("PUT")
             .uri(format!("http://{admin}/admin/plugins/up1"))
-            .header("host", "admin")
+            .header("host", "localhost")
             .header("content-type", ct);
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
@@ -588,7 +588,7 @@ async fn admin_upload_needs_the_token_validates_and_deletes() {
         let mut b = Request::builder()
             .method("DELETE")
             .uri(format!("http://{admin}/admin/plugins/up1"))
-            .header("host", "admin");
+            .header("host", "localhost");
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
@@ -818,7 +818,7 @@ async fn wall_clock_instance_upload_and_body_bounds() {
     let req = Request::builder()
         .method("PUT")
         .uri(format!("http://{admin}/admin/plugins/big"))
-        .header("host", "admin")
+        .header("host", "localhost")
         .header("authorization", "Bearer s3cret")
         .header("content-type", ct)
         .body(body(b))

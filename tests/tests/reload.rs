@@ -49,7 +49,7 @@ fn reload_req(admin: SocketAddr, token: Option<&str>) -> Request<BoxBody> {
     let mut r = Request::builder()
         .method("POST")
         .uri(format!("http://{admin}/admin/config/reload"))
-        .header("host", "admin");
+        .header("host", "localhost");
     if let Some(t) = token {
         r = r.header("authorization", format!("Bearer {t}"));
     }
@@ -163,7 +163,7 @@ async fn served_by(addr: SocketAddr, path: &str) -> String {
 async fn config_view(admin: SocketAddr, token: &str) -> serde_json::Value {
     let req = Request::builder()
         .uri(format!("http://{admin}/admin/config"))
-        .header("host", "admin")
+        .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"))
         .body(body(Bytes::new()))
         .expect("request");
@@ -330,7 +330,7 @@ async fn read_token_guards_reads_and_the_admin_token_guards_mutations() {
     let req = |path: &str, token: Option<&str>| {
         let mut r = Request::builder()
             .uri(format!("http://{admin}{path}"))
-            .header("host", "admin");
+            .header("host", "localhost");
         if let Some(t) = token {
             r = r.header("authorization", format!("Bearer {t}"));
         }

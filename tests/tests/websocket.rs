@@ -485,7 +485,7 @@ async fn a_reload_that_changes_routes_closes_old_tunnels_at_drain_ms_and_others_
         let req = http::Request::builder()
             .method("POST")
             .uri(format!("http://{admin}/admin/config/reload"))
-            .header("host", "admin")
+            .header("host", "localhost")
             .header("authorization", "Bearer t")
             .body(body(bytes::Bytes::new()))
             .unwrap();

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
          \n  curl -s http://{admin}/metrics | grep portcullis_requests_total\
          \n  curl -s http://{admin}/admin/passports\
          \n  curl -s http://{admin}/admin/plugins\
+         \n\nThe live dashboard: http://{admin}/\
          \n\nCtrl-C to stop.\n"
     );
     gw.run_until(async {

@@ -1,5 +1,5 @@
 //! The admin listener: health, Prometheus metrics, the passport ring, plugin management,
-//! the loaded config and its reload.
+//! the loaded config and its reload, and the operator dashboard (`dashboard`).
 //!
 //! Kept on its own port so that it can be firewalled off from the public and keeps answering
 //! while the public listeners shed load.
@@ -8,14 +8,19 @@
 //! and `HEAD`) needs `Authorization: Bearer <[admin] token>` (alias `[plugins] admin_token`),
 //! and is refused with 403 when no token is configured; reads need `[admin] read_token` (or
 //! the admin token) when one is set, except `/healthz`. Tokens are compared in constant time
-//! and read from the serving config, so a reload rotates them.
+//! and read from the serving config, so a reload rotates them. The dashboard's session cookie
+//! stands for the read token on reads only. A request whose `Host` is a name other than
+//! `localhost` or one of `[admin] hosts` is refused before anything else (DNS rebinding).
+
+mod dashboard;
 
 use crate::reload::Live;
 use crate::request::Services as Ctx;
 use crate::telemetry::prom::{Kind, Writer};
 use bytes::Bytes;
+use dashboard::{feed::Feed, session, AdminBody};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,6 +33,8 @@ use tokio::sync::watch;
 
 pub(crate) async fn serve(live: Arc<Live>, tcp: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // One feed for the admin listener's life: computed once a second while anyone watches.
+    let feed = Feed::new();
     loop {
         let (stream, _) = tokio::select! {
             biased;
@@ -40,10 +47,10 @@ pub(crate) async fn serve(live: Arc<Live>, tcp: TcpListener, mut shutdown: watch
                 }
             },
         };
-        let live = live.clone();
+        let (live, feed, stop) = (live.clone(), feed.clone(), shutdown.clone());
         let svc = service_fn(move |req| {
-            let live = live.clone();
-            async move { Ok::<_, Infallible>(route(&live, req).await) }
+            let (live, feed, stop) = (live.clone(), feed.clone(), stop.clone());
+            async move { Ok::<_, Infallible>(dispatch(&live, &feed, stop, req).await) }
         });
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -95,7 +102,7 @@ fn authorize(
     let ok = if read {
         match ctx.config.admin.read_token.as_deref() {
             None => true,
-            Some(r) => matches(Some(r)) || matches(token),
+            Some(r) => matches(Some(r)) || matches(token) || has_session(req, r, token),
         }
     } else {
         if token.is_none() {
@@ -115,6 +122,140 @@ fn authorize(
         header::HeaderValue::from_static("Bearer"),
     );
     Err(Box::new(r))
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A dashboard session cookie issued for the read token or the admin token.
+fn has_session(req: &Request<Incoming>, read: &str, admin: Option<&str>) -> bool {
+    let tokens: Vec<&str> = std::iter::once(read).chain(admin).collect();
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|c| session::valid(c, &tokens, unix_s()))
+}
+
+/// DNS rebinding: a page on `evil.example` whose name resolves to 127.0.0.1 reaches a
+/// loopback-only admin port with `Host: evil.example`. IP literals and `localhost` cannot be
+/// rebound that way; other names must be listed in `[admin] hosts`.
+fn host_allowed(ctx: &Ctx, req: &Request<Incoming>) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    let Some(host) = host else {
+        // HTTP/1.0 without Host: not a browser.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || ctx
+            .config
+            .admin
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// `POST /dashboard/login` with `{"token": "…"}`: the read token (or the admin token) for a
+/// session cookie. `POST /dashboard/logout` clears it.
+async fn login(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/dashboard/logout" {
+        let mut r = json(StatusCode::OK, &serde_json::json!({ "signed_in": false }));
+        if let Ok(v) = header::HeaderValue::from_str(&session::clear()) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return r;
+    }
+    let body = http_body_util::Limited::new(req.into_body(), 4096);
+    let given = match body.collect().await {
+        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b.to_bytes())
+            .ok()
+            .and_then(|v| v["token"].as_str().map(str::to_string)),
+        Err(_) => None,
+    };
+    let candidates = [
+        ctx.config.admin.read_token.as_deref(),
+        ctx.config.admin_token(),
+    ];
+    let Some(token) = given.as_deref().and_then(|g| {
+        candidates
+            .into_iter()
+            .flatten()
+            .find(|t| constant_time_eq(g.as_bytes(), t.as_bytes()))
+    }) else {
+        return json_error(StatusCode::UNAUTHORIZED, "wrong token");
+    };
+    let mut r = json(StatusCode::OK, &serde_json::json!({ "signed_in": true }));
+    if let Ok(v) = header::HeaderValue::from_str(&session::issue(token, unix_s())) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Everything the admin listener answers, in order: the host check, the dashboard's public
+/// assets and sign-in, the token model, then the feed or the API.
+async fn dispatch(
+    live: &Arc<Live>,
+    feed: &Arc<Feed>,
+    stop: watch::Receiver<bool>,
+    req: Request<Incoming>,
+) -> Response<AdminBody> {
+    let ctx = &live.load();
+    let boxed = |r: Response<Full<Bytes>>| r.map(|b| b.boxed_unsync());
+    if !host_allowed(ctx, &req) {
+        return boxed(json_error(
+            StatusCode::FORBIDDEN,
+            "Host not allowed on the admin listener: use an IP address or localhost, or list the name in [admin] hosts",
+        ));
+    }
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET {
+        if let Some(r) = dashboard::asset(&path) {
+            return boxed(r);
+        }
+    }
+    if req.method() == Method::POST && (path == "/dashboard/login" || path == "/dashboard/logout") {
+        return boxed(login(ctx, req).await);
+    }
+    if path == "/dashboard/feed" && matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Err(r) = authorize(ctx, &req, &path) {
+            return boxed(*r);
+        }
+        if req.method() == Method::HEAD {
+            // The page asks first: may it watch, and is that thanks to a session (then it
+            // offers to sign out)?
+            let signed_in = ctx
+                .config
+                .admin
+                .read_token
+                .as_deref()
+                .is_some_and(|r| has_session(&req, r, ctx.config.admin_token()));
+            let mut r = text(StatusCode::OK, "", "text/event-stream");
+            r.headers_mut().insert(
+                "portcullis-signed-in",
+                header::HeaderValue::from_static(if signed_in { "true" } else { "false" }),
+            );
+            return boxed(r);
+        }
+        return dashboard::sse(feed, live, stop);
+    }
+    boxed(route(live, req).await)
 }
 
 fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {

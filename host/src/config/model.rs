@@ -134,6 +134,10 @@ pub struct Admin {
     /// How long a running gateway waits for the new process to say it is ready once it took
     /// the sockets; past it the old process keeps serving as if nothing happened.
     pub upgrade_timeout_ms: u64,
+    /// Host names the admin listener answers to, besides IP addresses and `localhost`: a
+    /// request with any other `Host` is refused (403), which defeats DNS rebinding against
+    /// a loopback-only admin port.
+    pub hosts: Vec<String>,
 }
 
 impl Default for Admin {
@@ -146,6 +150,7 @@ impl Default for Admin {
             slow_request_ms: 1000,
             upgrade_socket: None,
             upgrade_timeout_ms: 120_000,
+            hosts: Vec::new(),
         }
     }
 }

@@ -41,6 +41,18 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             "must be between 1000 and 3600000".into(),
         );
     }
+    for (i, h) in cfg.admin.hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            p(
+                format!("admin.hosts[{i}]"),
+                format!("`{h}` is not a host name (no port, no scheme)"),
+            );
+        }
+    }
     for (key, v) in [
         ("admin.token", &cfg.admin.token),
         ("admin.read_token", &cfg.admin.read_token),

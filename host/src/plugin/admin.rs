@@ -55,6 +55,10 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": msg.into() }))
 }
 
+pub(super) fn list_json(reg: &Registry) -> serde_json::Value {
+    serde_json::to_value(list(reg)).unwrap_or(serde_json::Value::Null)
+}
+
 fn list(reg: &Registry) -> Vec<PluginView> {
     let entries = reg.entries.lock();
     entries

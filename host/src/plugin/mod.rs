@@ -739,6 +739,11 @@ impl PluginRuntime {
         self.registry.set_policy(limits, path);
     }
 
+    /// What `GET /admin/plugins` lists (no config values), for the dashboard.
+    pub fn plugins_json(&self) -> serde_json::Value {
+        admin::list_json(&self.registry)
+    }
+
     pub fn render_metrics(&self, out: &mut String) {
         admin::render_metrics(&self.registry, out);
     }

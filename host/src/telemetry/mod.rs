@@ -43,6 +43,16 @@ impl RouteMetrics {
             .collect()
     }
 
+    /// Responses by status class, 1xx..5xx.
+    pub(crate) fn status_counts(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.status[i].load(Ordering::Relaxed))
+    }
+
+    /// Whole-request durations.
+    pub(crate) fn duration(&self) -> &Histogram {
+        &self.duration
+    }
+
     fn new(name: Arc<str>) -> Self {
         RouteMetrics {
             name,
