@@ -330,7 +330,7 @@ fn sighup_reloads_the_config_and_an_invalid_file_changes_nothing() {
     signal(&child, "-HUP");
     let metrics = |admin: u16| {
         let mut s = TcpStream::connect(("127.0.0.1", admin)).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;

@@ -51,6 +51,38 @@ fn run(cfg: &Path, upgrade: bool) -> Child {
         .unwrap()
 }
 
+/// A gateway started from a fresh config routing to `up`, serving already.
+struct Running {
+    port: u16,
+    admin: u16,
+    dir: Temp,
+    cfg: std::path::PathBuf,
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn first_gateway(tag: &str, up: SocketAddr) -> Running {
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp(tag);
+    let cfg = dir.join("gw.toml");
+    write_config(&cfg, port, admin, up, "");
+    let child = run(&cfg, false);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || get_body(addr).as_deref()
+            == Some("from-a")),
+        "the first gateway serves"
+    );
+    Running {
+        port,
+        admin,
+        dir,
+        cfg,
+        child,
+        addr,
+    }
+}
+
 /// What the clients saw: bodies by upstream, and every failure with its reason.
 #[derive(Default)]
 struct Seen {
@@ -105,17 +137,14 @@ fn load(
 #[test]
 fn upgrade_under_load_refuses_nothing_and_the_old_process_exits_zero() {
     let (a, b) = (named_upstream("from-a"), named_upstream("from-b"));
-    let (port, admin) = (free_port(), free_port());
-    let dir = temp("upgrade");
-    let cfg = dir.join("gw.toml");
-    write_config(&cfg, port, admin, a, "");
-    let mut old = run(&cfg, false);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || get_body(addr).as_deref()
-            == Some("from-a")),
-        "the first gateway serves"
-    );
+    let Running {
+        port,
+        admin,
+        dir,
+        cfg,
+        child: mut old,
+        addr,
+    } = first_gateway("upgrade", a);
     assert!(
         dir.join("upgrade.sock").exists(),
         "the upgrade socket is listening"
@@ -174,7 +203,7 @@ fn upgrade_under_load_refuses_nothing_and_the_old_process_exits_zero() {
     assert_eq!(get_body(addr).as_deref(), Some("from-a"));
     // The admin port moved with the sockets.
     let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -190,17 +219,14 @@ fn upgrade_under_load_refuses_nothing_and_the_old_process_exits_zero() {
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let a = named_upstream("from-a");
-    let (port, admin) = (free_port(), free_port());
-    let dir = temp("upgrade-fail");
-    let cfg = dir.join("gw.toml");
-    write_config(&cfg, port, admin, a, "");
-    let mut old = run(&cfg, false);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || get_body(addr).as_deref()
-            == Some("from-a")),
-        "the first gateway serves"
-    );
+    let Running {
+        port,
+        admin,
+        dir: _dir,
+        cfg,
+        child: mut old,
+        addr,
+    } = first_gateway("upgrade-fail", a);
     // A second listener on a port something else holds: the new process takes the sockets,
     // fails to bind, and exits 1 without saying `ready`.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

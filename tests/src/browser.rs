@@ -111,6 +111,31 @@ impl Browser {
         e.text().await.ok()
     }
 
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` to click: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+    }
+
+    /// Types `text` into the field matching `css`, replacing what it held.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let e = self
+            .client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` to type into: {e}"));
+        // A file input cannot be cleared; it takes the path as typed.
+        let _ = e.clear().await;
+        e.send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into `{css}`: {e}"));
+    }
+
     /// Saves a PNG of the window.
     pub async fn screenshot(&self, path: &std::path::Path) {
         let png = self.client.screenshot().await.expect("screenshot");

@@ -57,7 +57,11 @@ fn traffic(addr: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
-            let path = if n.is_multiple_of(25) { "/broken/x" } else { "/app/x" };
+            let path = if n.is_multiple_of(25) {
+                "/broken/x"
+            } else {
+                "/app/x"
+            };
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), client.request(get(addr, path))).await;
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -106,13 +110,7 @@ async fn the_dashboard_shows_live_traffic_plugins_passports_and_uploads_in_a_rea
         )
         .await;
     token.send_keys(READ).await.expect("type the token");
-    b.client
-        .find(Locator::Css("#login-form button[type=submit]"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("sign in");
+    b.click("#login-form button[type=submit]").await;
 
     // Live: the request counter moves while traffic flows, without a reload of the page.
     let first = b
@@ -136,13 +134,7 @@ async fn the_dashboard_shows_live_traffic_plugins_passports_and_uploads_in_a_rea
     b.screenshot(&docs().join("dashboard-overview.png")).await;
 
     // The plugin's row shows its calls.
-    b.client
-        .find(Locator::Id("tab-btn-plugins"))
-        .await
-        .expect("plugins tab")
-        .click()
-        .await
-        .expect("open plugins");
+    b.click("#tab-btn-plugins").await;
     let calls = b
         .until(
             Duration::from_secs(10),
@@ -157,45 +149,17 @@ async fn the_dashboard_shows_live_traffic_plugins_passports_and_uploads_in_a_rea
     assert!(calls > 0);
 
     // An upload from the page, with the admin token, loads a plugin.
-    b.client
-        .find(Locator::Id("admin-token"))
-        .await
-        .expect("token field")
-        .send_keys(ADMIN)
-        .await
-        .expect("type");
-    b.client
-        .find(Locator::Id("upload-name"))
-        .await
-        .expect("name field")
-        .send_keys("uploaded")
-        .await
-        .expect("type");
+    b.type_into("#admin-token", ADMIN).await;
+    b.type_into("#upload-name", "uploaded").await;
     let wasm = guest("add-header");
-    b.client
-        .find(Locator::Id("upload-wasm"))
-        .await
-        .expect("file field")
-        .send_keys(wasm.to_str().expect("path"))
-        .await
-        .expect("choose the file");
-    let manifest = b
-        .client
-        .find(Locator::Id("upload-manifest"))
-        .await
-        .expect("manifest field");
-    manifest.clear().await.expect("clear");
-    manifest
-        .send_keys("kind = \"outbound\"\n[config]\nset = { \"x-uploaded\" = \"yes\" }\n")
-        .await
-        .expect("type");
-    b.client
-        .find(Locator::Id("upload-submit"))
-        .await
-        .expect("upload button")
-        .click()
-        .await
-        .expect("upload");
+    b.type_into("#upload-wasm", wasm.to_str().expect("path"))
+        .await;
+    b.type_into(
+        "#upload-manifest",
+        "kind = \"outbound\"\n[config]\nset = { \"x-uploaded\" = \"yes\" }\n",
+    )
+    .await;
+    b.click("#upload-submit").await;
     let result = b
         .until(Duration::from_secs(60), "the upload's answer", |_| async {
             b.text("#upload-result")
@@ -223,13 +187,7 @@ async fn the_dashboard_shows_live_traffic_plugins_passports_and_uploads_in_a_rea
     b.screenshot(&docs().join("dashboard-plugins.png")).await;
 
     // A failed request appears as a passport timeline; selecting it shows its states.
-    b.client
-        .find(Locator::Id("tab-btn-passports"))
-        .await
-        .expect("passports tab")
-        .click()
-        .await
-        .expect("open passports");
+    b.click("#tab-btn-passports").await;
     let failed = b
         .until(Duration::from_secs(15), "a 502 passport", |c| async move {
             for e in c
@@ -267,6 +225,13 @@ async fn the_dashboard_shows_live_traffic_plugins_passports_and_uploads_in_a_rea
     b.close().await;
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
+    // Load balancers probe /healthz by any name; it says nothing else.
+    let r = Request::builder()
+        .uri(format!("http://{admin}/healthz"))
+        .header("host", "lb-probe.example")
+        .body(body(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(admin, r).await.0.status, 200);
     gw.shutdown().await;
 }
 
@@ -288,6 +253,17 @@ fn req(
         .expect("request")
 }
 
+/// One request to the admin listener.
+async fn call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_: &str,
+) -> (http::response::Parts, Bytes) {
+    send(admin, req(admin, method, path, headers, body_)).await
+}
+
 #[tokio::test]
 async fn the_feed_needs_a_session_the_cookie_never_mutates_and_rebinding_is_refused() {
     let up = Upstream::start("app").await;
@@ -296,7 +272,7 @@ async fn the_feed_needs_a_session_the_cookie_never_mutates_and_rebinding_is_refu
     let admin = gw.admin_addr();
 
     // The page is served, hardened; its data is not, without the token.
-    let (p, page) = send(admin, req(admin, "GET", "/", &[], "")).await;
+    let (p, page) = call(admin, "GET", "/", &[], "").await;
     assert_eq!(p.status, 200);
     assert!(String::from_utf8_lossy(&page).contains("/dashboard/app.js"));
     let csp = header(&p, "content-security-policy");
@@ -304,31 +280,25 @@ async fn the_feed_needs_a_session_the_cookie_never_mutates_and_rebinding_is_refu
         csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    let (p, _) = send(admin, req(admin, "GET", "/dashboard/feed", &[], "")).await;
+    let (p, _) = call(admin, "GET", "/dashboard/feed", &[], "").await;
     assert_eq!(p.status, 401);
 
     // Sign-in: a wrong token is refused; the right one gets an HttpOnly, SameSite=Strict cookie.
-    let (p, _) = send(
+    let (p, _) = call(
         admin,
-        req(
-            admin,
-            "POST",
-            "/dashboard/login",
-            &[],
-            r#"{"token":"nope"}"#,
-        ),
+        "POST",
+        "/dashboard/login",
+        &[],
+        r#"{"token":"nope"}"#,
     )
     .await;
     assert_eq!(p.status, 401);
-    let (p, _) = send(
+    let (p, _) = call(
         admin,
-        req(
-            admin,
-            "POST",
-            "/dashboard/login",
-            &[],
-            &format!(r#"{{"token":"{READ}"}}"#),
-        ),
+        "POST",
+        "/dashboard/login",
+        &[],
+        &format!(r#"{{"token":"{READ}"}}"#),
     )
     .await;
     assert_eq!(p.status, 200);
@@ -391,42 +361,28 @@ async fn the_feed_needs_a_session_the_cookie_never_mutates_and_rebinding_is_refu
     drop(feed);
 
     // The cookie stands for the read token on reads, never for a mutation.
-    let (p, _) = send(
-        admin,
-        req(admin, "GET", "/admin/plugins", &[("cookie", &cookie)], ""),
-    )
-    .await;
+    let (p, _) = call(admin, "GET", "/admin/plugins", &[("cookie", &cookie)], "").await;
     assert_eq!(p.status, 200);
-    let (p, _) = send(
+    let (p, _) = call(
         admin,
-        req(
-            admin,
-            "DELETE",
-            "/admin/plugins/x",
-            &[("cookie", &cookie)],
-            "",
-        ),
+        "DELETE",
+        "/admin/plugins/x",
+        &[("cookie", &cookie)],
+        "",
     )
     .await;
     assert_eq!(p.status, 401);
-    let (p, _) = send(
+    let (p, _) = call(
         admin,
-        req(
-            admin,
-            "POST",
-            "/admin/config/reload",
-            &[("cookie", &cookie)],
-            "",
-        ),
+        "POST",
+        "/admin/config/reload",
+        &[("cookie", &cookie)],
+        "",
     )
     .await;
     assert_eq!(p.status, 401);
     let forged = format!("{}0", &cookie[..cookie.len() - 1]);
-    let (p, _) = send(
-        admin,
-        req(admin, "GET", "/dashboard/feed", &[("cookie", &forged)], ""),
-    )
-    .await;
+    let (p, _) = call(admin, "GET", "/dashboard/feed", &[("cookie", &forged)], "").await;
     assert_eq!(p.status, 401, "a forged cookie");
 
     // DNS rebinding: a name that is not localhost or listed is refused, even with the token.
@@ -448,5 +404,12 @@ async fn the_feed_needs_a_session_the_cookie_never_mutates_and_rebinding_is_refu
         let (p, b) = send(admin, r).await;
         assert_eq!(p.status, want, "Host: {host}: {b:?}");
     }
+    // Load balancers probe /healthz by any name; it says nothing else.
+    let r = Request::builder()
+        .uri(format!("http://{admin}/healthz"))
+        .header("host", "lb-probe.example")
+        .body(body(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(admin, r).await.0.status, 200);
     gw.shutdown().await;
 }

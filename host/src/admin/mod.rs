@@ -10,7 +10,8 @@
 //! the admin token) when one is set, except `/healthz`. Tokens are compared in constant time
 //! and read from the serving config, so a reload rotates them. The dashboard's session cookie
 //! stands for the read token on reads only. A request whose `Host` is a name other than
-//! `localhost` or one of `[admin] hosts` is refused before anything else (DNS rebinding).
+//! `localhost` or one of `[admin] hosts` is refused before anything else (DNS rebinding),
+//! except `/healthz`.
 
 mod dashboard;
 
@@ -218,7 +219,9 @@ async fn dispatch(
 ) -> Response<AdminBody> {
     let ctx = &live.load();
     let boxed = |r: Response<Full<Bytes>>| r.map(|b| b.boxed_unsync());
-    if !host_allowed(ctx, &req) {
+    // `/healthz` answers any Host: load balancers probe it by whatever name, and it says
+    // nothing but "ok" or "draining".
+    if req.uri().path() != "/healthz" && !host_allowed(ctx, &req) {
         return boxed(json_error(
             StatusCode::FORBIDDEN,
             "Host not allowed on the admin listener: use an IP address or localhost, or list the name in [admin] hosts",

@@ -467,6 +467,11 @@ pub struct PassportRecord {
     pub overhead_us: u64,
     pub states: Vec<StampRecord>,
     pub detail: Option<String>,
+    /// Upstream attempts (0 when none was tried).
+    pub attempts: u32,
+    /// The plugins that changed or answered the request, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
     /// An endpoint's upstream calls, in completion order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<CallView>,
@@ -519,6 +524,8 @@ impl PassportRecord {
                 })
                 .collect(),
             detail: f.passport.detail.clone(),
+            attempts: f.attempts,
+            plugins: f.passport.plugins.iter().map(|p| p.to_string()).collect(),
             calls: f
                 .passport
                 .calls

@@ -218,7 +218,8 @@ function detail(p) {
     : null;
   d.replaceChildren(...[
     el("h3", { text: `${p.method} ${p.path} → ${p.status}` }),
-    el("p", { text: `request ${p.request_id || "–"} · route ${p.route || "–"} · cluster ${p.cluster || "–"} · endpoint ${p.endpoint || "–"} · ${p.protocol} · total ${p.total_us} µs, overhead ${p.overhead_us} µs${p.detail ? " · " + p.detail : ""}` }),
+    el("p", { text: `request ${p.request_id || "–"} · route ${p.route || "–"} · cluster ${p.cluster || "–"} · endpoint ${p.endpoint || "–"} · ${p.attempts} upstream attempt(s) · ${p.protocol} · total ${p.total_us} µs, overhead ${p.overhead_us} µs${p.detail ? " · " + p.detail : ""}` }),
+    el("p", { text: "plugins that acted: " + ((p.plugins || []).join(", ") || "none") }),
     states, calls].filter(Boolean));
 }
 
