@@ -253,12 +253,12 @@ P(f"| Portcullis / hyper floor CPU per request (milestone) | {'–' if r is None
 for t, lim, what in (("portcullis-filter1", 1.5, "1 trivial filter"),
                      ("portcullis-routes", 0.5, f"{meta.get('routes_n', '?')} routes"),
                      ("portcullis-unmatched", 0.5, f"{meta.get('unmatched_n', '?')} unmatched filters"),
-                     ("portcullis-trace1pct", 1.0, "tracing at sample_ratio 0.01")):
+                     ("portcullis-trace1pct", 1.0, "tracing at sample_ratio 0.01"),
+                     ("portcullis-accesslog", 1.0, "the access log (every request)")):
     if t in TARGETS and not skip_reason(t):
         d = cpu_added(t)
         P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'} | ≤ {lim} µs | {verdict(None if d is None else d <= lim)} |")
-for t, what in (("portcullis-accesslog", "the access log (every request)"),
-                ("portcullis-trace100", "tracing at sample_ratio 1.0")):
+for t, what in (("portcullis-trace100", "tracing at sample_ratio 1.0"),):
     if t in TARGETS and not skip_reason(t):
         d, r = cpu_added(t), ratio(cpu(t), cpu("portcullis"))
         P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'}"
