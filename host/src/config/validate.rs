@@ -10,7 +10,18 @@ const MAX_EPOCH_TICK_MS: u64 = 10;
 
 pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     let mut p = |key: String, reason: String| out.push(Problem::new(key, reason));
+    admin(cfg, &mut p);
+    listeners(cfg, &mut p);
+    let names = clusters(cfg, &mut p);
+    routes(cfg, &names, &mut p);
+    globals(cfg, &mut p);
+    if let Some(pl) = &cfg.plugins {
+        plugins(pl, &mut p);
+    }
+}
 
+/// `[admin]`, `[access_log]` and `[tracing]`.
+fn admin(cfg: &Config, p: &mut impl FnMut(String, String)) {
     if cfg.admin.listen.parse::<SocketAddr>().is_err() {
         p(
             "admin.listen".into(),
@@ -75,12 +86,15 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         }
     }
     if let Some(a) = &cfg.access_log {
-        validate_access_log(a, &mut p);
+        validate_access_log(a, p);
     }
     if let Some(t) = &cfg.tracing {
-        validate_tracing(t, &mut p);
+        validate_tracing(t, p);
     }
+}
 
+/// Every `[[listener]]`: unique names and addresses, TLS files, HTTP/3 settings.
+fn listeners(cfg: &Config, p: &mut impl FnMut(String, String)) {
     if cfg.listeners.is_empty() {
         p(
             "listener".into(),
@@ -141,7 +155,10 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             p(k("http3"), "HTTP/3 needs `tls` on the listener".into());
         }
     }
+}
 
+/// Every `[[cluster]]`; returns the cluster names routes may refer to.
+fn clusters<'a>(cfg: &'a Config, p: &mut impl FnMut(String, String)) -> HashSet<&'a str> {
     let mut clusters = HashSet::new();
     for (i, c) in cfg.clusters.iter().enumerate() {
         let k = |f: &str| format!("cluster[{i}].{f}");
@@ -205,6 +222,11 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
         }
     }
 
+    clusters
+}
+
+/// Every `[[route]]`: unique names, a known cluster or endpoint, a well-formed match.
+fn routes(cfg: &Config, clusters: &HashSet<&str>, p: &mut impl FnMut(String, String)) {
     let mut routes = HashSet::new();
     for (i, r) in cfg.routes.iter().enumerate() {
         let k = |f: &str| format!("route[{i}].{f}");
@@ -251,7 +273,10 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             }
         }
     }
+}
 
+/// `[timeouts]`, `[limits]` and `[http]`.
+fn globals(cfg: &Config, p: &mut impl FnMut(String, String)) {
     let t = &cfg.timeouts;
     for (f, v) in [
         ("timeouts.client_header_ms", t.client_header_ms),
@@ -301,45 +326,47 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
             "at most 32 headers: they go on every error response".into(),
         );
     }
-    if let Some(pl) = &cfg.plugins {
-        if pl.admin_token.as_deref() == Some("") {
-            p(
-                "plugins.admin_token".into(),
-                "must not be empty (omit it to refuse uploads)".into(),
-            );
-        }
-        if pl.max_instances == 0 {
-            p("plugins.max_instances".into(), "must be at least 1".into());
-        }
-        if !(1..=MAX_EPOCH_TICK_MS).contains(&pl.epoch_tick_ms) {
-            p(
-                "plugins.epoch_tick_ms".into(),
-                format!(
-                    "must be between 1 and {MAX_EPOCH_TICK_MS}: it bounds how long a running \
-                     guest can hold its worker before it yields"
-                ),
-            );
-        } else if pl.max_cpu_ms < pl.epoch_tick_ms {
-            p(
-                "plugins.max_cpu_ms".into(),
-                format!(
-                    "must be at least epoch_tick_ms ({}): CPU is counted in whole ticks",
-                    pl.epoch_tick_ms
-                ),
-            );
-        }
-        if pl.cache_max_mb == 0 {
-            p(
-                "plugins.cache_max_mb".into(),
-                "must be at least 1 (use `cache = false` to turn the compile cache off)".into(),
-            );
-        }
-        if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {
-            p(
-                "plugins".into(),
-                "max_cpu_ms, max_memory_mb and max_timeout_ms must be greater than 0".into(),
-            );
-        }
+}
+
+/// `[plugins]`: its tokens, limits and directories.
+fn plugins(pl: &super::Plugins, p: &mut impl FnMut(String, String)) {
+    if pl.admin_token.as_deref() == Some("") {
+        p(
+            "plugins.admin_token".into(),
+            "must not be empty (omit it to refuse uploads)".into(),
+        );
+    }
+    if pl.max_instances == 0 {
+        p("plugins.max_instances".into(), "must be at least 1".into());
+    }
+    if !(1..=MAX_EPOCH_TICK_MS).contains(&pl.epoch_tick_ms) {
+        p(
+            "plugins.epoch_tick_ms".into(),
+            format!(
+                "must be between 1 and {MAX_EPOCH_TICK_MS}: it bounds how long a running \
+                 guest can hold its worker before it yields"
+            ),
+        );
+    } else if pl.max_cpu_ms < pl.epoch_tick_ms {
+        p(
+            "plugins.max_cpu_ms".into(),
+            format!(
+                "must be at least epoch_tick_ms ({}): CPU is counted in whole ticks",
+                pl.epoch_tick_ms
+            ),
+        );
+    }
+    if pl.cache_max_mb == 0 {
+        p(
+            "plugins.cache_max_mb".into(),
+            "must be at least 1 (use `cache = false` to turn the compile cache off)".into(),
+        );
+    }
+    if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {
+        p(
+            "plugins".into(),
+            "max_cpu_ms, max_memory_mb and max_timeout_ms must be greater than 0".into(),
+        );
     }
 }
 
