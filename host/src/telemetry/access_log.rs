@@ -100,9 +100,7 @@ struct Shared {
     write_errors: AtomicU64,
     reopens: AtomicU64,
     reopen: AtomicBool,
-    /// Flush tickets: `flush` takes the next one, the writer publishes the last one served.
-    flush_asked: AtomicU64,
-    flushed: AtomicU64,
+    flush: super::flush::FlushTickets,
 }
 
 /// The gateway's access log. Dropping it lets the writer write what is queued and stop.
@@ -182,18 +180,7 @@ impl AccessLog {
 
     /// Waits (at most `within`) until every line queued before this call is written out.
     pub async fn flush(&self, within: Duration) -> bool {
-        let ticket = self.shared.flush_asked.fetch_add(1, Ordering::AcqRel) + 1;
-        self.writer.unpark();
-        let end = Instant::now() + within;
-        loop {
-            if self.shared.flushed.load(Ordering::Acquire) >= ticket {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.shared.flush.flush(&self.writer, within).await
     }
 
     /// Lines written so far.
@@ -314,10 +301,9 @@ impl Scribe {
 
     fn run(mut self) {
         loop {
-            let asked = self.shared.flush_asked.load(Ordering::Acquire);
+            let (asked, flushing) = self.shared.flush.pending();
             let (drained, gone) = self.drain();
             let due = self.oldest.is_some_and(|t| t.elapsed() >= self.flush_every);
-            let flushing = asked > self.shared.flushed.load(Ordering::Acquire);
             if due || flushing || gone {
                 self.write_out();
             }
@@ -326,7 +312,7 @@ impl Scribe {
                 self.reopen();
             }
             if flushing {
-                self.shared.flushed.store(asked, Ordering::Release);
+                self.shared.flush.served(asked);
             }
             self.warn_if_needed();
             if gone {

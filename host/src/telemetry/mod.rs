@@ -6,6 +6,7 @@
 //! from what the request actually did.
 
 pub(crate) mod access_log;
+pub(crate) mod flush;
 pub(crate) mod histogram;
 pub(crate) mod prom;
 pub(crate) mod trace;

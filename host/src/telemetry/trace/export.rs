@@ -95,15 +95,14 @@ impl Exporter {
             }
         };
         loop {
-            let asked = self.shared.flush_asked.load(Ordering::Acquire);
+            let (asked, flushing) = self.shared.flush.pending();
             let (drained, gone) = self.drain(&rt);
             let due = self.oldest.is_some_and(|t| t.elapsed() >= self.interval);
-            let flushing = asked > self.shared.flushed.load(Ordering::Acquire);
             if due || flushing || gone {
                 self.export(&rt);
             }
             if flushing {
-                self.shared.flushed.store(asked, Ordering::Release);
+                self.shared.flush.served(asked);
             }
             self.warn_if_needed();
             if gone {

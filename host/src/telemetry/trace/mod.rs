@@ -68,9 +68,7 @@ struct Shared {
     failed: AtomicU64,
     /// Requests sampled (spans are made of each).
     sampled: AtomicU64,
-    /// Flush tickets: `flush` takes the next one, the exporter publishes the last one served.
-    flush_asked: AtomicU64,
-    flushed: AtomicU64,
+    flush: crate::telemetry::flush::FlushTickets,
 }
 
 /// The gateway's tracer. Dropping it lets the exporter export what is queued and stop.
@@ -148,18 +146,7 @@ impl Tracer {
     /// Waits (at most `within`) until every span queued before this call was exported (or its
     /// export failed).
     pub(crate) async fn flush(&self, within: Duration) -> bool {
-        let ticket = self.shared.flush_asked.fetch_add(1, Ordering::AcqRel) + 1;
-        self.exporter.unpark();
-        let end = Instant::now() + within;
-        loop {
-            if self.shared.flushed.load(Ordering::Acquire) >= ticket {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.shared.flush.flush(&self.exporter, within).await
     }
 
     pub(crate) fn render(&self, w: &mut Writer) {
