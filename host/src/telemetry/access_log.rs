@@ -33,9 +33,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const FLUSH_BYTES: usize = 64 * 1024;
 /// How often the writer looks at the queue when it is idle.
 const POLL: Duration = Duration::from_millis(5);
-/// At most one warning per this long for write errors and drops.
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
 /// One finished request waiting to be written: moved out of the request, not formatted.
 pub(crate) struct Entry {
     /// When the request head arrived (wall clock).
@@ -276,9 +273,7 @@ struct Scribe {
     /// Scratch for the time and client strings.
     clock: Clock,
     client: String,
-    warned: Option<Instant>,
-    errors_warned: u64,
-    dropped_warned: u64,
+    warnings: super::flush::LossWarnings,
 }
 
 impl Scribe {
@@ -293,9 +288,7 @@ impl Scribe {
             oldest: None,
             clock: Clock::default(),
             client: String::with_capacity(48),
-            warned: None,
-            errors_warned: 0,
-            dropped_warned: 0,
+            warnings: Default::default(),
         }
     }
 
@@ -431,7 +424,11 @@ impl Scribe {
             Err(e) => {
                 self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
                 let lines = self.pending;
-                self.warn(|| tracing::warn!(error = %e, lines, "access log write failed"));
+                let errors = self.shared.write_errors.load(Ordering::Relaxed);
+                self.warnings.failure(
+                    errors,
+                    || tracing::warn!(error = %e, lines, "access log write failed"),
+                );
             }
         }
         self.buf.clear();
@@ -461,30 +458,13 @@ impl Scribe {
     fn warn_if_needed(&mut self) {
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
         let errors = self.shared.write_errors.load(Ordering::Relaxed);
-        if dropped == self.dropped_warned && errors == self.errors_warned {
-            return;
+        if let Some((dropped, write_errors)) = self.warnings.losses(dropped, errors) {
+            tracing::warn!(
+                dropped,
+                write_errors,
+                "access log lines lost since the last warning (queue full or write failed)"
+            );
         }
-        if self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        self.warned = Some(Instant::now());
-        tracing::warn!(
-            dropped = dropped - self.dropped_warned,
-            write_errors = errors - self.errors_warned,
-            "access log lines lost since the last warning (queue full or write failed)"
-        );
-        self.dropped_warned = dropped;
-        self.errors_warned = errors;
-    }
-
-    /// Runs `log` unless a warning went out less than `WARN_EVERY` ago.
-    fn warn(&mut self, log: impl FnOnce()) {
-        if self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        log();
-        self.warned = Some(Instant::now());
-        self.errors_warned = self.shared.write_errors.load(Ordering::Relaxed);
     }
 }
 

@@ -22,9 +22,6 @@ use std::time::{Duration, Instant};
 
 /// How often the exporter looks at the queue when it is idle.
 const POLL: Duration = Duration::from_millis(5);
-/// At most one warning per this long.
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
 pub(super) struct Exporter {
     rx: Receiver<Box<Entry>>,
     shared: Arc<Shared>,
@@ -35,9 +32,7 @@ pub(super) struct Exporter {
     timeout: Duration,
     batch: Vec<SpanData>,
     oldest: Option<Instant>,
-    warned: Option<Instant>,
-    failed_warned: u64,
-    dropped_warned: u64,
+    warnings: crate::telemetry::flush::LossWarnings,
 }
 
 impl Exporter {
@@ -76,9 +71,7 @@ impl Exporter {
             timeout,
             batch: Vec::new(),
             oldest: None,
-            warned: None,
-            failed_warned: 0,
-            dropped_warned: 0,
+            warnings: Default::default(),
         })
     }
 
@@ -157,32 +150,22 @@ impl Exporter {
     }
 
     fn failed(&mut self, spans: u64, why: &str) {
-        self.shared.failed.fetch_add(spans, Ordering::Relaxed);
-        if self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        self.warned = Some(Instant::now());
-        self.failed_warned = self.shared.failed.load(Ordering::Relaxed);
-        tracing::warn!(spans, error = why, "tracing: span export failed");
+        let failed = self.shared.failed.fetch_add(spans, Ordering::Relaxed) + spans;
+        self.warnings.failure(failed, || {
+            tracing::warn!(spans, error = why, "tracing: span export failed")
+        });
     }
 
     /// Warns about new drops and failures, at most every `WARN_EVERY`.
     fn warn_if_needed(&mut self) {
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
         let failed = self.shared.failed.load(Ordering::Relaxed);
-        if dropped == self.dropped_warned && failed == self.failed_warned {
-            return;
+        if let Some((dropped, failed)) = self.warnings.losses(dropped, failed) {
+            tracing::warn!(
+                dropped,
+                failed,
+                "tracing: spans lost since the last warning (queue full or export failed)"
+            );
         }
-        if self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        self.warned = Some(Instant::now());
-        tracing::warn!(
-            dropped = dropped - self.dropped_warned,
-            failed = failed - self.failed_warned,
-            "tracing: spans lost since the last warning (queue full or export failed)"
-        );
-        self.dropped_warned = dropped;
-        self.failed_warned = failed;
     }
 }
