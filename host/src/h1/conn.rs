@@ -323,19 +323,12 @@ impl Feed {
     }
 
     /// After the response: can the next request be read from this connection? Only if the
-    /// body was read to its end; what is already buffered of an abandoned body is skipped.
+    /// handler read the body to its end. A body it abandoned (a 413, a 401 before reading)
+    /// closes the connection, as hyper does: skipping the rest would mean reading, unasked,
+    /// whatever the client keeps sending.
     fn settle(&mut self) -> bool {
-        if self.broken {
-            return false;
-        }
         self.tx = None;
-        loop {
-            match self.dec.decode(&mut self.buf, self.max_trailers) {
-                Ok(Some(_)) => continue,
-                Ok(None) => return self.dec.is_done(),
-                Err(_) => return false,
-            }
-        }
+        !self.broken && self.dec.is_done()
     }
 }
 

@@ -51,6 +51,10 @@ pub(crate) fn head(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_none() && !bodyless {
+        // An unparseable length from the handler: the body's own size decides instead.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let mode = if bodyless {
         if declared.is_none() && req.head {
             if let Some(n) = exact_len.filter(|n| *n > 0) {
@@ -69,10 +73,6 @@ pub(crate) fn head(
         *close = true;
         Mode::Close
     };
-    if headers.contains_key(header::CONTENT_LENGTH) && declared.is_none() && !bodyless {
-        // An unparseable length from the handler: trust the body instead.
-        headers.remove(header::CONTENT_LENGTH);
-    }
     status_line(dst, status);
     for (name, value) in headers.iter() {
         dst.extend_from_slice(name.as_str().as_bytes());
