@@ -22,7 +22,7 @@ async fn env(plugins: &[(&str, &str, &str)]) -> Env {
         install_plugin(&dir, name, krate, manifest);
     }
     let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\nslow_request_ms = 0\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\
          [[cluster]]\nname = \"main\"\nendpoints = [\"{}\"]\n[[cluster]]\nname = \"canary\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"main\"\n[plugins]\ndir = \"{}\"\n",
         main.addr,
@@ -88,7 +88,8 @@ async fn api_key_auth_rejects_missing_and_wrong_keys_and_sets_the_principal() {
     assert_eq!(header(&p, "www-authenticate"), "Bearer");
     assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
     assert_eq!(&b[..], b"unauthorized: missing API key\n");
-    // A rejection (WIT 0.2.0, with its header), not an answer: the passport says so.
+    // A rejection (WIT 0.2.0, with its header), not an answer: the passport (every one is
+    // kept: `slow_request_ms = 0`) says so.
     let admin = e.gw.admin_addr();
     let (_, pp) = send(admin, get(admin, "/admin/passports")).await;
     let pp: serde_json::Value = serde_json::from_slice(&pp).expect("passports");

@@ -53,10 +53,12 @@ async fn a_0_1_filter_and_0_2_filters_act_side_by_side() {
     install_plugin(&dir, "legacy-out", "legacy-v01", LEGACY_OUT);
     install_plugin(&dir, "stamp", "add-header", STAMP);
     install_plugin(&dir, "auth", "auth", AUTH);
+    // Every passport kept (a rejection is neither slow nor a failure), to read its states.
     let cfg = basic_config(
         &[("echo", up.addr)],
         &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
-    );
+    )
+    .replacen("[admin]\n", "[admin]\nslow_request_ms = 0\n", 1);
     let gw = gateway(&cfg, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
 
