@@ -109,8 +109,8 @@ pub fn reject(status: u16, reason: &str) -> InboundAction {
 /// reject_with(401, "missing API key", &[("www-authenticate", "Bearer")])
 /// ```
 ///
-/// `portcullis-error`, `content-type` and framing headers are the gateway's: naming one is
-/// the plugin's `bad-output`.
+/// `portcullis-error`, `content-type` and framing headers are the gateway's: naming one counts
+/// as the plugin's `bad-output`, and the request is still rejected, without the headers.
 pub fn reject_with(status: u16, reason: &str, headers: &[(&str, &str)]) -> InboundAction {
     InboundAction::Reject(Rejection {
         status,

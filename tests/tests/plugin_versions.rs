@@ -174,6 +174,43 @@ async fn a_malformed_call_is_invalid_call_in_0_2_and_still_limit_exceeded_in_0_1
     gw.shutdown().await;
 }
 
+/// A rejection whose headers the gateway refuses is still a rejection, even from a
+/// `fail_open` filter (a bad header must never let a refused request through): answered
+/// without the headers, and counted as the filter's bad output.
+#[tokio::test]
+async fn a_rejection_with_refused_headers_still_rejects_under_fail_open() {
+    let up = Upstream::start("echo").await;
+    let dir = temp_dir("versions-owned");
+    install_plugin(
+        &dir,
+        "owned",
+        "testbed",
+        "kind = \"inbound\"\nfailure = \"fail_open\"\n[config]\nmode = \"reject-owned\"\n",
+    );
+    let cfg = basic_config(
+        &[("echo", up.addr)],
+        &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
+    let (p, b) = send(addr, get(addr, "/echo/x")).await;
+    assert_eq!(p.status, 401);
+    assert_eq!(&b[..], b"testbed says no\n");
+    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
+    assert_eq!(header(&p, "www-authenticate"), "", "all of them or none");
+    assert_eq!(up.requests(), 0, "the request never reached the upstream");
+    let m = metrics(admin).await;
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_plugin_failures_total{plugin=\"owned\",kind=\"bad-output\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    gw.shutdown().await;
+}
+
 /// `bytes` with every `from` replaced by `to` (same length, so the component stays valid).
 fn patched(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len());

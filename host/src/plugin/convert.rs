@@ -263,13 +263,9 @@ pub(super) fn response(r: api::Response, limits: &OutputLimits) -> Result<Respon
 }
 
 /// The gateway's answer to a `reject`: `reason` as a `text/plain` body, stamped
-/// `portcullis-error: plugin-rejected`, plus the rejection's own headers (WIT 0.2.0), which
-/// are checked like a response's. The stamp and the content type are the gateway's: a
-/// rejection that names them, or a framing header, is the filter's bad output.
-pub(super) fn rejection(
-    rj: api::Rejection,
-    limits: &OutputLimits,
-) -> Result<Response<Bytes>, String> {
+/// `portcullis-error: plugin-rejected`. The rejection's own headers (WIT 0.2.0) are added by
+/// [`rejection_headers`].
+pub(super) fn rejection(rj: &api::Rejection) -> Response<Bytes> {
     let status = match StatusCode::from_u16(rj.status) {
         Ok(s) if (400..=599).contains(&rj.status) => s,
         _ => StatusCode::FORBIDDEN,
@@ -280,25 +276,9 @@ pub(super) fn rejection(
         .filter(|c| !c.is_control())
         .take(512)
         .collect();
-    let mut h = HeaderMap::new();
-    if !rj.headers.is_empty() {
-        refuse_framing(&rj.headers, &[])?;
-        let owned = [
-            crate::core::headers::PORTCULLIS_ERROR.as_str(),
-            http::header::CONTENT_TYPE.as_str(),
-        ];
-        if let Some((n, _)) = rj
-            .headers
-            .iter()
-            .find(|(n, _)| owned.iter().any(|o| o.eq_ignore_ascii_case(n)))
-        {
-            return Err(format!(
-                "rejection header `{}` is the gateway's",
-                truncate(n)
-            ));
-        }
-        edit_headers(&mut h, Vec::new(), rj.headers, limits)?;
-    }
+    let mut resp = Response::new(Bytes::from(format!("{reason}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
     h.insert(
         crate::core::headers::PORTCULLIS_ERROR.clone(),
         HeaderValue::from_static("plugin-rejected"),
@@ -307,10 +287,35 @@ pub(super) fn rejection(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    let mut resp = Response::new(Bytes::from(format!("{reason}\n")));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = h;
-    Ok(resp)
+    resp
+}
+
+/// Adds a rejection's headers to its answer, all or nothing, checked like a response's. The
+/// stamp and the content type are the gateway's: naming one, or a framing header, is the
+/// filter's bad output (and the answer keeps none of the headers).
+pub(super) fn rejection_headers(
+    resp: &mut Response<Bytes>,
+    headers: Vec<api::Header>,
+    limits: &OutputLimits,
+) -> Result<(), String> {
+    if headers.is_empty() {
+        return Ok(());
+    }
+    refuse_framing(&headers, &[])?;
+    let owned = [
+        crate::core::headers::PORTCULLIS_ERROR.as_str(),
+        http::header::CONTENT_TYPE.as_str(),
+    ];
+    if let Some((n, _)) = headers
+        .iter()
+        .find(|(n, _)| owned.iter().any(|o| o.eq_ignore_ascii_case(n)))
+    {
+        return Err(format!(
+            "rejection header `{}` is the gateway's",
+            truncate(n)
+        ));
+    }
+    edit_headers(resp.headers_mut(), Vec::new(), headers, limits)
 }
 
 #[cfg(test)]
@@ -439,7 +444,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        rejection(rj, &LIMITS)
+        let mut resp = rejection(&rj);
+        rejection_headers(&mut resp, rj.headers, &LIMITS)?;
+        Ok(resp)
     }
 
     /// WIT 0.2.0: a rejection's own headers are sent next to the gateway's stamp.
@@ -465,6 +472,16 @@ mod tests {
         ] {
             let err = rejected(&[bad]).unwrap_err();
             assert!(!err.is_empty(), "{bad:?}");
+            // What the chain answers then: the refusal, without the refused headers.
+            let rj = api::Rejection {
+                status: 401,
+                reason: "no".into(),
+                headers: vec![(bad.0.to_string(), bad.1.to_string())],
+            };
+            let mut resp = rejection(&rj);
+            assert!(rejection_headers(&mut resp, rj.headers, &LIMITS).is_err());
+            assert_eq!(resp.headers().len(), 2, "{bad:?}: unchanged");
+            assert_eq!(resp.headers()["portcullis-error"], "plugin-rejected");
         }
     }
 }

@@ -316,21 +316,23 @@ impl Chain {
                     }
                 },
                 A::Reject(rj) => {
-                    let detail = format!("rejected by plugin {}: {}", p.name, rj.reason);
-                    match convert::rejection(rj, &self.limits) {
-                        Ok(resp) => {
-                            passport.plugin_acted(&p.name);
-                            passport.error = Some("plugin-rejected");
-                            passport.stamp(State::PluginRejected);
-                            passport.set_detail(detail);
-                            return InboundOutcome::Respond(resp);
-                        }
-                        Err(why) => {
-                            if let Some(pf) = self.bad_output(p, why, passport) {
-                                return InboundOutcome::Failed(pf);
-                            }
-                        }
+                    let mut resp = convert::rejection(&rj);
+                    let mut detail = format!("rejected by plugin {}: {}", p.name, rj.reason);
+                    if let Err(why) =
+                        convert::rejection_headers(&mut resp, rj.headers, &self.limits)
+                    {
+                        // A refusal stays a refusal whatever the failure policy: answered
+                        // without the refused headers (a bad header must never let the request
+                        // through a `fail_open` filter), and counted as the filter's bad output.
+                        p.stats
+                            .record_failure(FailureKind::BadOutput, &why, &self.policy);
+                        detail.push_str(&format!(" (its headers were refused: {why})"));
                     }
+                    passport.plugin_acted(&p.name);
+                    passport.error = Some("plugin-rejected");
+                    passport.stamp(State::PluginRejected);
+                    passport.set_detail(detail);
+                    return InboundOutcome::Respond(resp);
                 }
             }
         }

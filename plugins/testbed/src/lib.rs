@@ -14,6 +14,7 @@
 //! | `slow`        | burns `spin_ms` of CPU, then continues                    |
 //! | `respond`     | answers 200 itself                                        |
 //! | `reject`      | rejects with 403                                          |
+//! | `reject-owned`| rejects with 401 and a `portcullis-error` header of its own |
 //! | `print`       | writes to stdout and logs                                 |
 //! | `count`       | adds `x-testbed-count`: calls this instance has served    |
 //! |               | (traps instead when the request has `x-testbed-trap`)     |
@@ -108,6 +109,11 @@ fn misbehave(mode: &str) -> Option<InboundAction> {
         }
         "respond" => Some(respond(200, "answered by testbed\n")),
         "reject" => Some(reject(403, "testbed says no")),
+        "reject-owned" => Some(reject_with(
+            401,
+            "testbed says no",
+            &[("portcullis-error", "none"), ("www-authenticate", "Bearer")],
+        )),
         "print" => {
             println!("hello from testbed stdout");
             log::info("hello from testbed log");
