@@ -90,6 +90,28 @@ async function rewriteImports(dir, sdkDir) {
   }
 }
 
+/** The filter world's exports a plugin may leave out: like the Rust SDK's `Filter` trait,
+ * the one the manifest's `kind` does not call continues unchanged. */
+const FILTER_DEFAULTS = {
+  onRequest: "export function onRequest(req) { return { tag: 'continue' }; }",
+  onResponse: "export function onResponse(req, resp) { return { tag: 'continue' }; }",
+};
+
+/** The module to componentize: the entry itself, or (for a filter that exports only one of
+ * `onRequest` / `onResponse`) a wrapper re-exporting it with a default for the other. */
+async function withDefaults(src, entry, world) {
+  if (world !== 'filter') return join(src, entry);
+  const [, exports] = parse(await readFile(join(src, entry), 'utf8'));
+  const names = new Set(exports.map((e) => e.n));
+  const missing = Object.keys(FILTER_DEFAULTS).filter((n) => !names.has(n));
+  if (missing.length === 0) return join(src, entry);
+  if (missing.length === 2) throw new Error(`${entry} exports neither onRequest nor onResponse`);
+  const wrapper = join(src, '.portcullis-entry.js');
+  const lines = [`export * from './${entry}';`, ...missing.map((n) => FILTER_DEFAULTS[n])];
+  await writeFile(wrapper, lines.join('\n') + '\n');
+  return wrapper;
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const entry = resolve(a.entry);
@@ -103,9 +125,10 @@ async function main() {
     await mkdir(sdkDir, { recursive: true });
     for (const f of SDK_FILES) await cp(join(here, f), join(sdkDir, f));
     await rewriteImports(src, sdkDir);
+    const sourcePath = await withDefaults(src, basename(entry), a.world);
     const started = Date.now();
     const { component } = await componentize({
-      sourcePath: join(src, basename(entry)),
+      sourcePath,
       witPath: resolve(a.wit),
       worldName: a.world,
       // No wasi:http (the gateway does not provide it); console output, clocks and random

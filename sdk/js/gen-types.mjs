@@ -5,7 +5,7 @@
 //   node gen-types.mjs [--wit DIR]           # writes types/
 //   node gen-types.mjs [--wit DIR] --check   # exits 1 if types/ is not what the WIT gives
 //
-// jco is pinned to 1.11.1: later releases (1.35 tried) fail to read a WIT folder from disk
+// jco is pinned to 1.11.1 (in typegen/, its own lock file): later releases (1.35 tried) fail to read a WIT folder from disk
 // ("failed to read path for WIT ... os error 44").
 
 import { execFileSync } from 'node:child_process';
@@ -37,9 +37,9 @@ async function main() {
       ? args[witArg + 1]
       : [join(here, 'wit'), join(here, '..', '..', 'wit')].find((d) => existsSync(d)) ?? 'wit',
   );
-  const jco = join(here, 'node_modules', '@bytecodealliance', 'jco', 'src', 'jco.js');
+  const jco = join(here, 'typegen', 'node_modules', '@bytecodealliance', 'jco', 'src', 'jco.js');
   if (!existsSync(jco)) {
-    console.error('gen-types: jco is not installed here: run `npm ci` in this folder first');
+    console.error('gen-types: jco 1.11.1 is not installed: run `npm ci` in typegen/ first');
     process.exit(2);
   }
   const work = await mkdtemp(join(tmpdir(), 'portcullis-types-'));
