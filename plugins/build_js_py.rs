@@ -74,7 +74,12 @@ fn build_js_py() {
             Err(_) => panic!("the JavaScript/Python plugin build thread panicked"),
         }
     }
-    println!("cargo:warning=js/python plugins ready in {:.1} s", started.elapsed().as_secs_f64());
+    if started.elapsed() > std::time::Duration::from_secs(1) {
+        println!(
+            "cargo:warning=js/python plugins built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     drop(lock);
     println!("cargo:rustc-env=PORTCULLIS_JSPY_DIR={}", out.display());
 }
@@ -87,7 +92,7 @@ mod jspy {
 
     /// Installs one language's toolchain (if its lock changed) and builds its plugins (if
     /// their stamps changed).
-    pub fn build_lang(root: &Path, cache: &Path, out: &Path, lang: &str) -> Result<(), String> {
+    pub(crate) fn build_lang(root: &Path, cache: &Path, out: &Path, lang: &str) -> Result<(), String> {
         let mut tool_stamp = None;
         for (name, l, world, src) in super::JS_PY_PLUGINS {
             if l != lang {

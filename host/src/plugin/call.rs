@@ -11,6 +11,7 @@ use crate::routing::Matcher;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use wasmtime::Store;
@@ -41,6 +42,8 @@ pub struct Plugin {
     /// Instances that finished a call cleanly, most recently used last. They belong to this
     /// version only: a reload starts with none, and they go away with the old version.
     pub idle: Mutex<Vec<(Warm, IdleSlot)>>,
+    /// Live instances (running and idle), against the manifest's `max_instances`.
+    pub live: Arc<AtomicU32>,
 }
 
 /// Why a call produced no usable result.
@@ -76,16 +79,16 @@ pub struct Warm {
 }
 
 impl Warm {
-    fn new(host: &WasmHost, manifest: &Arc<Manifest>, stats: &Arc<PluginStats>) -> Warm {
-        let (store, stdio) = host.store(manifest, stats);
-        Warm {
+    fn new(host: &WasmHost, plugin: &Plugin) -> Result<Warm, super::engine::Refused> {
+        let (store, stdio) = host.store(&plugin.manifest, &plugin.stats, &plugin.live)?;
+        Ok(Warm {
             store,
             instance: None,
             stdio,
             stdout_seen: 0,
             stderr_seen: 0,
             calls: 0,
-        }
+        })
     }
 
     /// Instantiates on first use, then runs `f`.
@@ -154,6 +157,7 @@ impl Plugin {
             stats,
             loaded_at: SystemTime::now(),
             idle: Mutex::new(Vec::new()),
+            live: Arc::default(),
         }
     }
 
@@ -190,7 +194,17 @@ impl Plugin {
             return Err(fail);
         }
         let idle = self.idle.lock().pop().map(|(w, _slot)| w);
-        let mut warm = idle.unwrap_or_else(|| Warm::new(host, &self.manifest, &self.stats));
+        let mut warm = match idle.map_or_else(|| Warm::new(host, self), Ok) {
+            Ok(w) => w,
+            Err(refused) => {
+                let fail = CallFail {
+                    kind: FailureKind::Overloaded,
+                    detail: refused.0,
+                };
+                self.stats.record_failure(fail.kind, &fail.detail, policy);
+                return Err(fail);
+            }
+        };
         StoreData::arm(&mut warm.store, fanout);
         let lend = |d: &mut StoreData,
                     req: &mut Option<&mut ReqData>,
@@ -238,6 +252,8 @@ impl Plugin {
             Ok(Err(e)) => {
                 let kind = if d.cpu_exceeded {
                     FailureKind::CpuExceeded
+                } else if d.limiter.budget_denied {
+                    FailureKind::Overloaded
                 } else if d.limiter.denied {
                     FailureKind::MemoryExceeded
                 } else if e.is::<wasmtime::PoolConcurrencyLimitError>()
@@ -258,7 +274,13 @@ impl Plugin {
                 )),
             ),
         };
+        let budget = warm.store.data().limiter.budget();
         let detail = match kind {
+            FailureKind::Overloaded if warm.store.data().limiter.budget_denied => format!(
+                "the gateway's plugin memory budget is in use ([plugins] memory_budget_mb = {}, {} MiB held)",
+                budget.limit() >> 20,
+                budget.used() >> 20
+            ),
             FailureKind::CpuExceeded => format!(
                 "cpu budget of {} ms exceeded",
                 self.manifest.cpu.as_millis()
@@ -281,6 +303,7 @@ impl Plugin {
             || warm.calls >= host.reuse_calls
             || warm.instance.is_none()
             || !warm.pipes_have_room()
+            || !host.budget.idle_allowed()
         {
             return;
         }
@@ -381,7 +404,7 @@ impl Plugin {
     /// functions and initial memory over the limit before the plugin takes traffic. The
     /// instance then serves the first call.
     pub async fn validate(&self, host: &WasmHost) -> anyhow::Result<()> {
-        let mut warm = Warm::new(host, &self.manifest, &self.stats);
+        let mut warm = Warm::new(host, self).map_err(|r| anyhow::anyhow!(r.0))?;
         StoreData::arm(&mut warm.store, None);
         let fut = async {
             warm.instance = Some(instantiate(&self.pre, &mut warm.store).await?);
