@@ -9,6 +9,18 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+/// `[plugins]` for a test's plugin directory, with one compile cache shared by every test of
+/// this file (and later runs): a 12–19 MiB JavaScript/Python component takes Cranelift
+/// 10–60 s on a busy 2-core machine, so each is compiled once, not once per test.
+fn plugins_section(dir: &Path, extra: &str) -> String {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
+    format!(
+        "[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n{extra}\n",
+        dir.display(),
+        cache.display()
+    )
+}
+
 fn json(b: &bytes::Bytes) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or_else(|_| panic!("json: {}", String::from_utf8_lossy(b)))
 }
@@ -43,8 +55,8 @@ fn home_config(ups: &[(&str, SocketAddr)], dir: &Path, plugins_extra: &str) -> S
     s.push_str(&format!(
         "[[route]]\nname = \"home-js\"\nmatch = {{ path_prefix = \"/api/home-js\" }}\nendpoint = \"home-js\"\n\
          [[route]]\nname = \"home\"\nmatch = {{ path_prefix = \"/api/home\" }}\nendpoint = \"home\"\n\
-         [plugins]\ndir = \"{}\"\n{plugins_extra}\n",
-        dir.display()
+         {}",
+        plugins_section(dir, plugins_extra)
     ));
     s
 }
@@ -96,7 +108,7 @@ async fn home_js_returns_the_same_json_as_the_rust_home() {
     for bad in ["abc", "", "1234567890123"] {
         let (rp, rb) = send(addr, get(addr, &format!("/api/home?user={bad}"))).await;
         let (jp, jb) = send(addr, get(addr, &format!("/api/home-js?user={bad}"))).await;
-        assert_eq!((jp.status, rp.status), (400, 400), "user={bad}");
+        assert_eq!((jp.status.as_u16(), rp.status.as_u16()), (400, 400), "user={bad}");
         assert_eq!(json(&jb), json(&rb), "user={bad}");
     }
     // The guest's own metric, through the SDK's `metrics.count`.
@@ -119,7 +131,7 @@ async fn home_js_answers_502_without_a_profile_like_rust() {
     let addr = gw.listener_addr("main").expect("listener");
     let (rp, rb) = send(addr, get(addr, "/api/home?user=3")).await;
     let (jp, jb) = send(addr, get(addr, "/api/home-js?user=3")).await;
-    assert_eq!((jp.status, rp.status), (502, 502));
+    assert_eq!((jp.status.as_u16(), rp.status.as_u16()), (502, 502));
     let js = json(&jb);
     assert_eq!(js, json(&rb));
     assert_eq!(js["error"], "profile unavailable", "{js}");
@@ -135,7 +147,7 @@ async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
     install_jspy_plugin(&dir, "pass-js", "pass_js", "kind = \"inbound\"\n");
     let config = basic_config(
         &[("a", up.addr)],
-        &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
+        &plugins_section(&dir, ""),
     );
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());

@@ -5,6 +5,18 @@
 use portcullis_tests::*;
 use std::path::Path;
 
+/// `[plugins]` for a test's plugin directory, with one compile cache shared by every test of
+/// this file (and later runs): a 12–19 MiB JavaScript/Python component takes Cranelift
+/// 10–60 s on a busy 2-core machine, so each is compiled once, not once per test.
+fn plugins_section(dir: &Path, extra: &str) -> String {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
+    format!(
+        "[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n{extra}\n",
+        dir.display(),
+        cache.display()
+    )
+}
+
 fn json(b: &bytes::Bytes) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or_else(|_| panic!("json: {}", String::from_utf8_lossy(b)))
 }
@@ -30,7 +42,7 @@ async fn ab_filter_buckets_sticks_forces_and_routes() {
     );
     let config = basic_config(
         &[("control", control.addr), ("treatment", treatment.addr)],
-        &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
+        &plugins_section(&dir, ""),
     );
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
@@ -101,7 +113,7 @@ async fn trivial_python_filter_acts_and_reports_its_cpu_per_call() {
     install_jspy_plugin(&dir, "pass-py", "pass_py", "kind = \"inbound\"\n");
     let config = basic_config(
         &[("a", up.addr)],
-        &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
+        &plugins_section(&dir, ""),
     );
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
