@@ -37,19 +37,36 @@ const JS_SDK_FILES: [&str; 5] = [
 fn build_js_py() {
     use std::path::PathBuf;
 
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     // Watch sources only: never `node_modules`, `__pycache__` or the cache folder.
     for f in JS_SDK_FILES {
-        println!("cargo:rerun-if-changed={}", root.join("sdk/js").join(f).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("sdk/js").join(f).display()
+        );
     }
-    println!("cargo:rerun-if-changed={}", root.join("sdk/python/requirements.txt").display());
-    println!("cargo:rerun-if-changed={}", root.join("sdk/python/build.py").display());
-    println!("cargo:rerun-if-changed={}", root.join("sdk/python/portcullis_sdk").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sdk/python/requirements.txt").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sdk/python/build.py").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sdk/python/portcullis_sdk").display()
+    );
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     for (_, _, _, src) in JS_PY_PLUGINS {
         let src = root.join(src);
-        let dir = if src.is_dir() { src.clone() } else { src.parent().expect("source dir").to_path_buf() };
+        let dir = if src.is_dir() {
+            src.clone()
+        } else {
+            src.parent().expect("source dir").to_path_buf()
+        };
         println!("cargo:rerun-if-changed={}", dir.display());
     }
 
@@ -92,7 +109,12 @@ mod jspy {
 
     /// Installs one language's toolchain (if its lock changed) and builds its plugins (if
     /// their stamps changed).
-    pub(crate) fn build_lang(root: &Path, cache: &Path, out: &Path, lang: &str) -> Result<(), String> {
+    pub(crate) fn build_lang(
+        root: &Path,
+        cache: &Path,
+        out: &Path,
+        lang: &str,
+    ) -> Result<(), String> {
         let mut tool_stamp = None;
         for (name, l, world, src) in super::JS_PY_PLUGINS {
             if l != lang {
@@ -115,22 +137,32 @@ mod jspy {
             let stamp = format!("{:016x}\n", h.finish());
             let wasm = out.join(format!("{name}.wasm"));
             let stamp_file = out.join(format!("{name}.stamp"));
-            if wasm.is_file() && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp) {
+            if wasm.is_file()
+                && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp)
+            {
                 continue;
             }
             let tool = match &tool_stamp {
                 Some(t) => t,
-                None => tool_stamp.insert(if lang == "js" { js_tools(root, cache)? } else { py_tools(root, cache)? }),
+                None => tool_stamp.insert(if lang == "js" {
+                    js_tools(root, cache)?
+                } else {
+                    py_tools(root, cache)?
+                }),
             };
             let _ = std::fs::remove_file(&stamp_file);
             let mut cmd = if lang == "js" {
                 let mut c = Command::new("node");
-                c.arg(tool.join("build.mjs")).args(["--world", world, "--wit"]).arg(root.join("wit"));
+                c.arg(tool.join("build.mjs"))
+                    .args(["--world", world, "--wit"])
+                    .arg(root.join("wit"));
                 c.arg("-o").arg(&wasm).arg(&src);
                 c
             } else {
                 let mut c = Command::new(tool.join("bin/python"));
-                c.arg(root.join("sdk/python/build.py")).args(["--world", world, "--wit"]).arg(root.join("wit"));
+                c.arg(root.join("sdk/python/build.py"))
+                    .args(["--world", world, "--wit"])
+                    .arg(root.join("wit"));
                 c.arg("-o").arg(&wasm).arg(&src);
                 // No __pycache__ in the source tree: it would make the watched folders newer
                 // than every build.
@@ -138,7 +170,8 @@ mod jspy {
                 c
             };
             run(&mut cmd, &format!("building {name}.wasm"))?;
-            std::fs::write(&stamp_file, stamp).map_err(|e| format!("{}: {e}", stamp_file.display()))?;
+            std::fs::write(&stamp_file, stamp)
+                .map_err(|e| format!("{}: {e}", stamp_file.display()))?;
         }
         Ok(())
     }
@@ -150,19 +183,27 @@ mod jspy {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for f in super::JS_SDK_FILES {
             let from = root.join("sdk/js").join(f);
-            std::fs::copy(&from, dir.join(f)).map_err(|e| format!("copying {}: {e}", from.display()))?;
+            std::fs::copy(&from, dir.join(f))
+                .map_err(|e| format!("copying {}: {e}", from.display()))?;
         }
-        let lock = std::fs::read(dir.join("package-lock.json")).map_err(|e| format!("sdk/js/package-lock.json: {e}"))?;
+        let lock = std::fs::read(dir.join("package-lock.json"))
+            .map_err(|e| format!("sdk/js/package-lock.json: {e}"))?;
         let want = format!("{:016x}\n", hash_bytes(&lock));
         let marker = dir.join(".installed");
         let installed = std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str())
-            && dir.join("node_modules/@bytecodealliance/componentize-js").is_dir();
+            && dir
+                .join("node_modules/@bytecodealliance/componentize-js")
+                .is_dir();
         if !installed {
             need("npm", &["--version"], "npm is needed to install componentize-js for the JavaScript plugins: install it (e.g. `apt-get install npm`)")?;
             let _ = std::fs::remove_file(&marker);
             let mut c = Command::new("npm");
-            c.args(["ci", "--no-audit", "--no-fund", "--omit=dev"]).current_dir(&dir);
-            run(&mut c, "npm ci (componentize-js, from sdk/js/package-lock.json)")?;
+            c.args(["ci", "--no-audit", "--no-fund", "--omit=dev"])
+                .current_dir(&dir);
+            run(
+                &mut c,
+                "npm ci (componentize-js, from sdk/js/package-lock.json)",
+            )?;
             std::fs::write(&marker, want).map_err(|e| format!("{}: {e}", marker.display()))?;
         }
         Ok(dir)
@@ -184,8 +225,19 @@ mod jspy {
             c.args(["-m", "venv", "--clear"]).arg(&venv);
             run(&mut c, "python3 -m venv (is the venv module installed? e.g. `apt-get install python3-venv`)")?;
             let mut c = Command::new(venv.join("bin/python"));
-            c.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"]).arg(&req);
-            run(&mut c, "pip install -r sdk/python/requirements.txt (componentize-py)")?;
+            c.args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
+            .arg(&req);
+            run(
+                &mut c,
+                "pip install -r sdk/python/requirements.txt (componentize-py)",
+            )?;
             std::fs::write(&marker, want).map_err(|e| format!("{}: {e}", marker.display()))?;
         }
         Ok(venv)
@@ -200,7 +252,9 @@ mod jspy {
     }
 
     fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{what}: could not start {:?}: {e}", cmd.get_program()))?;
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: could not start {:?}: {e}", cmd.get_program()))?;
         if out.status.success() {
             return Ok(());
         }
@@ -222,7 +276,11 @@ mod jspy {
     /// `__pycache__`, `node_modules` and dot entries.
     fn hash_tree(h: &mut impl Hasher, path: &Path) -> Result<(), String> {
         if path.is_file() {
-            h.write(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            h.write(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
             h.write(&std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
             return Ok(());
         }

@@ -95,20 +95,39 @@ async fn home_js_returns_the_same_json_as_the_rust_home() {
         let (rust, js) = (json(&rb), json(&jb));
         assert_eq!(js, rust, "user {user}: JavaScript and Rust disagree");
         // Not two equal empty documents: the sections are really there.
-        assert_eq!(js["profile"]["user"], user.parse::<u64>().expect("n"), "{js}");
-        assert_eq!(js["recommendations"]["items"].as_array().map(Vec::len), Some(5));
+        assert_eq!(
+            js["profile"]["user"],
+            user.parse::<u64>().expect("n"),
+            "{js}"
+        );
+        assert_eq!(
+            js["recommendations"]["items"].as_array().map(Vec::len),
+            Some(5)
+        );
         let degraded: Vec<(&str, &str)> = js["degraded"]
             .as_array()
             .expect("degraded")
             .iter()
-            .map(|d| (d["section"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or("")))
+            .map(|d| {
+                (
+                    d["section"].as_str().unwrap_or(""),
+                    d["reason"].as_str().unwrap_or(""),
+                )
+            })
             .collect();
-        assert_eq!(degraded, [("ratings", "status 503"), ("artwork", "timeout")]);
+        assert_eq!(
+            degraded,
+            [("ratings", "status 503"), ("artwork", "timeout")]
+        );
     }
     for bad in ["abc", "", "1234567890123"] {
         let (rp, rb) = send(addr, get(addr, &format!("/api/home?user={bad}"))).await;
         let (jp, jb) = send(addr, get(addr, &format!("/api/home-js?user={bad}"))).await;
-        assert_eq!((jp.status.as_u16(), rp.status.as_u16()), (400, 400), "user={bad}");
+        assert_eq!(
+            (jp.status.as_u16(), rp.status.as_u16()),
+            (400, 400),
+            "user={bad}"
+        );
         assert_eq!(json(&jb), json(&rb), "user={bad}");
     }
     // The guest's own metric, through the SDK's `metrics.count`.
@@ -145,15 +164,15 @@ async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
     let up = Upstream::start("a").await;
     let dir = temp_dir("js-pass");
     install_jspy_plugin(&dir, "pass-js", "pass_js", "kind = \"inbound\"\n");
-    let config = basic_config(
-        &[("a", up.addr)],
-        &plugins_section(&dir, ""),
-    );
+    let config = basic_config(&[("a", up.addr)], &plugins_section(&dir, ""));
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
     let loaded = admin_plugin(admin, "pass-js").await;
     assert!(
-        loaded["stats"]["memory_high_water_bytes"].as_u64().unwrap_or(0) > 1 << 20,
+        loaded["stats"]["memory_high_water_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 1 << 20,
         "one instance is made at load, before any request: {loaded}"
     );
 
@@ -182,7 +201,9 @@ async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
 
 /// The demo services, with artwork replaced by a counting upstream that answers after
 /// `artwork_ms` (its body is not JSON: the section degrades, the request still succeeds).
-async fn services_with_slow_artwork(artwork_ms: u64) -> (Vec<(&'static str, SocketAddr)>, Upstream) {
+async fn services_with_slow_artwork(
+    artwork_ms: u64,
+) -> (Vec<(&'static str, SocketAddr)>, Upstream) {
     let mut ups = demo_services(0.0, 0).await;
     let artwork = Upstream::start_fixed("artwork", 200, artwork_ms).await;
     ups[3].1 = artwork.addr;
@@ -220,14 +241,28 @@ async fn max_instances_caps_a_plugins_live_instances() {
     assert_eq!(p.status, 503, "{}", String::from_utf8_lossy(&b));
     assert_eq!(header(&p, "portcullis-error"), "plugin-overloaded");
     let (p1, b1) = slow.await.expect("slow call");
-    assert_eq!(p1.status, 200, "the call holding the instance finished: {b1:?}");
+    assert_eq!(
+        p1.status, 200,
+        "the call holding the instance finished: {b1:?}"
+    );
     let (p, _) = send(addr, get(addr, "/api/home-js?user=1")).await;
     assert_eq!(p.status, 200, "the instance is free again");
     let s = admin_plugin(admin, "home-js").await;
-    assert_eq!(s["stats"]["failures"]["overloaded"].as_u64(), Some(1), "{s}");
-    assert_eq!(s["stats"]["quarantines"].as_u64(), Some(0), "a full plugin is not a broken one");
+    assert_eq!(
+        s["stats"]["failures"]["overloaded"].as_u64(),
+        Some(1),
+        "{s}"
+    );
+    assert_eq!(
+        s["stats"]["quarantines"].as_u64(),
+        Some(0),
+        "a full plugin is not a broken one"
+    );
     assert!(
-        s["last_error"].as_str().unwrap_or("").contains("max_instances = 1"),
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_instances = 1"),
         "the reason names the limit: {s}"
     );
 }
@@ -266,7 +301,10 @@ async fn the_memory_budget_bounds_all_instances_together() {
     let (p, _) = send(addr, get(addr, "/api/home-js?user=1")).await;
     assert_eq!(p.status, 200, "the memory is free again");
     let s = admin_plugin(admin, "home-js").await;
-    assert!(s["stats"]["failures"]["overloaded"].as_u64() >= Some(1), "{s}");
+    assert!(
+        s["stats"]["failures"]["overloaded"].as_u64() >= Some(1),
+        "{s}"
+    );
     assert!(
         s["last_error"]
             .as_str()

@@ -111,15 +111,15 @@ async fn trivial_python_filter_acts_and_reports_its_cpu_per_call() {
     let up = Upstream::start("a").await;
     let dir = temp_dir("py-pass");
     install_jspy_plugin(&dir, "pass-py", "pass_py", "kind = \"inbound\"\n");
-    let config = basic_config(
-        &[("a", up.addr)],
-        &plugins_section(&dir, ""),
-    );
+    let config = basic_config(&[("a", up.addr)], &plugins_section(&dir, ""));
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
     let loaded = admin_plugin(admin, "pass-py").await;
     assert!(
-        loaded["stats"]["memory_high_water_bytes"].as_u64().unwrap_or(0) > 1 << 20,
+        loaded["stats"]["memory_high_water_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 1 << 20,
         "one instance is made at load, before any request: {loaded}"
     );
 

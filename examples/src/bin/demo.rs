@@ -77,9 +77,12 @@ fn prepare_plugins(dir: &std::path::Path) -> anyhow::Result<()> {
     let guests = std::path::Path::new(env!("PORTCULLIS_GUEST_DIR"));
     let jspy = std::path::Path::new(env!("PORTCULLIS_JSPY_DIR"));
     let plugins = dir.join("plugins");
-    let rust = PLUGINS
-        .iter()
-        .map(|(name, krate)| (*name, guests.join(format!("{}.wasm", krate.replace('-', "_")))));
+    let rust = PLUGINS.iter().map(|(name, krate)| {
+        (
+            *name,
+            guests.join(format!("{}.wasm", krate.replace('-', "_"))),
+        )
+    });
     let other = JS_PY_PLUGINS
         .iter()
         .map(|(name, built)| (*name, jspy.join(format!("{built}.wasm"))));

@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(m.max_instances, Some(2));
         let e = Manifest::parse("kind='inbound'\n[limits]\nmax_instances=0\n", &ceilings())
             .expect_err("zero");
-        assert!(e.contains("limits.max_instances: must be at least 1"), "{e}");
+        assert!(
+            e.contains("limits.max_instances: must be at least 1"),
+            "{e}"
+        );
         let e = Manifest::parse(
             "kind='inbound'\n[limits]\nmax_instances=100000\n",
             &ceilings(),
