@@ -124,7 +124,7 @@ mod jspy {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             h.write(world.as_bytes());
             hash_tree(&mut h, &src)?;
-            hash_tree(&mut h, &root.join("wit"))?;
+            hash_tree(&mut h, &wit_dir(root))?;
             if lang == "js" {
                 for f in super::JS_SDK_FILES {
                     hash_tree(&mut h, &root.join("sdk/js").join(f))?;
@@ -155,14 +155,14 @@ mod jspy {
                 let mut c = Command::new("node");
                 c.arg(tool.join("build.mjs"))
                     .args(["--world", world, "--wit"])
-                    .arg(root.join("wit"));
+                    .arg(wit_dir(root));
                 c.arg("-o").arg(&wasm).arg(&src);
                 c
             } else {
                 let mut c = Command::new(tool.join("bin/python"));
                 c.arg(root.join("sdk/python/build.py"))
                     .args(["--world", world, "--wit"])
-                    .arg(root.join("wit"));
+                    .arg(wit_dir(root));
                 c.arg("-o").arg(&wasm).arg(&src);
                 // No __pycache__ in the source tree: it would make the watched folders newer
                 // than every build.
@@ -241,6 +241,17 @@ mod jspy {
             std::fs::write(&marker, want).map_err(|e| format!("{}: {e}", marker.display()))?;
         }
         Ok(venv)
+    }
+
+    /// The WIT the JS and Python SDKs target: `wit/v0.1` once the repository serves several
+    /// versions side by side, `wit/` while it serves one.
+    pub(crate) fn wit_dir(root: &Path) -> PathBuf {
+        let v01 = root.join("wit").join("v0.1");
+        if v01.is_dir() {
+            v01
+        } else {
+            root.join("wit")
+        }
     }
 
     /// Fails with `why` unless `prog args` runs.

@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("-o", "--out", required=True, type=Path)
     ap.add_argument("app_dir", type=Path)
     a = ap.parse_args()
-    wit = a.wit or next((d for d in (HERE / "wit", HERE.parent.parent / "wit") if d.is_dir()), None)
+    wit = a.wit or next((d for d in (HERE / "wit", HERE.parent.parent / "wit" / "v0.1", HERE.parent.parent / "wit") if d.is_dir()), None)
     if wit is None:
         print("portcullis-py-build: no WIT folder found: pass --wit DIR", file=sys.stderr)
         return 2
