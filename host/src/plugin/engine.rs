@@ -444,6 +444,43 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_budget_charges_and_gives_back() {
+        let b = MemBudget::new(10);
+        assert!(b.try_charge(6));
+        assert!(!b.try_charge(5), "past the limit");
+        assert!(b.try_charge(4), "exactly the limit fits");
+        b.release(10);
+        assert_eq!(b.used(), 0);
+        let b = MemBudget::new(100);
+        assert!(b.idle_allowed());
+        assert!(b.try_charge(50));
+        assert!(
+            !b.idle_allowed(),
+            "idle instances only under half the budget"
+        );
+    }
+
+    #[test]
+    fn instance_tickets_stop_at_the_cap_and_come_back() {
+        let live = Arc::default();
+        let a = InstanceTicket::take(&live, Some(2)).expect("first");
+        let _b = InstanceTicket::take(&live, Some(2)).expect("second");
+        let refused = InstanceTicket::take(&live, Some(2))
+            .err()
+            .expect("third refused");
+        assert!(refused.0.contains("max_instances = 2"), "{}", refused.0);
+        drop(a);
+        assert!(
+            InstanceTicket::take(&live, Some(2)).is_ok(),
+            "a dropped one frees its place"
+        );
+        assert!(
+            InstanceTicket::take(&Arc::default(), None).is_ok(),
+            "no cap"
+        );
+    }
+
+    #[test]
     fn cpu_budgets_round_up_to_whole_ticks() {
         let ms = Duration::from_millis;
         assert_eq!(budget_ticks(ms(10), ms(2)), 5);
