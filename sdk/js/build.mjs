@@ -6,7 +6,7 @@
 //
 // `--minimal` leaves out console output, clocks and random numbers (a "pure" component):
 // measured on the trivial filter, ~140 µs instead of ~200 µs of CPU per call on a busy
-// 2-core machine (docs/plugins.md, section 10).
+// 2-core machine (docs/plugins.md, section 11).
 //
 // `--wit` defaults to this package's `wit/` copy when present, else `../../wit` (the
 // gateway repository's). The plugin imports the SDK as `portcullis-sdk` (and
