@@ -138,8 +138,7 @@ async fn trivial_python_filter_acts_and_reports_its_cpu_per_call() {
     assert!(per_call_us.is_finite() && per_call_us > 0.0, "{s}");
     let hw = s["memory_high_water_bytes"].as_u64().unwrap_or(0);
     eprintln!(
-        "{}: {:.1} MiB of linear memory per instance",
-        "pass-py",
+        "pass-py: {:.1} MiB of linear memory per instance",
         hw as f64 / 1048576.0
     );
     assert!(
