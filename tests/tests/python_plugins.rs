@@ -77,7 +77,7 @@ async fn ab_filter_buckets_sticks_forces_and_routes() {
     // Forced by header or cookie (a known bucket only); no key: the control.
     let user = ["1", "2"]
         .into_iter()
-        .find(|u| fnv1a(u) % 2 == 0)
+        .find(|u| fnv1a(u).is_multiple_of(2))
         .expect("a control user");
     let forced = ask(vec![
         ("x-user-id", user.to_string()),
