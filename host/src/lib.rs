@@ -28,6 +28,7 @@ mod fuzz;
 pub(crate) mod gateway;
 pub(crate) mod plugin;
 pub mod reload;
+pub(crate) mod toolkit;
 pub(crate) mod request;
 pub(crate) mod routing;
 pub(crate) mod server;
@@ -42,6 +43,7 @@ pub use plugin::check_dir;
 pub use reload::check;
 pub use telemetry::access_log::AccessLog;
 pub use telemetry::init_logging;
+pub use toolkit::{run as plugin_command, PluginArgs};
 
 /// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without
 /// sockets: the plugin runtime, its chain, and a passport to stamp.
