@@ -24,7 +24,7 @@ const SKIP_DIRS: &[&str] = &[
 ];
 
 fn skip_file(name: &str) -> bool {
-    name.ends_with(".wasm") || name.ends_with(".pyc") || name == "package-lock.json"
+    name.ends_with(".wasm") || name.ends_with(".pyc")
 }
 
 /// Collects the files under `rel` to embed and registers what to watch; returns whether the
@@ -74,7 +74,10 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("repository root").to_path_buf();
     let mut files = vec![PathBuf::from("Cargo.toml")];
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.toml").display()
+    );
     let mut watch = Vec::new();
     walk(&root, Path::new("sdk"), &mut files, &mut watch);
     walk(&root, Path::new("wit"), &mut files, &mut watch);
@@ -87,8 +90,12 @@ fn main() {
         let abs = root.join(f);
         total += std::fs::metadata(&abs).map(|m| m.len()).unwrap_or(0);
         let rel = f.to_string_lossy().replace('\\', "/");
-        writeln!(src, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string())
-            .expect("write to a String");
+        writeln!(
+            src,
+            "    ({rel:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write to a String");
     }
     src.push_str("];\n");
     assert!(

@@ -28,12 +28,12 @@ mod fuzz;
 pub(crate) mod gateway;
 pub(crate) mod plugin;
 pub mod reload;
-pub(crate) mod toolkit;
 pub(crate) mod request;
 pub(crate) mod routing;
 pub(crate) mod server;
 pub(crate) mod shed;
 pub(crate) mod telemetry;
+pub(crate) mod toolkit;
 pub(crate) mod upgrade;
 pub(crate) mod upstream;
 

@@ -25,7 +25,7 @@ fn bin() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let st = Command::new(cargo)
-            .args(["build", "-p", "portcullis", "--bin", "portcullis"])
+            .args(["build", "--workspace", "--bin", "portcullis"])
             .current_dir(root)
             .status()
             .unwrap();
@@ -61,12 +61,24 @@ fn portcullis(dir: &Path, args: &[&str]) -> Output {
 
 fn clean_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER"
+        {
             cmd.env_remove(k);
         }
     }
     cmd.env("CARGO_TARGET_DIR", profile_dir().join("toolkit-guests"));
     cmd.env("PORTCULLIS_BIN", bin());
+    // The JS and Python toolchains the test build installed for the first-party plugins
+    // (plugins/build_js_py.rs), shared instead of a second install per project.
+    let js_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/js-py");
+    let node_modules = js_py.join("js-sdk/node_modules");
+    if node_modules.is_dir() {
+        cmd.env("PORTCULLIS_JS_NODE_MODULES", node_modules);
+    }
+    let venv = js_py.join("py-venv");
+    if venv.join("bin/componentize-py").is_file() {
+        cmd.env("PORTCULLIS_PYTHON_VENV", venv);
+    }
 }
 
 fn ok(out: &Output, what: &str) {
@@ -81,10 +93,18 @@ fn ok(out: &Output, what: &str) {
 
 /// `plugin new` then `plugin build` in a fresh directory; returns the project dir.
 fn new_and_build(root: &Path, name: &str, lang: &str, kind: &str) -> PathBuf {
-    let out = portcullis(root, &["plugin", "new", name, "--lang", lang, "--kind", kind]);
+    let out = portcullis(
+        root,
+        &["plugin", "new", name, "--lang", lang, "--kind", kind],
+    );
     ok(&out, "plugin new");
     let dir = root.join(name);
-    for f in [format!("{name}.toml"), "README.md".into(), "requests.toml".into(), ".portcullis/project.toml".into()] {
+    for f in [
+        format!("{name}.toml"),
+        "README.md".into(),
+        "requests.toml".into(),
+        ".portcullis/project.toml".into(),
+    ] {
         assert!(dir.join(&f).is_file(), "plugin new wrote {f}");
     }
     let out = portcullis(&dir, &["plugin", "build"]);
@@ -100,7 +120,10 @@ fn new_and_build(root: &Path, name: &str, lang: &str, kind: &str) -> PathBuf {
 /// `plugin test --request requests.toml --json`: every generated request passes, and the
 /// actions are the ones the template promises.
 fn test_requests(dir: &Path, actions: &[&str]) -> Value {
-    let out = portcullis(dir, &["plugin", "test", "--request", "requests.toml", "--json"]);
+    let out = portcullis(
+        dir,
+        &["plugin", "test", "--request", "requests.toml", "--json"],
+    );
     ok(&out, "plugin test");
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["ok"], true, "{run:#}");
@@ -112,8 +135,14 @@ fn test_requests(dir: &Path, actions: &[&str]) -> Value {
         .collect();
     assert_eq!(got, actions, "{run:#}");
     for r in run["results"].as_array().unwrap() {
-        assert!(r["call_us"].as_u64().unwrap() > 0, "a call was timed: {r:#}");
-        assert!(r["memory_high_water_bytes"].as_u64().unwrap() > 0, "memory was measured: {r:#}");
+        assert!(
+            r["call_us"].as_u64().unwrap() > 0,
+            "a call was timed: {r:#}"
+        );
+        assert!(
+            r["memory_high_water_bytes"].as_u64().unwrap() > 0,
+            "memory was measured: {r:#}"
+        );
     }
     run
 }
@@ -133,10 +162,17 @@ fn rust_inbound_new_build_test_and_the_harness() {
         .iter()
         .find(|h| h[0] == "x-gatekeeper")
         .cloned();
-    assert_eq!(header, Some(serde_json::json!(["x-gatekeeper", "ok"])), "{changed:#}");
+    assert_eq!(
+        header,
+        Some(serde_json::json!(["x-gatekeeper", "ok"])),
+        "{changed:#}"
+    );
 
     // A request on the command line, with a failed expectation in a file: exit 1, named.
-    let out = portcullis(&dir, &["plugin", "test", "-X", "GET", "/x", "-H", "x-api-key: k"]);
+    let out = portcullis(
+        &dir,
+        &["plugin", "test", "-X", "GET", "/x", "-H", "x-api-key: k"],
+    );
     ok(&out, "plugin test -X");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("-> change"), "{text}");
@@ -155,7 +191,10 @@ fn rust_inbound_new_build_test_and_the_harness() {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["test", "--quiet"]).current_dir(&dir);
     clean_env(&mut cmd);
-    ok(&cmd.output().unwrap(), "cargo test in the generated project");
+    ok(
+        &cmd.output().unwrap(),
+        "cargo test in the generated project",
+    );
 
     // A plugin that spins past its CPU budget: the sandbox stops it and the run fails.
     let lib = dir.join("src/lib.rs");
@@ -165,7 +204,10 @@ fn rust_inbound_new_build_test_and_the_harness() {
          let mut n = 0u64;\n        while std::hint::black_box(n) != u64::MAX { n += 1; }",
     );
     std::fs::write(&lib, src).unwrap();
-    ok(&portcullis(&dir, &["plugin", "build"]), "plugin build (spinning)");
+    ok(
+        &portcullis(&dir, &["plugin", "build"]),
+        "plugin build (spinning)",
+    );
     let out = portcullis(&dir, &["plugin", "test", "--json", "/x"]);
     assert_eq!(out.status.code(), Some(1), "a limit breach exits 1");
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -181,8 +223,16 @@ fn rust_outbound_new_build_test() {
     let dir = new_and_build(&t.0, "stamp", "rust", "outbound");
     let run = test_requests(&dir, &["change"]);
     let r = &run["results"][0];
-    let names: Vec<&str> = r["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap()).collect();
-    assert!(names.contains(&"x-stamp") && !names.contains(&"server"), "{r:#}");
+    let names: Vec<&str> = r["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"x-stamp") && !names.contains(&"server"),
+        "{r:#}"
+    );
 }
 
 #[test]
@@ -190,7 +240,10 @@ fn rust_endpoint_new_build_test_with_a_stub_cluster() {
     let t = temp("rust-endpoint");
     let dir = new_and_build(&t.0, "summary", "rust", "endpoint");
     let run = test_requests(&dir, &["respond"]);
-    assert_eq!(run["stub_hits"]["backend"], 1, "the stub served the call: {run:#}");
+    assert_eq!(
+        run["stub_hits"]["backend"], 1,
+        "the stub served the call: {run:#}"
+    );
     let r = &run["results"][0];
     assert_eq!(r["calls"][0]["cluster"], "backend", "{r:#}");
     assert_eq!(r["calls"][0]["status"], 200, "{r:#}");
@@ -227,7 +280,10 @@ fn python_new_build_test_every_kind() {
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "unittest", "-q"]).current_dir(&dir);
     clean_env(&mut cmd);
-    ok(&cmd.output().unwrap(), "python3 -m unittest in the generated project");
+    ok(
+        &cmd.output().unwrap(),
+        "python3 -m unittest in the generated project",
+    );
     let dir = new_and_build(&t.0, "py-stamp", "python", "outbound");
     test_requests(&dir, &["change"]);
     let dir = new_and_build(&t.0, "py-summary", "python", "endpoint");
@@ -239,18 +295,42 @@ fn python_new_build_test_every_kind() {
 #[test]
 fn bad_input_is_named() {
     let t = temp("errors");
-    let out = portcullis(&t.0, &["plugin", "new", "Bad Name", "--lang", "rust", "--kind", "inbound"]);
+    let out = portcullis(
+        &t.0,
+        &[
+            "plugin", "new", "Bad Name", "--lang", "rust", "--kind", "inbound",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin name"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plugin name"),
+        "{out:?}"
+    );
     let out = portcullis(&t.0, &["plugin", "build"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin here"), "{out:?}");
-    let out = portcullis(&t.0, &["plugin", "new", "p", "--lang", "rust", "--kind", "inbound"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no plugin here"),
+        "{out:?}"
+    );
+    let out = portcullis(
+        &t.0,
+        &["plugin", "new", "p", "--lang", "rust", "--kind", "inbound"],
+    );
     ok(&out, "plugin new");
     let out = portcullis(&t.0.join("p"), &["plugin", "test", "/"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("p.wasm") && err.contains("plugin build"), "{err}");
-    let out = portcullis(&t.0, &["plugin", "new", "p", "--lang", "rust", "--kind", "inbound"]);
-    assert_eq!(out.status.code(), Some(2), "an existing project is not overwritten");
+    assert!(
+        err.contains("p.wasm") && err.contains("plugin build"),
+        "{err}"
+    );
+    let out = portcullis(
+        &t.0,
+        &["plugin", "new", "p", "--lang", "rust", "--kind", "inbound"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an existing project is not overwritten"
+    );
 }

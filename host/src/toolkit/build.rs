@@ -78,7 +78,10 @@ fn rust(p: &Located, release: bool) -> anyhow::Result<PathBuf> {
             "install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`",
         )
     })?;
-    if !Path::new(&sysroot).join("lib/rustlib/wasm32-wasip2").is_dir() {
+    if !Path::new(&sysroot)
+        .join("lib/rustlib/wasm32-wasip2")
+        .is_dir()
+    {
         eprintln!("the wasm32-wasip2 target is missing: rustup target add wasm32-wasip2");
         if probe("rustup", &["--version"], dir).is_none() {
             return Err(missing(
@@ -95,19 +98,31 @@ fn rust(p: &Located, release: bool) -> anyhow::Result<PathBuf> {
         )?;
     }
     let mut cmd = Command::new("cargo");
-    cmd.args(["build", "--target", "wasm32-wasip2", "--message-format", "json-render-diagnostics"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "build",
+        "--target",
+        "wasm32-wasip2",
+        "--message-format",
+        "json-render-diagnostics",
+    ])
+    .current_dir(dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if release {
         cmd.arg("--release");
     }
     let out = cmd
         .output()
         .map_err(|_| missing("cargo", "install Rust with rustup (https://rustup.rs)"))?;
-    anyhow::ensure!(out.status.success(), "cargo build --target wasm32-wasip2 failed");
-    wasm_artifact(&String::from_utf8_lossy(&out.stdout), &p.name.replace('-', "_"))
-        .context("cargo built no .wasm for this crate (is it a `cdylib`?)")
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo build --target wasm32-wasip2 failed"
+    );
+    wasm_artifact(
+        &String::from_utf8_lossy(&out.stdout),
+        &p.name.replace('-', "_"),
+    )
+    .context("cargo built no .wasm for this crate (is it a `cdylib`?)")
 }
 
 /// The crate's `.wasm` from cargo's JSON messages (wherever the target dir is).
@@ -129,12 +144,44 @@ fn wasm_artifact(messages: &str, crate_name: &str) -> Option<PathBuf> {
 
 // ---- JavaScript ----
 
-/// Node 20 is the oldest the JS SDK and componentize-js support.
-const MIN_NODE_MAJOR: u32 = 20;
+/// Node 18 is the oldest componentize-js 0.23 runs on; the SDK's tests use node's test runner.
+const MIN_NODE_MAJOR: u32 = 18;
+
+/// The WIT folder to build against: `.portcullis/wit` when it holds one package, else the
+/// `v0.N` folder the SDK's sources name (`portcullis:plugin/...@0.N.0`), else the newest.
+fn wit_dir(meta: &Path, sdk: &Path) -> PathBuf {
+    let wit = meta.join("wit");
+    if wit.join("worlds.wit").is_file() {
+        return wit;
+    }
+    let mut versions: Vec<String> = std::fs::read_dir(&wit)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with('v') && wit.join(n).is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    let named = versions
+        .iter()
+        .find(|v| sdk_mentions(sdk, &format!("@{}.0", &v[1..])));
+    wit.join(named.or(versions.last()).map_or("", |v| v.as_str()))
+}
+
+/// Whether a source file directly in `sdk` (or its package folder) mentions `needle`.
+fn sdk_mentions(sdk: &Path, needle: &str) -> bool {
+    let files = [sdk.join("index.js"), sdk.join("portcullis_sdk/__init__.py")];
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|t| t.contains(needle))
+}
 
 fn js(p: &Located) -> anyhow::Result<PathBuf> {
     let dir = &p.dir;
-    let how = "install Node.js 20+ with npm (Debian: apt-get install nodejs npm; or https://nodejs.org)";
+    let how =
+        "install Node.js 20+ with npm (Debian: apt-get install nodejs npm; or https://nodejs.org)";
     let v = probe("node", &["--version"], dir).ok_or_else(|| missing("node", how))?;
     let major: u32 = v
         .trim_start_matches('v')
@@ -142,66 +189,108 @@ fn js(p: &Located) -> anyhow::Result<PathBuf> {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
+    anyhow::ensure!(major >= MIN_NODE_MAJOR, "node {v} is too old: {how}");
+    let meta = dir.join(META_DIR);
+    let sdk = meta.join("sdk/js");
     anyhow::ensure!(
-        major >= MIN_NODE_MAJOR,
-        "node {v} is too old: {how}"
+        sdk.join("build.mjs").is_file(),
+        "{}: the JavaScript SDK is missing: run `portcullis plugin new --refresh --dir {}`",
+        sdk.display(),
+        dir.display()
     );
-    probe("npm", &["--version"], dir).ok_or_else(|| missing("npm", how))?;
-    if !dir.join("node_modules").is_dir() {
-        status(
-            Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund"])
-                .current_dir(dir),
-            "npm install (the registry must be reachable for componentize-js)",
-        )?;
-    }
+    js_tools(&sdk, how)?;
+    let world = p.project.as_ref().map_or("filter", |pr| pr.kind.world());
     status(
-        Command::new("npm").args(["run", "--silent", "build"]).current_dir(dir),
-        "npm run build",
+        Command::new("node")
+            .arg(sdk.join("build.mjs"))
+            .args(["--world", world, "--wit"])
+            .arg(wit_dir(&meta, &sdk))
+            .arg("-o")
+            .arg(p.wasm())
+            .arg("plugin.js")
+            .current_dir(dir),
+        "node .portcullis/sdk/js/build.mjs (componentize-js)",
     )?;
     Ok(p.wasm())
+}
+
+/// componentize-js in the SDK copy's `node_modules`: `npm ci` from its `package-lock.json`
+/// once, or a link to the `node_modules` that `PORTCULLIS_JS_NODE_MODULES` names (an install
+/// of the same lock file, shared between projects, as the tests do).
+fn js_tools(sdk: &Path, how: &str) -> anyhow::Result<()> {
+    let nm = sdk.join("node_modules");
+    if nm.join("@bytecodealliance/componentize-js").is_dir() {
+        return Ok(());
+    }
+    if let Some(shared) = std::env::var_os("PORTCULLIS_JS_NODE_MODULES") {
+        let shared = PathBuf::from(shared);
+        anyhow::ensure!(
+            shared.join("@bytecodealliance/componentize-js").is_dir(),
+            "PORTCULLIS_JS_NODE_MODULES: no componentize-js in {}",
+            shared.display()
+        );
+        let _ = std::fs::remove_dir_all(&nm);
+        std::os::unix::fs::symlink(&shared, &nm)
+            .with_context(|| format!("linking {} to {}", nm.display(), shared.display()))?;
+        return Ok(());
+    }
+    probe("npm", &["--version"], sdk).ok_or_else(|| missing("npm", how))?;
+    status(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(sdk),
+        "npm ci in .portcullis/sdk/js (componentize-js; the npm registry must be reachable)",
+    )
 }
 
 // ---- Python ----
 
 fn python(p: &Located) -> anyhow::Result<PathBuf> {
     let dir = &p.dir;
+    let meta = dir.join(META_DIR);
+    let sdk = meta.join("sdk/python");
+    anyhow::ensure!(
+        sdk.join("build.py").is_file(),
+        "{}: the Python SDK is missing: run `portcullis plugin new --refresh --dir {}`",
+        sdk.display(),
+        dir.display()
+    );
     let py = venv(dir)?;
-    let cpy = py.with_file_name("componentize-py");
-    if !cpy.is_file() {
-        let req = dir.join(META_DIR).join("sdk/python/requirements.txt");
-        let mut cmd = Command::new(&py);
-        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"]);
-        if req.is_file() {
-            cmd.arg("-r").arg(&req);
-        } else {
-            cmd.arg("componentize-py");
-        }
-        status(cmd.current_dir(dir), "pip install componentize-py (PyPI must be reachable)")?;
+    if !py.with_file_name("componentize-py").is_file() {
+        status(
+            Command::new(&py)
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r"])
+                .arg(sdk.join("requirements.txt"))
+                .current_dir(dir),
+            "pip install -r .portcullis/sdk/python/requirements.txt (componentize-py; PyPI must be reachable)",
+        )?;
     }
     let world = p.project.as_ref().map_or("filter", |pr| pr.kind.world());
-    let meta = dir.join(META_DIR);
     status(
-        Command::new(&cpy)
-            .arg("-d")
-            .arg(meta.join("wit"))
-            .args(["-w", world, "componentize", "-p", "."])
-            .arg("-p")
-            .arg(meta.join("sdk/python"))
-            .args(["app", "-o"])
+        Command::new(&py)
+            .arg(sdk.join("build.py"))
+            .args(["--world", world, "--wit"])
+            .arg(wit_dir(&meta, &sdk))
+            .arg("-o")
             .arg(p.wasm())
+            .arg(".")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .current_dir(dir),
-        "componentize-py",
+        "python .portcullis/sdk/python/build.py (componentize-py)",
     )?;
     Ok(p.wasm())
 }
 
 /// The project's virtualenv python (`.portcullis/venv`, made on first build), or the one
-/// `PORTCULLIS_PYTHON_VENV` names (a shared install, as CI uses).
+/// `PORTCULLIS_PYTHON_VENV` names (a shared install with componentize-py, as the tests use).
 fn venv(dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(v) = std::env::var_os("PORTCULLIS_PYTHON_VENV") {
         let py = PathBuf::from(v).join("bin/python3");
-        anyhow::ensure!(py.is_file(), "PORTCULLIS_PYTHON_VENV: {} not found", py.display());
+        anyhow::ensure!(
+            py.is_file(),
+            "PORTCULLIS_PYTHON_VENV: {} not found",
+            py.display()
+        );
         return Ok(py);
     }
     let v = dir.join(META_DIR).join("venv");
@@ -210,7 +299,10 @@ fn venv(dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(py);
     }
     probe("python3", &["--version"], dir).ok_or_else(|| {
-        missing("python3", "install Python 3.10+ (Debian: apt-get install python3 python3-venv)")
+        missing(
+            "python3",
+            "install Python 3.10+ (Debian: apt-get install python3 python3-venv)",
+        )
     })?;
     let out = Command::new("python3")
         .args(["-m", "venv"])

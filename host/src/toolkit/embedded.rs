@@ -67,7 +67,10 @@ fn workspace_table() -> anyhow::Result<toml::Table> {
 pub(crate) fn standalone_manifest(text: &str, ws: &toml::Table) -> anyhow::Result<String> {
     let mut m: toml::Table = toml::from_str(text)?;
     let empty = toml::Table::new();
-    let pkg_ws = ws.get("package").and_then(|v| v.as_table()).unwrap_or(&empty);
+    let pkg_ws = ws
+        .get("package")
+        .and_then(|v| v.as_table())
+        .unwrap_or(&empty);
     if let Some(pkg) = m.get_mut("package").and_then(|v| v.as_table_mut()) {
         for (key, value) in pkg.iter_mut() {
             if inherits(value) {
@@ -172,7 +175,9 @@ mod tests {
         .expect("resolved");
         let t: toml::Table = toml::from_str(&out).expect("toml");
         assert_eq!(t["package"]["version"].as_str(), Some("1.2.3"));
-        let f = t["dependencies"]["serde"]["features"].as_array().expect("features");
+        let f = t["dependencies"]["serde"]["features"]
+            .as_array()
+            .expect("features");
         assert_eq!(f.len(), 2, "{out}");
         assert_eq!(t["lints"]["clippy"]["unwrap_used"].as_str(), Some("warn"));
         let bad = standalone_manifest("[package]\nname = 'x'\nedition.workspace = true\n", &ws);

@@ -37,11 +37,11 @@ pub(crate) fn info(lang: Lang) -> LangInfo {
         },
         Lang::Js => LangInfo {
             display: "JavaScript",
-            toolchain: "npm install, then componentize-js",
+            toolchain: "componentize-js, installed once into .portcullis/sdk/js by npm ci",
             unit_test: "portcullis plugin build && npm test            # test/plugin.test.mjs, node's test runner",
             files: &[
                 ("plugin.js", "the plugin"),
-                ("package.json", "the package (the SDK from `.portcullis/sdk/js`)"),
+                ("package.json", "`npm run build`, `npm test`; the SDK as a `file:` dependency for editors"),
                 ("test/plugin.test.mjs", "unit tests that run the built plugin in the sandbox"),
             ],
             cpu_ms: 50,
@@ -53,7 +53,7 @@ pub(crate) fn info(lang: Lang) -> LangInfo {
             toolchain: "componentize-py, in a virtualenv under .portcullis/",
             unit_test: "portcullis plugin build && python3 -m unittest  # tests/test_plugin.py",
             files: &[
-                ("app.py", "the plugin"),
+                ("app.py", "the plugin (`class WitWorld`)"),
                 ("tests/test_plugin.py", "unit tests that run the built plugin in the sandbox"),
             ],
             cpu_ms: 50,
@@ -74,19 +74,79 @@ pub(crate) fn files(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)>
     match lang {
         Lang::Rust => vec![
             ("Cargo.toml", tpl!("rust/Cargo.toml")),
-            ("src/lib.rs", by_kind(kind, [tpl!("rust/inbound.rs"), tpl!("rust/outbound.rs"), tpl!("rust/endpoint.rs")])),
-            ("tests/plugin.rs", by_kind(kind, [tpl!("rust/test_inbound.rs"), tpl!("rust/test_outbound.rs"), tpl!("rust/test_endpoint.rs")])),
+            (
+                "src/lib.rs",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("rust/inbound.rs"),
+                        tpl!("rust/outbound.rs"),
+                        tpl!("rust/endpoint.rs"),
+                    ],
+                ),
+            ),
+            (
+                "tests/plugin.rs",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("rust/test_inbound.rs"),
+                        tpl!("rust/test_outbound.rs"),
+                        tpl!("rust/test_endpoint.rs"),
+                    ],
+                ),
+            ),
             (".gitignore", tpl!("rust/gitignore")),
         ],
         Lang::Js => vec![
             ("package.json", tpl!("js/package.json")),
-            ("plugin.js", by_kind(kind, [tpl!("js/inbound.js"), tpl!("js/outbound.js"), tpl!("js/endpoint.js")])),
-            ("test/plugin.test.mjs", by_kind(kind, [tpl!("js/test_inbound.mjs"), tpl!("js/test_outbound.mjs"), tpl!("js/test_endpoint.mjs")])),
+            (
+                "plugin.js",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("js/inbound.js"),
+                        tpl!("js/outbound.js"),
+                        tpl!("js/endpoint.js"),
+                    ],
+                ),
+            ),
+            (
+                "test/plugin.test.mjs",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("js/test_inbound.mjs"),
+                        tpl!("js/test_outbound.mjs"),
+                        tpl!("js/test_endpoint.mjs"),
+                    ],
+                ),
+            ),
             (".gitignore", tpl!("js/gitignore")),
         ],
         Lang::Python => vec![
-            ("app.py", by_kind(kind, [tpl!("python/inbound.py"), tpl!("python/outbound.py"), tpl!("python/endpoint.py")])),
-            ("tests/test_plugin.py", by_kind(kind, [tpl!("python/test_inbound.py"), tpl!("python/test_outbound.py"), tpl!("python/test_endpoint.py")])),
+            (
+                "app.py",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("python/inbound.py"),
+                        tpl!("python/outbound.py"),
+                        tpl!("python/endpoint.py"),
+                    ],
+                ),
+            ),
+            (
+                "tests/test_plugin.py",
+                by_kind(
+                    kind,
+                    [
+                        tpl!("python/test_inbound.py"),
+                        tpl!("python/test_outbound.py"),
+                        tpl!("python/test_endpoint.py"),
+                    ],
+                ),
+            ),
             ("tests/__init__.py", ""),
             (".gitignore", tpl!("python/gitignore")),
         ],

@@ -95,7 +95,9 @@ pub fn run(args: PluginArgs) -> ExitCode {
             refresh,
         })
         .map(|()| true),
-        PluginCmd::Build { dir, release } => build::run(build::BuildArgs { dir, release }).map(|()| true),
+        PluginCmd::Build { dir, release } => {
+            build::run(build::BuildArgs { dir, release }).map(|()| true)
+        }
         PluginCmd::Test {
             dir,
             request,
@@ -131,7 +133,8 @@ fn test_spec(
     let url = url.ok_or_else(|| {
         anyhow::anyhow!("nothing to run: give --request FILE, or a URL (with -X, -H, -d)")
     })?;
-    let mut req = serde_json::json!({ "method": method, "url": url, "body": body.unwrap_or_default() });
+    let mut req =
+        serde_json::json!({ "method": method, "url": url, "body": body.unwrap_or_default() });
     let mut h = serde_json::Map::new();
     for line in &headers {
         let (k, v) = spec::parse_header(line)?;

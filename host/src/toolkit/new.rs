@@ -47,7 +47,11 @@ fn template(lang: Lang, kind: Kind) -> Vec<File> {
         ),
         file("README.md", tpl!("common/README.md")),
     ];
-    files.extend(super::langs::files(lang, kind).into_iter().map(|(p, t)| file(p, t)));
+    files.extend(
+        super::langs::files(lang, kind)
+            .into_iter()
+            .map(|(p, t)| file(p, t)),
+    );
     files
 }
 
@@ -103,12 +107,18 @@ pub(crate) struct NewArgs {
 
 pub(crate) fn run(args: NewArgs) -> anyhow::Result<()> {
     project::check_new_name(&args.name)?;
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     if args.refresh {
         let p = project::read_project(&dir)?
             .with_context(|| format!("{}: not a project made by `plugin new`", dir.display()))?;
         let n = write_meta(&dir, &p)?;
-        println!("{}: rewrote {n} SDK and WIT files in {META_DIR}/", dir.display());
+        println!(
+            "{}: rewrote {n} SDK and WIT files in {META_DIR}/",
+            dir.display()
+        );
         return Ok(());
     }
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
@@ -172,7 +182,8 @@ fn write_meta(dir: &Path, p: &ProjectFile) -> anyhow::Result<usize> {
 
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -104,7 +104,12 @@ fn body_text(b: &Bytes) -> String {
 
 fn headers_vec(h: &http::HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -176,14 +181,23 @@ impl Outcome {
         o
     }
 
-    pub(crate) fn set_request(&mut self, parts: &http::request::Parts, st: &crate::plugin::FilterState) {
+    pub(crate) fn set_request(
+        &mut self,
+        parts: &http::request::Parts,
+        st: &crate::plugin::FilterState,
+    ) {
         self.path = Some(parts.uri.to_string());
         self.headers = headers_vec(&parts.headers);
         self.metadata = st.metadata.clone();
         self.cluster = st.cluster.clone();
     }
 
-    pub(crate) fn set_response(&mut self, status: http::StatusCode, h: &http::HeaderMap, body: Option<&Bytes>) {
+    pub(crate) fn set_response(
+        &mut self,
+        status: http::StatusCode,
+        h: &http::HeaderMap,
+        body: Option<&Bytes>,
+    ) {
         self.status = Some(status.as_u16());
         self.headers = headers_vec(h);
         self.body = body.map(body_text);
@@ -253,7 +267,10 @@ impl Outcome {
                     (true, None) => {}
                     (true, Some(g)) => bad.push(format!("header {k}: expected absent, got {g:?}")),
                     (false, Some(g)) if g == want => {}
-                    (false, g) => bad.push(format!("header {k}: expected {want:?}, got {}", opt(g.map(|g| format!("{g:?}"))))),
+                    (false, g) => bad.push(format!(
+                        "header {k}: expected {want:?}, got {}",
+                        opt(g.map(|g| format!("{g:?}")))
+                    )),
                 }
             }
             let body = self.body.as_deref().unwrap_or("");
@@ -364,14 +381,21 @@ pub(crate) fn print(run: &Run) {
             println!("  cluster: {c}");
         }
         for c in &r.calls {
-            let what = c.status.map(|s| s.to_string()).or(c.error.map(String::from));
+            let what = c
+                .status
+                .map(|s| s.to_string())
+                .or(c.error.map(String::from));
             println!("  call {} -> {} ({:.1} ms)", c.cluster, opt(what), c.ms);
         }
         if let Some(b) = r.body.as_deref().filter(|b| !b.is_empty()) {
             println!("  body: {}", b.trim_end());
         }
         if let Some(f) = &r.failure {
-            println!("  failure: {} {}", f.kind, f.detail.as_deref().unwrap_or(""));
+            println!(
+                "  failure: {} {}",
+                f.kind,
+                f.detail.as_deref().unwrap_or("")
+            );
         }
         println!(
             "  call {} µs, cpu {} µs, memory high-water {:.1} MiB",

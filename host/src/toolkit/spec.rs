@@ -125,8 +125,7 @@ impl Spec {
             "{}: {len} bytes, more than {MAX_FILE_BYTES}",
             path.display()
         );
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
         let is_toml = path.extension().is_some_and(|e| e == "toml");
         let spec = Spec::parse(&text, is_toml).with_context(|| format!("{}", path.display()))?;
         Ok(spec)
@@ -161,10 +160,13 @@ impl Spec {
             self.request.len()
         );
         for (i, r) in self.request.iter().enumerate() {
-            http::Method::from_bytes(r.method.as_bytes())
-                .map_err(|_| anyhow::anyhow!("request[{i}].method: {:?} is not a method", r.method))?;
+            http::Method::from_bytes(r.method.as_bytes()).map_err(|_| {
+                anyhow::anyhow!("request[{i}].method: {:?} is not a method", r.method)
+            })?;
             anyhow::ensure!(
-                r.url.starts_with('/') || r.url.starts_with("http://") || r.url.starts_with("https://"),
+                r.url.starts_with('/')
+                    || r.url.starts_with("http://")
+                    || r.url.starts_with("https://"),
                 "request[{i}].url: {:?} must be a path (/...) or an http(s):// URL",
                 r.url
             );
@@ -211,7 +213,10 @@ mod tests {
         for s in [&t, &j] {
             assert_eq!(s.request[0].method, "GET");
             assert_eq!(s.cluster["b"].status, 200);
-            assert_eq!(s.request[0].expect.as_ref().and_then(|e| e.status), Some(401));
+            assert_eq!(
+                s.request[0].expect.as_ref().and_then(|e| e.status),
+                Some(401)
+            );
         }
         let list = Spec::parse(r#"[{"url":"/x","method":"POST"}]"#, false).expect("array");
         assert_eq!(list.request[0].label(), "POST /x");

@@ -11,7 +11,9 @@ use crate::config::{Config, Priority};
 use crate::core::passport::Passport;
 use crate::core::trace::Trace;
 use crate::plugin::manifest::{Kind, Manifest};
-use crate::plugin::{Chain, EndpointOutcome, FilterState, InboundOutcome, OutboundOutcome, PluginRuntime};
+use crate::plugin::{
+    Chain, EndpointOutcome, FilterState, InboundOutcome, OutboundOutcome, PluginRuntime,
+};
 use crate::upstream::Upstreams;
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -97,7 +99,10 @@ fn config_text(
 ) -> String {
     let mut t = String::from("[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\n");
     for (name, s) in stubs {
-        t += &format!("[[cluster]]\nname = {name:?}\nendpoints = [\"{}\"]\n", s.addr);
+        t += &format!(
+            "[[cluster]]\nname = {name:?}\nendpoints = [\"{}\"]\n",
+            s.addr
+        );
     }
     // Routing is not exercised; the config needs a route, and the route a cluster.
     t += "[[cluster]]\nname = \"portcullis-test-upstream\"\nendpoints = [\"127.0.0.1:9\"]\n";
@@ -139,9 +144,15 @@ async fn run_all(plugin: &Located, spec: &Spec) -> anyhow::Result<Run> {
     let scratch = scratch(plugin)?;
     let wasm_bytes = std::fs::metadata(plugin.wasm())?.len();
     // Parsed once to learn the kind; the runtime parses it again, as the gateway does.
-    let probe = Config::parse(&config_text(&scratch.0, None, &stubs, None, wasm_bytes), &scratch.0)
-        .map_err(|p| anyhow::anyhow!("internal test config: {p:?}"))?;
-    let ceilings = probe.plugins.clone().context("internal test config: no [plugins]")?;
+    let probe = Config::parse(
+        &config_text(&scratch.0, None, &stubs, None, wasm_bytes),
+        &scratch.0,
+    )
+    .map_err(|p| anyhow::anyhow!("internal test config: {p:?}"))?;
+    let ceilings = probe
+        .plugins
+        .clone()
+        .context("internal test config: no [plugins]")?;
     let manifest = Manifest::parse(&manifest_text, &ceilings)
         .map_err(|why| anyhow::anyhow!("{}: {why}", plugin.manifest().display()))?;
     let endpoint = (manifest.kind == Kind::Endpoint).then_some(plugin.name.as_str());
@@ -149,7 +160,10 @@ async fn run_all(plugin: &Located, spec: &Spec) -> anyhow::Result<Run> {
     let text = config_text(&scratch.0, cache.as_deref(), &stubs, endpoint, wasm_bytes);
     let cfg = Config::parse(&text, &scratch.0)
         .map_err(|p| anyhow::anyhow!("internal test config: {p:?}"))?;
-    let plugins = cfg.plugins.clone().context("internal test config: no [plugins]")?;
+    let plugins = cfg
+        .plugins
+        .clone()
+        .context("internal test config: no [plugins]")?;
 
     let t0 = Instant::now();
     let rt = PluginRuntime::start(&plugins, &cfg.limits, cfg.http.path_policy())
@@ -173,7 +187,9 @@ async fn run_all(plugin: &Located, spec: &Spec) -> anyhow::Result<Run> {
         results.push(out);
     }
     let served = stubs.iter().map(|(k, s)| (k.clone(), s.served())).collect();
-    Ok(Run::new(plugin, &manifest, &rt, load, wasm_bytes, results, served))
+    Ok(Run::new(
+        plugin, &manifest, &rt, load, wasm_bytes, results, served,
+    ))
 }
 
 fn memory_high_water(rt: &PluginRuntime) -> u64 {
@@ -189,7 +205,10 @@ fn request_parts(r: &TestRequest) -> anyhow::Result<(http::request::Parts, Bytes
     let uri: http::Uri = r.url.parse().with_context(|| format!("url {:?}", r.url))?;
     let mut b = http::Request::builder().method(r.method.as_str()).uri(&uri);
     if !r.headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
-        b = b.header("host", uri.authority().map(|a| a.as_str()).unwrap_or("localhost"));
+        b = b.header(
+            "host",
+            uri.authority().map(|a| a.as_str()).unwrap_or("localhost"),
+        );
     }
     for (k, v) in &r.headers {
         b = b.header(k.as_str(), v.as_str());
@@ -222,12 +241,21 @@ async fn inbound(chain: &Chain, r: &TestRequest) -> anyhow::Result<Outcome> {
     }
     let body = cap.map(|_| body);
     let res = chain
-        .inbound(&mut parts, client(), Some("test"), body.as_ref(), &mut state, &mut passport)
+        .inbound(
+            &mut parts,
+            client(),
+            Some("test"),
+            body.as_ref(),
+            &mut state,
+            &mut passport,
+        )
         .await;
     let mut out = Outcome::from_passport(r, &passport);
     match res {
         InboundOutcome::Continue => out.set_request(&parts, &state),
-        InboundOutcome::Respond(resp) => out.set_response(resp.status(), resp.headers(), Some(resp.body())),
+        InboundOutcome::Respond(resp) => {
+            out.set_response(resp.status(), resp.headers(), Some(resp.body()))
+        }
         InboundOutcome::Failed(f) => out.set_failed(f.status(), f.code()),
     }
     Ok(out)
@@ -243,7 +271,15 @@ async fn outbound(chain: &Chain, r: &TestRequest) -> anyhow::Result<Outcome> {
     let mut passport = traced();
     let mut state = FilterState::default();
     let res = chain
-        .outbound(&mut parts, client(), Some("test"), &mut head, false, &mut state, &mut passport)
+        .outbound(
+            &mut parts,
+            client(),
+            Some("test"),
+            &mut head,
+            false,
+            &mut state,
+            &mut passport,
+        )
         .await;
     let mut out = Outcome::from_passport(r, &passport);
     match res {

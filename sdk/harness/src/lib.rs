@@ -68,7 +68,8 @@ impl Request {
     }
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Request {
-        self.headers.insert(name.into(), Value::String(value.into()));
+        self.headers
+            .insert(name.into(), Value::String(value.into()));
         self
     }
     /// Sets the body.
@@ -203,7 +204,13 @@ impl Harness {
     }
 
     /// Endpoints: every call to `cluster` gets this answer, from a server on 127.0.0.1.
-    pub fn stub(mut self, cluster: &str, status: u16, headers: &[(&str, &str)], body: &str) -> Harness {
+    pub fn stub(
+        mut self,
+        cluster: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Harness {
         let h: Map<String, Value> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
@@ -228,7 +235,8 @@ impl Harness {
             std::process::id(),
             unique()
         ));
-        std::fs::write(&file, spec.to_string()).map_err(|e| Error(format!("{}: {e}", file.display())))?;
+        std::fs::write(&file, spec.to_string())
+            .map_err(|e| Error(format!("{}: {e}", file.display())))?;
         let bin = std::env::var_os("PORTCULLIS_BIN").unwrap_or_else(|| "portcullis".into());
         let out = Command::new(&bin)
             .args(["plugin", "test", "--json", "--dir"])

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { runPlugin } from "portcullis-harness";
+import { runPlugin } from "../.portcullis/sdk/harness/js/index.mjs";
 
 const dir = fileURLToPath(new URL("..", import.meta.url));
 
