@@ -306,7 +306,7 @@ impl Run {
         m: &Manifest,
         rt: &PluginRuntime,
         load: Duration,
-        wasm_bytes: u64,
+        (wasm_bytes, max_upload): (u64, u64),
         results: Vec<Outcome>,
         stub_hits: BTreeMap<String, u64>,
     ) -> Run {
@@ -317,12 +317,13 @@ impl Run {
             .and_then(|v| v.as_str())
             .map(String::from);
         let mut warnings = Vec::new();
-        if wasm_bytes > 16 << 20 {
+        if wasm_bytes > max_upload {
             warnings.push(format!(
                 "{}.wasm is {:.1} MiB, more than the gateway's default [plugins] max_upload_bytes \
-                 (16 MiB): raise it in the gateway's config to load this plugin",
+                 ({:.0} MiB): raise it in the gateway's config to load this plugin",
                 plugin.name,
-                wasm_bytes as f64 / (1 << 20) as f64
+                wasm_bytes as f64 / (1 << 20) as f64,
+                max_upload as f64 / (1 << 20) as f64
             ));
         }
         Run {
