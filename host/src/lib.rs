@@ -26,6 +26,7 @@ pub(crate) mod core;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod gateway;
+pub(crate) mod h1;
 pub(crate) mod plugin;
 pub mod reload;
 pub(crate) mod request;

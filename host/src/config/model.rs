@@ -550,6 +550,18 @@ pub struct Http {
     /// Headers set on the responses that skip outbound filters: load-shed 503s and the
     /// client-header-timeout 408 (and, below them, every gateway error), without Wasm.
     pub error_headers: BTreeMap<String, String>,
+    /// Which HTTP/1.1 server serves client connections: `portcullis` (our own codec: no
+    /// buffers held by idle connections) or `hyper` (kept as a fallback).
+    pub http1_server: Http1Server,
+}
+
+/// `[http] http1_server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Server {
+    #[default]
+    Portcullis,
+    Hyper,
 }
 
 impl Default for Http {
@@ -559,6 +571,7 @@ impl Default for Http {
             merge_slashes: true,
             escaped_slashes: crate::core::identity::EscapedSlashes::Keep,
             error_headers: BTreeMap::new(),
+            http1_server: Http1Server::Portcullis,
         }
     }
 }

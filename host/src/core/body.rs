@@ -81,6 +81,8 @@ pub(crate) struct BodyError(pub(crate) &'static str);
 /// trait object: no allocation per request, and the h1/h2 path stays a direct call.
 pub enum ClientBody {
     Hyper(Incoming),
+    /// Our own HTTP/1.1 codec's body (`crate::h1`).
+    H1(crate::h1::RecvBody),
     /// Any other protocol's body (HTTP/3), boxed: those connections pay one indirection so
     /// this leaf module knows no codec.
     Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>),
@@ -98,6 +100,9 @@ impl Body for ClientBody {
             ClientBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            ClientBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
             ClientBody::Boxed(b) => b.as_mut().poll_frame(cx),
         }
     }
@@ -105,6 +110,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -112,6 +118,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
             ClientBody::Boxed(b) => b.size_hint(),
         }
     }

@@ -95,6 +95,7 @@ pub struct Services {
 pub struct HttpPolicy {
     pub path: PathPolicy,
     pub error_headers: Vec<(HeaderName, HeaderValue)>,
+    pub http1_server: config::Http1Server,
 }
 
 impl HttpPolicy {
@@ -102,6 +103,7 @@ impl HttpPolicy {
         HttpPolicy {
             path: h.path_policy(),
             error_headers: headers::parse_pairs(&h.error_headers),
+            http1_server: h.http1_server,
         }
     }
 }
@@ -182,6 +184,27 @@ pub(crate) async fn handle(
             .insert(http::header::ALT_SVC, alt.clone());
     }
     Ok(resp)
+}
+
+/// Our HTTP/1.1 codec's entry point (`crate::h1`), for one request.
+pub(crate) async fn handle_h1(
+    svc: Arc<Services>,
+    conn: Arc<ConnInfo>,
+    req: Request<crate::h1::RecvBody>,
+) -> Response<RespBody> {
+    if req
+        .extensions()
+        .get::<crate::h1::AmbiguousFraming>()
+        .is_some()
+    {
+        conn.state.flag_ambiguous_framing();
+    }
+    let mut resp = handle_any(svc, conn.clone(), req.map(ClientBody::H1)).await;
+    if let Some(alt) = &conn.alt_svc {
+        resp.headers_mut()
+            .insert(http::header::ALT_SVC, alt.clone());
+    }
+    resp
 }
 
 /// The state machine's entry point, for a request from any protocol.

@@ -25,6 +25,33 @@ use crate::upstream::Cluster;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
+
+/// The client's side of an upgrade: from hyper (HTTP/2 extended CONNECT, or HTTP/1.1 when
+/// `[http] http1_server = "hyper"`) or from our own HTTP/1.1 codec.
+pub(crate) enum ClientUpgrade {
+    Hyper(OnUpgrade),
+    Own(crate::h1::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    fn take(ext: &mut http::Extensions) -> Option<Self> {
+        if let Some(u) = ext.remove::<OnUpgrade>() {
+            return Some(ClientUpgrade::Hyper(u));
+        }
+        ext.remove::<crate::h1::OnUpgrade>().map(ClientUpgrade::Own)
+    }
+
+    /// The client's stream once the answer to the upgrade has been written.
+    async fn connection(self) -> std::io::Result<Box<dyn crate::h1::Io>> {
+        match self {
+            ClientUpgrade::Hyper(u) => match u.await {
+                Ok(up) => Ok(Box::new(TokioIo::new(up))),
+                Err(e) => Err(std::io::Error::other(e)),
+            },
+            ClientUpgrade::Own(u) => Ok(Box::new(u.get().await?)),
+        }
+    }
+}
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,7 +133,7 @@ pub(crate) fn requested(parts: &http::request::Parts) -> Option<Kind> {
 /// An upstream that switched protocols, and everything the tunnel needs.
 pub(crate) struct Upgrade {
     answered: Answered,
-    client: OnUpgrade,
+    client: ClientUpgrade,
     slot: Slot,
     kind: Kind,
 }
@@ -126,7 +153,7 @@ impl Exchange<'_> {
             .first()
             .is_some_and(|e| e.pool.connector().protocol() == UpstreamProtocol::H1);
         // hyper hands the client's connection over only where it can (not over HTTP/3).
-        let client = self.parts.extensions.remove::<OnUpgrade>();
+        let client = ClientUpgrade::take(&mut self.parts.extensions);
         let (true, Some(client)) = (h1, client) else {
             return Answer::Failed(Failure::UpgradeUnsupported);
         };
@@ -315,7 +342,7 @@ impl End {
 }
 
 struct Tunnel {
-    client: OnUpgrade,
+    client: ClientUpgrade,
     upstream: OnUpgrade,
     /// Kept open (and counted in its pool) for the tunnel's life, never pooled again.
     _upstream_conn: Conn,
@@ -332,20 +359,14 @@ impl Tunnel {
         let started = Instant::now();
         // hyper hands over both connections once the 101 is written; bounded like silence.
         let ios = tokio::time::timeout(self.idle, async {
-            let client = self.client.await?;
-            let upstream = self.upstream.await?;
-            Ok::<_, hyper::Error>((client, upstream))
+            let client = self.client.connection().await?;
+            let upstream = self.upstream.await.map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>((client, upstream))
         })
         .await;
         let (end, up, down) = match ios {
             Ok(Ok((client, upstream))) => {
-                pump(
-                    TokioIo::new(client),
-                    TokioIo::new(upstream),
-                    self.idle,
-                    &mut self.drain,
-                )
-                .await
+                pump(client, TokioIo::new(upstream), self.idle, &mut self.drain).await
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "WebSocket upgrade failed after the 101");

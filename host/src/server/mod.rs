@@ -5,6 +5,7 @@ pub(crate) mod h3;
 pub(crate) mod io;
 pub(crate) mod tls;
 
+use crate::h1;
 use crate::reload::Live;
 use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
@@ -12,7 +13,6 @@ use crate::telemetry::ListenerMetrics;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,8 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
 struct ConnSettings {
     svc: Arc<Ctx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Our HTTP/1.1 codec's settings; `None` when `[http] http1_server = "hyper"`.
+    h1: Option<Arc<h1::Settings>>,
     header_timeout: Duration,
     idle_timeout: Duration,
     response_408: Arc<[u8]>,
@@ -64,10 +66,26 @@ struct ConnSettings {
 
 impl ConnSettings {
     fn of(svc: Arc<Ctx>) -> Self {
+        let header_timeout = Duration::from_millis(svc.timeouts.client_header_ms);
+        let idle_timeout = Duration::from_millis(svc.timeouts.client_idle_ms);
+        let h1 = (svc.http.http1_server == crate::config::Http1Server::Portcullis).then(|| {
+            Arc::new(h1::Settings {
+                limits: h1::Limits {
+                    max_head_bytes: svc.limits.max_header_bytes,
+                    max_headers: svc.limits.max_headers,
+                },
+                header_timeout,
+                idle_timeout,
+                error_headers: svc.http.error_headers.clone().into(),
+                detect_h2: true,
+                read_buf_bytes: 8192,
+            })
+        });
         ConnSettings {
             builder: Arc::new(builder(&svc)),
-            header_timeout: Duration::from_millis(svc.timeouts.client_header_ms),
-            idle_timeout: Duration::from_millis(svc.timeouts.client_idle_ms),
+            h1,
+            header_timeout,
+            idle_timeout,
             response_408: io::response_408(&svc.http.error_headers),
             svc,
         }
@@ -78,7 +96,9 @@ impl ConnSettings {
 /// requests (keep-alive is turned off, h2 gets GOAWAY) for up to `[timeouts] drain_ms`.
 /// Each request runs on the services current when it starts (`Live::load`).
 pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver; a drain flips it, and `closed` resolves once the
+    // last connection has ended.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let mut settings = ConnSettings::of(live.load());
     let metrics = l.metrics.clone();
     loop {
@@ -121,7 +141,7 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
             info,
             l.tls.clone(),
             &settings,
-            graceful.watcher(),
+            drain_rx.clone(),
         );
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -133,12 +153,14 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
     }
     drop(l.tcp);
     drop(settings);
+    drop(drain_rx);
     let drain = Duration::from_millis(live.load().timeouts.drain_ms);
-    let open = graceful.count();
+    let open = drain_tx.receiver_count();
     if open > 0 {
         tracing::info!(open, "draining client connections");
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
+    let _ = drain_tx.send(true);
+    if tokio::time::timeout(drain, drain_tx.closed())
         .await
         .is_err()
     {
@@ -148,41 +170,55 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
 
 type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Runs a hyper connection until it ends; a drain asks it to shut down gracefully (no new
+/// requests, in-flight ones finish, h2 gets GOAWAY).
+async fn until_drained<C>(conn: C, mut drain: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    if !*drain.borrow() {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = drain.wait_for(|d| *d) => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
 /// One client connection: the TLS handshake (bounded by the header timeout) if the listener
-/// has TLS, then HTTP/1.1 or HTTP/2 served by hyper under the drain watcher.
+/// has TLS, then HTTP/1.1 (ours, or hyper's) or HTTP/2 (hyper's).
 fn connection(
     live: Arc<Live>,
     stream: tokio::net::TcpStream,
     info: Arc<ConnInfo>,
     tls: Option<TlsAcceptor>,
     settings: &ConnSettings,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ConnResult> + Send + 'static {
-    let builder = settings.builder.clone();
-    let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
-    let response_408 = settings.response_408.clone();
-    let (state, listener, peer) = (info.state.clone(), info.listener.clone(), info.client);
-    let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
+    let c = Conn {
+        builder: settings.builder.clone(),
+        h1: settings.h1.clone(),
+        header_timeout: settings.header_timeout,
+        idle_timeout: settings.idle_timeout,
+        response_408: settings.response_408.clone(),
+        live,
+        info,
+        drain,
+    };
     async move {
         let Some(acceptor) = tls else {
-            let io = io::ClientIo::new(
-                stream,
-                state,
-                listener,
-                header_timeout,
-                idle_timeout,
-                false,
-                response_408,
-            );
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            return watcher.watch(conn).await;
+            return c.serve(stream, false).await;
         };
         // Boxed: the TLS states are several KiB, and an unboxed branch would make every
         // plain connection's task that large too (this task lives as long as an idle
         // keep-alive connection).
         Box::pin(async move {
+            let peer = c.info.client;
+            let listener = c.info.listener.clone();
             let tls_stream =
-                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                match tokio::time::timeout(c.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
@@ -195,18 +231,69 @@ fn connection(
                     }
                 };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = io::ClientIo::new(
-                tls_stream,
-                state,
-                listener,
-                header_timeout,
-                idle_timeout,
-                h2,
-                response_408,
-            );
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            watcher.watch(conn).await
+            c.serve(tls_stream, h2).await
         })
         .await
+    }
+}
+
+/// A connection's share of the listener's settings.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    h1: Option<Arc<h1::Settings>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    response_408: Arc<[u8]>,
+    live: Arc<Live>,
+    info: Arc<ConnInfo>,
+    drain: watch::Receiver<bool>,
+}
+
+impl Conn {
+    /// Serves the stream: HTTP/2 (ALPN said so) on hyper; HTTP/1.1 on our codec, which hands
+    /// back a plaintext connection that opens with the HTTP/2 preface; or all of it on
+    /// hyper's auto-detecting server when `[http] http1_server = "hyper"`.
+    async fn serve<S>(self, stream: S, h2: bool) -> ConnResult
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1::ReadReady + Send + Unpin + 'static,
+    {
+        let Some(h1s) = self.h1.clone().filter(|_| !h2) else {
+            return self.hyper(stream, h2).await;
+        };
+        let (live, info) = (self.live.clone(), self.info.clone());
+        let handler = move |req| request::handle_h1(live.load(), info.clone(), req);
+        match h1::serve(stream, &h1s, handler, self.drain.clone()).await? {
+            h1::Outcome::H2(io) => self.hyper(io, true).await,
+            h1::Outcome::HeaderTimeout => {
+                self.info
+                    .listener
+                    .header_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            h1::Outcome::Closed | h1::Outcome::Refused | h1::Outcome::Upgraded => Ok(()),
+        }
+    }
+
+    /// hyper's server: HTTP/2, or HTTP/1.1 when it is configured to serve it.
+    async fn hyper<S>(self, stream: S, h2: bool) -> ConnResult
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (live, info) = (self.live, self.info);
+        let io = io::ClientIo::new(
+            stream,
+            info.state.clone(),
+            info.listener.clone(),
+            self.header_timeout,
+            self.idle_timeout,
+            h2,
+            self.response_408,
+        );
+        let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc);
+        until_drained(conn, self.drain).await
     }
 }
