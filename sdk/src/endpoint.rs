@@ -6,7 +6,7 @@ use std::fmt;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.2",
         world: "portcullis:plugin/endpoint",
         pub_export_macro: true,
         export_macro_name: "__export_endpoint_world",
@@ -14,10 +14,10 @@ pub mod bindings {
         runtime_path: "portcullis_sdk::__private::wit_bindgen::rt",
         type_section_suffix: "endpoint",
         with: {
-            "portcullis:plugin/types@0.1.0": crate::filter::bindings::portcullis::plugin::types,
-            "portcullis:plugin/log@0.1.0": crate::filter::bindings::portcullis::plugin::log,
-            "portcullis:plugin/metrics@0.1.0": crate::filter::bindings::portcullis::plugin::metrics,
-            "portcullis:plugin/config@0.1.0": crate::filter::bindings::portcullis::plugin::config,
+            "portcullis:plugin/types@0.2.0": crate::filter::bindings::portcullis::plugin::types,
+            "portcullis:plugin/log@0.2.0": crate::filter::bindings::portcullis::plugin::log,
+            "portcullis:plugin/metrics@0.2.0": crate::filter::bindings::portcullis::plugin::metrics,
+            "portcullis:plugin/config@0.2.0": crate::filter::bindings::portcullis::plugin::config,
         },
         additional_derives: [Clone, PartialEq],
     });
@@ -170,6 +170,9 @@ pub enum CallError {
     LimitExceeded(String),
     /// The upstream closed the connection before answering.
     UpstreamReset,
+    /// The call itself is malformed (bad method, a path not starting with `/`, an invalid
+    /// header, `timeout_ms` 0); the string says what. Retrying it unchanged fails again.
+    InvalidCall(String),
     /// The upstream answered with a non-2xx status (only from [`CallResultExt::ok_2xx`]).
     Status(u16),
     /// The body could not be decoded (only from [`Reply::json`]).
@@ -185,6 +188,7 @@ impl fmt::Display for CallError {
             CallError::UnknownCluster => f.write_str("unknown cluster"),
             CallError::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
             CallError::UpstreamReset => f.write_str("upstream reset"),
+            CallError::InvalidCall(what) => write!(f, "invalid call: {what}"),
             CallError::Status(s) => write!(f, "status {s}"),
             CallError::BadBody(e) => write!(f, "bad body: {e}"),
         }
@@ -202,6 +206,7 @@ impl From<wit::CallError> for CallError {
             wit::CallError::UnknownCluster => CallError::UnknownCluster,
             wit::CallError::LimitExceeded(s) => CallError::LimitExceeded(s),
             wit::CallError::UpstreamReset => CallError::UpstreamReset,
+            wit::CallError::InvalidCall(s) => CallError::InvalidCall(s),
         }
     }
 }

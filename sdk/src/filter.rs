@@ -5,7 +5,7 @@ use crate::types::{InboundAction, OutboundAction, RequestView, ResponseView};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.2",
         world: "portcullis:plugin/filter",
         pub_export_macro: true,
         export_macro_name: "__export_filter_world",
@@ -28,16 +28,17 @@ pub trait Filter {
     /// `req` is a view: each accessor (`req.header("x")`, `req.path()`) is one host call
     /// that copies just that field, so read what you need once and keep it in a local.
     ///
-    /// Return [`InboundAction::Continue`], [`InboundAction::Modify`] (see [`crate::Changes`]),
-    /// [`InboundAction::Respond`] (see [`crate::respond`]) or [`InboundAction::Reject`]
-    /// (see [`crate::reject`]).
+    /// Return [`InboundAction::Continue`], [`InboundAction::Modify`] (see
+    /// [`crate::RequestEdit`]), [`InboundAction::Respond`] (see [`crate::respond`]) or
+    /// [`InboundAction::Reject`] (see [`crate::reject`], [`crate::reject_with`]).
     fn on_request(req: &RequestView) -> InboundAction {
         let _ = req;
         InboundAction::Continue
     }
 
     /// `kind = "outbound"`: runs on the response head before it is sent. The default
-    /// continues unchanged.
+    /// continues unchanged. Return [`OutboundAction::Continue`] or
+    /// [`OutboundAction::Modify`] (see [`crate::ResponseEdit`]).
     fn on_response(req: &RequestView, resp: &ResponseView) -> OutboundAction {
         let _ = (req, resp);
         OutboundAction::Continue

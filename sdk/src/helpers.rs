@@ -1,9 +1,6 @@
 //! Small conveniences over the generated types and host imports.
 
-use crate::types::{
-    Header, InboundAction, Priority, Rejection, Request, RequestChanges, RequestView, Response,
-    ResponseChanges,
-};
+use crate::types::{Header, InboundAction, Rejection, Request, RequestView, Response};
 
 pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers
@@ -98,153 +95,31 @@ pub fn respond(status: u16, body: &str) -> InboundAction {
     })
 }
 
-/// Rejects the request with `status` and `reason` (the gateway adds
-/// `portcullis-error: plugin-rejected`).
+/// Rejects the request with `status` (400-599) and `reason`: the gateway answers `reason` as
+/// a `text/plain` body with `portcullis-error: plugin-rejected`, and records the request as
+/// rejected by this plugin.
 pub fn reject(status: u16, reason: &str) -> InboundAction {
+    reject_with(status, reason, &[])
+}
+
+/// [`reject`] with headers on the answer (new in WIT 0.2.0), e.g. `www-authenticate` on a
+/// 401 or `retry-after` on a 429:
+///
+/// ```text
+/// reject_with(401, "missing API key", &[("www-authenticate", "Bearer")])
+/// ```
+///
+/// `portcullis-error`, `content-type` and framing headers are the gateway's: naming one counts
+/// as the plugin's `bad-output`, and the request is still rejected, without the headers.
+pub fn reject_with(status: u16, reason: &str, headers: &[(&str, &str)]) -> InboundAction {
     InboundAction::Reject(Rejection {
         status,
         reason: reason.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
     })
-}
-
-/// Builder for request or response changes.
-///
-/// ```text
-/// Changes::new().set_header("x-canary", "1").cluster("api-canary").inbound()
-/// ```
-#[derive(Debug, Default, Clone)]
-pub struct Changes {
-    set: Vec<Header>,
-    remove: Vec<String>,
-    path: Option<String>,
-    cluster: Option<String>,
-    priority: Option<Priority>,
-    metadata: Vec<(String, String)>,
-    status: Option<u16>,
-}
-
-impl Changes {
-    /// No changes yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets a header, replacing any value it had.
-    pub fn set_header(mut self, name: &str, value: &str) -> Self {
-        self.set
-            .push((name.to_ascii_lowercase(), value.to_string()));
-        self
-    }
-    /// Removes a header.
-    pub fn remove_header(mut self, name: &str) -> Self {
-        self.remove.push(name.to_ascii_lowercase());
-        self
-    }
-    /// Rewrites the path and query (normalized by the gateway before routing).
-    pub fn path(mut self, path_and_query: &str) -> Self {
-        self.path = Some(path_and_query.to_string());
-        self
-    }
-    /// Sends the request to this cluster instead of the route's.
-    pub fn cluster(mut self, name: &str) -> Self {
-        self.cluster = Some(name.to_string());
-        self
-    }
-    /// Sets the shedding class.
-    pub fn priority(mut self, p: Priority) -> Self {
-        self.priority = Some(p);
-        self
-    }
-    /// Sets metadata later filters and the endpoint can read.
-    pub fn meta(mut self, key: &str, value: &str) -> Self {
-        self.metadata.push((key.to_string(), value.to_string()));
-        self
-    }
-    /// Outbound only: replace the response status.
-    pub fn status(mut self, status: u16) -> Self {
-        self.status = Some(status);
-        self
-    }
-    /// Whether no change was asked for.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-            && self.remove.is_empty()
-            && self.path.is_none()
-            && self.cluster.is_none()
-            && self.priority.is_none()
-            && self.metadata.is_empty()
-            && self.status.is_none()
-    }
-    /// As an inbound action (`Continue` when empty).
-    pub fn inbound(self) -> InboundAction {
-        if self.is_empty() {
-            return InboundAction::Continue;
-        }
-        InboundAction::Modify(RequestChanges {
-            set_headers: self.set,
-            remove_headers: self.remove,
-            path: self.path,
-            cluster: self.cluster,
-            priority: self.priority,
-            metadata: self.metadata,
-        })
-    }
-    /// As an outbound action (`Continue` when empty).
-    pub fn outbound(self) -> crate::OutboundAction {
-        if self.is_empty() {
-            return crate::OutboundAction::Continue;
-        }
-        crate::OutboundAction::Modify(ResponseChanges {
-            status: self.status,
-            set_headers: self.set,
-            remove_headers: self.remove,
-        })
-    }
-}
-
-/// The manifest's `[config]` table.
-///
-/// The table is fetched from the host once per instance and kept: it cannot change while an
-/// instance lives (a new manifest is a new plugin version with new instances), and the
-/// gateway reuses instances across calls, so later calls read it without a host call.
-pub mod config {
-    use crate::filter::bindings::portcullis::plugin::config as wit;
-    use serde_json::{Map, Value};
-    use std::sync::OnceLock;
-
-    static TABLE: OnceLock<Map<String, Value>> = OnceLock::new();
-
-    fn table() -> &'static Map<String, Value> {
-        TABLE.get_or_init(|| match serde_json::from_str(&wit::all()) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        })
-    }
-
-    /// String value of `key` (non-strings as JSON text).
-    pub fn get(key: &str) -> Option<String> {
-        table().get(key).map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-    }
-    /// String value of `key`, or `default`.
-    pub fn get_or(key: &str, default: &str) -> String {
-        get(key).unwrap_or_else(|| default.to_string())
-    }
-    /// `key` as `T`: tables, arrays, numbers and booleans as they are; a string is first
-    /// read as JSON text (so `"5"` parses as a number), then as a plain string.
-    pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
-        match table().get(key)? {
-            Value::String(s) => serde_json::from_str(s)
-                .ok()
-                .or_else(|| T::deserialize(&Value::String(s.clone())).ok()),
-            v => T::deserialize(v).ok(),
-        }
-    }
-    /// The whole table as JSON.
-    pub fn all() -> Value {
-        Value::Object(table().clone())
-    }
 }
 
 /// Logging into the gateway's log (tagged with the plugin's name, rate-limited).

@@ -11,36 +11,53 @@
 //! ```text
 //! use portcullis_sdk::prelude::*;
 //!
+//! #[derive(serde::Deserialize)]
+//! struct Settings { greeting: String }
+//! static CONFIG: Config<Settings> = Config::new();
+//!
 //! struct Hello;
 //! impl Filter for Hello {
 //!     fn on_request(req: &RequestView) -> InboundAction {
 //!         if req.header("x-hello").is_some() {
-//!             return respond(200, "hi\n");
+//!             return respond(200, &CONFIG.get().greeting);
 //!         }
-//!         InboundAction::Continue
+//!         if req.header("authorization").is_none() {
+//!             return reject_with(401, "who are you?", &[("www-authenticate", "Bearer")]);
+//!         }
+//!         RequestEdit::new().set_header("x-hello-seen", "1").action()
 //!     }
 //! }
 //! export_filter!(Hello);
 //! ```
 //!
-//! The full contract (when each function runs, what it may do, what its return means) is in
+//! The pieces: [`Config`] (the manifest's `[config]`, typed, parsed once per instance),
+//! [`RequestEdit`] / [`ResponseEdit`] (what an inbound / outbound filter changes),
+//! [`respond`], [`reject`], [`reject_with`], [`fetch`] / [`fetch_all`] (endpoints), [`log`]
+//! and [`metrics`].
+//!
+//! This SDK targets `portcullis:plugin@0.2.0` (`wit/v0.2`). The full contract (when each function runs, what it may do, what its return means) is in
 //! the WIT files under `wit/`; the plugin-author guide is `docs/plugins.md`.
 
 #![warn(missing_docs)]
 
 extern crate self as portcullis_sdk;
 
+mod changes;
+pub mod config;
 pub mod endpoint;
 pub mod filter;
 mod helpers;
 pub mod json;
 
+pub use changes::{RequestEdit, ResponseEdit};
+pub use config::Config;
 pub use endpoint::{fetch, fetch_all, Call, CallError, Endpoint, Reply};
 pub use filter::Filter;
-pub use helpers::{config, log, metrics, reject, respond, Changes};
+pub use helpers::{log, metrics, reject, reject_with, respond};
 pub use types::*;
 
-/// The shared WIT types (`portcullis:plugin/types`), generated once and used by both worlds.
+/// The shared WIT types (`portcullis:plugin/types@0.2.0`), generated once and used by both
+/// worlds.
 pub mod types {
     pub use crate::filter::bindings::portcullis::plugin::types::*;
 }
@@ -48,9 +65,9 @@ pub mod types {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        config, export_endpoint, export_filter, fetch, fetch_all, log, metrics, reject, respond,
-        Call, CallError, Changes, Endpoint, Filter, Header, InboundAction, OutboundAction,
-        Priority, Reply, Request, RequestChanges, RequestView, Response, ResponseChanges,
+        config, export_endpoint, export_filter, fetch, fetch_all, log, metrics, reject,
+        reject_with, respond, Call, CallError, Config, Endpoint, Filter, Header, InboundAction,
+        OutboundAction, Priority, Reply, Request, RequestEdit, RequestView, Response, ResponseEdit,
         ResponseView,
     };
 }

@@ -22,7 +22,7 @@ async fn env(plugins: &[(&str, &str, &str)]) -> Env {
         install_plugin(&dir, name, krate, manifest);
     }
     let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\nslow_request_ms = 0\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\
          [[cluster]]\nname = \"main\"\nendpoints = [\"{}\"]\n[[cluster]]\nname = \"canary\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"main\"\n[plugins]\ndir = \"{}\"\n",
         main.addr,
@@ -83,11 +83,27 @@ async fn api_key_auth_rejects_missing_and_wrong_keys_and_sets_the_principal() {
         "kind = \"inbound\"\n[config]\nmode = \"api_key\"\nkeys = { team-a = \"k-aaa\", team-b = \"k-bbb\" }\n",
     )])
     .await;
-    let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[])).await;
+    let (p, b) = send(e.addr, req(e.addr, "GET", "/x", &[])).await;
     assert_eq!(p.status, 401);
     assert_eq!(header(&p, "www-authenticate"), "Bearer");
+    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
+    assert_eq!(&b[..], b"unauthorized: missing API key\n");
+    // A rejection (WIT 0.2.0, with its header), not an answer: the passport (every one is
+    // kept: `slow_request_ms = 0`) says so.
+    let admin = e.gw.admin_addr();
+    let (_, pp) = send(admin, get(admin, "/admin/passports")).await;
+    let pp: serde_json::Value = serde_json::from_slice(&pp).expect("passports");
+    let states: Vec<&str> = pp[0]["states"]
+        .as_array()
+        .expect("states")
+        .iter()
+        .filter_map(|s| s["state"].as_str())
+        .collect();
+    assert!(states.contains(&"PLUGIN_REJECTED"), "{states:?}");
+    assert!(!states.contains(&"PLUGIN_RESPONDED"), "{states:?}");
     let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[("x-api-key", "k-zzz")])).await;
     assert_eq!(p.status, 401);
+    assert_eq!(header(&p, "www-authenticate"), "Bearer");
     // A forged principal header is replaced.
     let (p, b) = send(
         e.addr,

@@ -277,3 +277,46 @@ cluster = "a"
     assert_eq!(p.status, 200, "the connection is back in the pool");
     gw.shutdown().await;
 }
+
+/// A client that asks for a large response and then reads nothing is cut off after
+/// `client_write_idle_ms`: it cannot pin a connection, an upstream connection and their
+/// buffers for as long as the upstream is willing to send.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_at_client_write_idle_ms() {
+    let a = Upstream::start("a").await;
+    let cfg = basic_config(&[("a", a.addr)], "[timeouts]\nclient_write_idle_ms = 400\n");
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").unwrap();
+    let total: u64 = 256 << 20;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /a/download/{total} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read nothing for well past the write timeout; the socket buffers fill meanwhile.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Then read what was sent before the gateway gave up: the stream must end, far short
+    // of the whole body (a gateway without the timeout would resume and send all of it).
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open ({got} bytes read)"
+    );
+    assert!(
+        got < total / 4,
+        "{got} of {total} bytes arrived: the gateway kept writing to a client that stopped reading"
+    );
+    // And the gateway serves on.
+    let (p, _) = send(addr, get(addr, "/a/echo")).await;
+    assert_eq!(p.status, 200);
+    gw.shutdown().await;
+}

@@ -477,6 +477,8 @@ pub struct Timeouts {
     pub client_body_idle_ms: u64,
     /// Idle keep-alive connection from a client is closed after this.
     pub client_idle_ms: u64,
+    /// A client that takes no response bytes for this long is cut off (HTTP/1.1).
+    pub client_write_idle_ms: u64,
     /// TCP connect to an upstream (504 connect-timeout).
     pub connect_ms: u64,
     /// From request sent to upstream response head (504 upstream-timeout).
@@ -498,6 +500,7 @@ impl Default for Timeouts {
             client_header_ms: 10_000,
             client_body_idle_ms: 30_000,
             client_idle_ms: 60_000,
+            client_write_idle_ms: 30_000,
             connect_ms: 1_000,
             upstream_headers_ms: 15_000,
             upstream_body_idle_ms: 30_000,

@@ -282,6 +282,7 @@ fn globals(cfg: &Config, p: &mut impl FnMut(String, String)) {
         ("timeouts.client_header_ms", t.client_header_ms),
         ("timeouts.client_body_idle_ms", t.client_body_idle_ms),
         ("timeouts.client_idle_ms", t.client_idle_ms),
+        ("timeouts.client_write_idle_ms", t.client_write_idle_ms),
         ("timeouts.connect_ms", t.connect_ms),
         ("timeouts.upstream_headers_ms", t.upstream_headers_ms),
         ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),

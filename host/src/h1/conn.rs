@@ -215,7 +215,7 @@ where
     loop {
         tokio::select! {
             biased;
-            r = w.step(&mut wr, rbody.as_mut()) => if r? { break },
+            r = w.step(&mut wr, rbody.as_mut(), s.write_idle_timeout) => if r? { break },
             r = feed.step(&mut rd, None), if feed.active() => r?,
         }
     }
@@ -297,7 +297,8 @@ impl Feed {
                         DecodeError::Malformed(why) => why,
                         DecodeError::TrailersTooLarge => "trailers too large",
                     }));
-                    return Ok(self.break_off());
+                    self.break_off();
+                    return Ok(());
                 }
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
@@ -306,12 +307,14 @@ impl Feed {
             match rd.read_buf(&mut self.buf).await {
                 Ok(0) => {
                     tx.fail(BodyError::Incomplete);
-                    return Ok(self.break_off());
+                    self.break_off();
+                    return Ok(());
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tx.fail(BodyError::Io(e));
-                    return Ok(self.break_off());
+                    self.break_off();
+                    return Ok(());
                 }
             }
         }
@@ -354,13 +357,19 @@ impl Writer {
         &mut self,
         wr: &mut WriteHalf<I>,
         mut body: std::pin::Pin<&mut B>,
+        write_idle: std::time::Duration,
     ) -> io::Result<bool>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
         if self.pending() {
-            self.write_some(wr).await?;
+            // A client that stopped reading: bounded here, not by the upstream's patience.
+            tokio::time::timeout(write_idle, self.write_some(wr))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "client write idle timeout")
+                })??;
             return Ok(false);
         }
         self.out.clear();

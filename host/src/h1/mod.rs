@@ -43,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) header_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed quietly.
     pub(crate) idle_timeout: Duration,
+    /// A response write that makes no progress for this long ends the connection.
+    pub(crate) write_idle_timeout: Duration,
     /// Headers on the codec's own error responses (`[http] error_headers`).
     pub(crate) error_headers: Arc<[(HeaderName, HeaderValue)]>,
     /// Hand a connection that opens with the HTTP/2 preface back to the caller (h2c).

@@ -34,6 +34,7 @@ fn settings() -> Settings {
         },
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
+        write_idle_timeout: Duration::from_secs(1),
         error_headers: Arc::from(Vec::new()),
         detect_h2: false,
         read_buf_bytes: 8192,

@@ -25,6 +25,8 @@ struct PluginView {
     name: String,
     state: &'static str,
     version: Option<String>,
+    /// The WIT version the component targets, e.g. `0.2.0`.
+    wit: Option<&'static str>,
     kind: Option<&'static str>,
     order: Option<i32>,
     failure: Option<&'static str>,
@@ -78,6 +80,7 @@ fn list(reg: &Registry) -> Vec<PluginView> {
                     (false, _, _) => "failed",
                 },
                 version: p.map(|p| p.version.clone()),
+                wit: p.map(|p| p.pre.version()),
                 kind: p.map(|p| p.kind().as_str()),
                 order: p.map(|p| p.manifest.order),
                 failure: p.map(|p| match p.manifest.failure {

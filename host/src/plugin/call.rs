@@ -1,12 +1,13 @@
 //! One plugin, loaded: its compiled, pre-linked component, its idle instances, and the code
 //! that calls it under its limits and classifies whatever goes wrong.
 
-use super::bindings::{endpoint, filter, types};
+use super::api;
 use super::engine::{IdleSlot, Stdio, StoreData, WasmHost, STDIO_CAPACITY};
 use super::manifest::{Kind, Manifest};
 use super::stats::{FailureKind, PluginStats, QuarantinePolicy};
 use super::upstream::FanoutCtx;
-use super::view::{self, ReqData, RespData};
+use super::versions::{Instance, Pre};
+use super::view::{ReqData, RespData};
 use crate::routing::Matcher;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -14,20 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use wasmtime::Store;
-
-/// The typed, pre-linked component. Building it type-checks the component's exports against
-/// the world its manifest names, so a mismatch is a load error, never a request-time one.
-#[derive(Clone)]
-pub enum Pre {
-    Filter(filter::FilterPre<StoreData>),
-    Endpoint(endpoint::EndpointPre<StoreData>),
-}
-
-/// A live instance of either world.
-pub(super) enum Instance {
-    Filter(filter::Filter),
-    Endpoint(endpoint::Endpoint),
-}
 
 pub struct Plugin {
     pub name: Arc<str>,
@@ -100,7 +87,7 @@ impl Warm {
             // Boxed: instantiation is rare (a new or retired instance) and its future is
             // large; inline, every call's future (moved into a box per request by the proxy)
             // would carry it.
-            *instance = Some(Box::pin(instantiate(pre, store)).await?);
+            *instance = Some(Box::pin(pre.instantiate(store)).await?);
         }
         self.calls += 1;
         match instance {
@@ -128,13 +115,6 @@ impl Warm {
     fn pipes_have_room(&self) -> bool {
         self.stdout_seen.max(self.stderr_seen) <= STDIO_CAPACITY / 2
     }
-}
-
-async fn instantiate(pre: &Pre, store: &mut Store<StoreData>) -> wasmtime::Result<Instance> {
-    Ok(match pre {
-        Pre::Filter(p) => Instance::Filter(p.instantiate_async(store).await?),
-        Pre::Endpoint(p) => Instance::Endpoint(p.instantiate_async(store).await?),
-    })
 }
 
 impl Plugin {
@@ -300,19 +280,12 @@ impl Plugin {
         host: &WasmHost,
         policy: &QuarantinePolicy,
         req: &mut ReqData,
-    ) -> Result<types::InboundAction, CallFail> {
-        if !matches!(self.pre, Pre::Filter(_)) {
+    ) -> Result<api::InboundAction, CallFail> {
+        if !self.pre.is_filter() {
             return Err(not_a(Kind::Inbound));
         }
         self.invoke(host, policy, None, Some(req), None, |store, inst| {
-            Box::pin(async move {
-                match inst {
-                    Instance::Filter(i) => {
-                        i.call_on_request(&mut *store, view::request_handle()).await
-                    }
-                    Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
-                }
-            })
+            Box::pin(inst.on_request(store))
         })
         .await
     }
@@ -324,20 +297,12 @@ impl Plugin {
         policy: &QuarantinePolicy,
         req: &mut ReqData,
         resp: &mut RespData,
-    ) -> Result<types::OutboundAction, CallFail> {
-        if !matches!(self.pre, Pre::Filter(_)) {
+    ) -> Result<api::OutboundAction, CallFail> {
+        if !self.pre.is_filter() {
             return Err(not_a(Kind::Outbound));
         }
         self.invoke(host, policy, None, Some(req), Some(resp), |store, inst| {
-            Box::pin(async move {
-                match inst {
-                    Instance::Filter(i) => {
-                        let (rq, rs) = (view::request_handle(), view::response_handle());
-                        i.call_on_response(&mut *store, rq, rs).await
-                    }
-                    Instance::Endpoint(_) => Err(wasmtime::Error::msg("not a filter")),
-                }
-            })
+            Box::pin(inst.on_response(store))
         })
         .await
     }
@@ -347,12 +312,12 @@ impl Plugin {
         &self,
         host: &WasmHost,
         policy: &QuarantinePolicy,
-        req: types::Request,
+        req: api::Request,
         fanout: FanoutCtx,
-    ) -> Result<(types::Response, FanoutCtx), CallFail> {
-        let Pre::Endpoint(_) = &self.pre else {
+    ) -> Result<(api::Response, FanoutCtx), CallFail> {
+        if self.pre.is_filter() {
             return Err(not_a(Kind::Endpoint));
-        };
+        }
         self.invoke(
             host,
             policy,
@@ -361,10 +326,7 @@ impl Plugin {
             None,
             move |store, inst| {
                 Box::pin(async move {
-                    let resp = match inst {
-                        Instance::Endpoint(i) => i.call_handle(&mut *store, &req).await?,
-                        Instance::Filter(_) => return Err(wasmtime::Error::msg("not an endpoint")),
-                    };
+                    let resp = inst.handle(&mut *store, req).await?;
                     let fanout = store
                         .data_mut()
                         .fanout
@@ -384,7 +346,7 @@ impl Plugin {
         let mut warm = Warm::new(host, &self.manifest, &self.stats);
         StoreData::arm(&mut warm.store, None);
         let fut = async {
-            warm.instance = Some(instantiate(&self.pre, &mut warm.store).await?);
+            warm.instance = Some(self.pre.instantiate(&mut warm.store).await?);
             wasmtime::Result::Ok(())
         };
         let running = host.ticker.enter();

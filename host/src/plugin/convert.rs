@@ -3,10 +3,9 @@
 //! gateway's `[limits]`, statuses must be real. Invalid output is a plugin failure
 //! (`bad-output`), never a panic and never a malformed message on the wire.
 
-use super::bindings::types;
+use super::api;
 use super::view::RespData;
 use super::{FilterState, OutputLimits};
-use crate::config::Priority;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use std::net::SocketAddr;
 const MAX_METADATA: usize = 64;
 const MAX_METADATA_LEN: usize = 1024;
 
-pub(super) fn headers_to_wit(h: &HeaderMap) -> Vec<types::Header> {
+pub(super) fn headers_to_wit(h: &HeaderMap) -> Vec<api::Header> {
     h.iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
@@ -27,8 +26,8 @@ pub(super) fn request(
     route: Option<&str>,
     body: Option<&Bytes>,
     state: &FilterState,
-) -> types::Request {
-    types::Request {
+) -> api::Request {
+    api::Request {
         method: parts.method.as_str().to_string(),
         path: parts
             .uri
@@ -59,7 +58,7 @@ fn header_pair(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
 /// `transfer-encoding` would make the head disagree with the body the gateway frames (found
 /// by `plugin::fuzz`), and the hop-by-hop ones are removed at the boundary anyway. A change
 /// that names one is the filter's `bad-output`, so its author hears about it.
-fn refuse_framing(set: &[types::Header], remove: &[String]) -> Result<(), String> {
+fn refuse_framing(set: &[api::Header], remove: &[String]) -> Result<(), String> {
     const GATEWAY_OWNED: [&str; 8] = [
         "content-length",
         "transfer-encoding",
@@ -97,7 +96,7 @@ fn truncate(s: &str) -> &str {
 fn edit_headers(
     h: &mut HeaderMap,
     remove: Vec<String>,
-    set: Vec<types::Header>,
+    set: Vec<api::Header>,
     limits: &OutputLimits,
 ) -> Result<(), String> {
     if set.len() > limits.max_headers || remove.len() > limits.max_headers {
@@ -155,7 +154,7 @@ pub(super) fn apply_request(
     parts: &mut http::request::Parts,
     metadata: &mut Vec<(String, String)>,
     state: &mut FilterState,
-    ch: types::RequestChanges,
+    ch: api::RequestChanges,
     limits: &OutputLimits,
 ) -> Result<(), String> {
     // Validate everything before changing anything: a bad change leaves the request as it was.
@@ -211,11 +210,7 @@ pub(super) fn apply_request(
         state.cluster = Some(c);
     }
     if let Some(p) = ch.priority {
-        state.priority = Some(match p {
-            types::Priority::Critical => Priority::Critical,
-            types::Priority::Normal => Priority::Normal,
-            types::Priority::Sheddable => Priority::Sheddable,
-        });
+        state.priority = Some(p);
     }
     metadata.extend(ch.metadata);
     Ok(())
@@ -224,7 +219,7 @@ pub(super) fn apply_request(
 /// Applies an outbound filter's changes to the response head, all or nothing.
 pub(super) fn apply_response(
     head: &mut RespData,
-    ch: types::ResponseChanges,
+    ch: api::ResponseChanges,
     limits: &OutputLimits,
 ) -> Result<(), String> {
     let status = match ch.status {
@@ -247,10 +242,7 @@ fn valid_status(s: u16) -> Result<StatusCode, String> {
 }
 
 /// A complete response produced by a plugin (`respond`, or an endpoint's result).
-pub(super) fn response(
-    r: types::Response,
-    limits: &OutputLimits,
-) -> Result<Response<Bytes>, String> {
+pub(super) fn response(r: api::Response, limits: &OutputLimits) -> Result<Response<Bytes>, String> {
     let status = valid_status(r.status)?;
     if r.body.len() > limits.max_body_bytes {
         return Err(format!(
@@ -270,7 +262,10 @@ pub(super) fn response(
     Ok(resp)
 }
 
-pub(super) fn rejection(rj: types::Rejection) -> Response<Bytes> {
+/// The gateway's answer to a `reject`: `reason` as a `text/plain` body, stamped
+/// `portcullis-error: plugin-rejected`. The rejection's own headers (WIT 0.2.0) are added by
+/// [`rejection_headers`].
+pub(super) fn rejection(rj: &api::Rejection) -> Response<Bytes> {
     let status = match StatusCode::from_u16(rj.status) {
         Ok(s) if (400..=599).contains(&rj.status) => s,
         _ => StatusCode::FORBIDDEN,
@@ -295,6 +290,34 @@ pub(super) fn rejection(rj: types::Rejection) -> Response<Bytes> {
     resp
 }
 
+/// Adds a rejection's headers to its answer, all or nothing, checked like a response's. The
+/// stamp and the content type are the gateway's: naming one, or a framing header, is the
+/// filter's bad output (and the answer keeps none of the headers).
+pub(super) fn rejection_headers(
+    resp: &mut Response<Bytes>,
+    headers: Vec<api::Header>,
+    limits: &OutputLimits,
+) -> Result<(), String> {
+    if headers.is_empty() {
+        return Ok(());
+    }
+    refuse_framing(&headers, &[])?;
+    let owned = [
+        crate::core::headers::PORTCULLIS_ERROR.as_str(),
+        http::header::CONTENT_TYPE.as_str(),
+    ];
+    if let Some((n, _)) = headers
+        .iter()
+        .find(|(n, _)| owned.iter().any(|o| o.eq_ignore_ascii_case(n)))
+    {
+        return Err(format!(
+            "rejection header `{}` is the gateway's",
+            truncate(n)
+        ));
+    }
+    edit_headers(resp.headers_mut(), Vec::new(), headers, limits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,8 +337,8 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    fn set(pairs: &[(&str, &str)]) -> types::RequestChanges {
-        types::RequestChanges {
+    fn set(pairs: &[(&str, &str)]) -> api::RequestChanges {
+        api::RequestChanges {
             set_headers: pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -410,5 +433,55 @@ mod tests {
         assert!(apply_request(&mut p, &mut meta, &mut st, ch, &LIMITS).is_err());
         assert_eq!(names(&p), vec!["a=1"]);
         assert!(meta.is_empty());
+    }
+
+    fn rejected(headers: &[(&str, &str)]) -> Result<Response<Bytes>, String> {
+        let rj = api::Rejection {
+            status: 401,
+            reason: "no\u{7}pe".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut resp = rejection(&rj);
+        rejection_headers(&mut resp, rj.headers, &LIMITS)?;
+        Ok(resp)
+    }
+
+    /// WIT 0.2.0: a rejection's own headers are sent next to the gateway's stamp.
+    #[test]
+    fn a_rejection_carries_its_headers_and_the_gateways_stamp() {
+        let r = rejected(&[("www-authenticate", "Bearer")]).unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_eq!(r.headers()["portcullis-error"], "plugin-rejected");
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(&r.body()[..], b"nope\n", "control characters dropped");
+        let r = rejected(&[]).unwrap();
+        assert_eq!(r.headers().len(), 2, "a 0.1.0 rejection: the stamp alone");
+    }
+
+    #[test]
+    fn a_rejection_cannot_set_the_gateways_headers() {
+        for bad in [
+            ("portcullis-error", "none"),
+            ("Content-Type", "text/html"),
+            ("content-length", "1"),
+            ("bad name", "v"),
+        ] {
+            let err = rejected(&[bad]).unwrap_err();
+            assert!(!err.is_empty(), "{bad:?}");
+            // What the chain answers then: the refusal, without the refused headers.
+            let rj = api::Rejection {
+                status: 401,
+                reason: "no".into(),
+                headers: vec![(bad.0.to_string(), bad.1.to_string())],
+            };
+            let mut resp = rejection(&rj);
+            assert!(rejection_headers(&mut resp, rj.headers, &LIMITS).is_err());
+            assert_eq!(resp.headers().len(), 2, "{bad:?}: unchanged");
+            assert_eq!(resp.headers()["portcullis-error"], "plugin-rejected");
+        }
     }
 }

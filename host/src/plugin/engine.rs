@@ -15,7 +15,6 @@
 //!   one plugin (see `call.rs` for why); `reuse_instance = false` in a manifest gives every
 //!   call a fresh one.
 
-use super::bindings::{filter, types, upstream};
 use super::manifest::Manifest;
 use super::stats::PluginStats;
 use super::ticker::Ticker;
@@ -25,7 +24,7 @@ use crate::config;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -83,10 +82,8 @@ impl WasmHost {
 
         let mut linker: Linker<StoreData> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
-        filter::Filter::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(wasm_err)?;
-        upstream::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(wasm_err)?;
+        // Every served WIT version's imports (`versions`): one linker serves them all.
+        super::versions::add_to_linker(&mut linker).map_err(wasm_err)?;
 
         let tick = Duration::from_millis(cfg.epoch_tick_ms.max(1));
         let ticker = Ticker::start(engine.weak(), tick)?;
@@ -262,33 +259,8 @@ impl wasmtime::ResourceLimiter for MemLimiter {
     }
 }
 
-// ---- host imports: log, metrics, config ----
-
-impl types::Host for StoreData {}
-
-impl filter::portcullis::plugin::log::Host for StoreData {
-    fn log(&mut self, level: filter::portcullis::plugin::log::Level, message: String) {
-        self.stats.guest_log(level, &message);
-    }
-}
-
-impl filter::portcullis::plugin::metrics::Host for StoreData {
-    fn counter_add(&mut self, name: String, value: u64) {
-        self.stats.guest_counter(&name, value);
-    }
-    fn histogram_observe(&mut self, name: String, value: f64) {
-        self.stats.guest_histogram(&name, value);
-    }
-}
-
-impl filter::portcullis::plugin::config::Host for StoreData {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.manifest.config_value(&key)
-    }
-    fn all(&mut self) -> String {
-        serde_json::Value::Object(self.manifest.config.clone()).to_string()
-    }
-}
+// The host imports (log, metrics, config, views, upstream) are in `versions`, once per
+// served WIT version, each delegating to the one implementation.
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! response changes, an endpoint's response, and the multipart upload body. See
 //! `crate::fuzz` for how they run (bolero; corpus in `src/plugin/__fuzz__/<target>/corpus/`).
 
-use super::bindings::types;
+use super::api as types;
 use super::convert;
 use super::view::RespData;
 use super::{FilterState, OutputLimits};

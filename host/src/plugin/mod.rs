@@ -15,12 +15,14 @@
 //! rt.render_metrics(&mut out)                          // appended to /metrics
 //! ```
 //!
-//! Internals, one room each: `manifest` (what a plugin asks for), `engine` (wasmtime, limits,
-//! host imports), `call` (invoking one plugin and classifying failures), `registry` (the
-//! directory, reloads, atomic swap), `upstream` (endpoint fan-out), `stats`, `admin`.
+//! Internals, one room each: `manifest` (what a plugin asks for), `engine` (wasmtime, limits),
+//! `versions` (the WIT versions served: bindings, host imports, conversion into the
+//! version-neutral `api` types), `call` (invoking one plugin and classifying failures),
+//! `registry` (the directory, reloads, atomic swap), `upstream` (endpoint fan-out), `stats`,
+//! `admin`.
 
 mod admin;
-mod bindings;
+mod api;
 mod cache;
 mod call;
 mod convert;
@@ -32,6 +34,7 @@ mod registry;
 mod stats;
 mod ticker;
 mod upstream;
+mod versions;
 mod view;
 
 pub(crate) use call::Plugin;
@@ -253,7 +256,7 @@ impl Chain {
             req.body = body
                 .filter(|_| p.manifest.body)
                 .map(|b| b.slice(..b.len().min(p.manifest.max_body_bytes)));
-            use bindings::types::InboundAction as A;
+            use api::InboundAction as A;
             let span = span_start(passport);
             let action = match p.on_request(host, &self.policy, req).await {
                 Ok(a) => {
@@ -313,11 +316,23 @@ impl Chain {
                     }
                 },
                 A::Reject(rj) => {
+                    let mut resp = convert::rejection(&rj);
+                    let mut detail = format!("rejected by plugin {}: {}", p.name, rj.reason);
+                    if let Err(why) =
+                        convert::rejection_headers(&mut resp, rj.headers, &self.limits)
+                    {
+                        // A refusal stays a refusal whatever the failure policy: answered
+                        // without the refused headers (a bad header must never let the request
+                        // through a `fail_open` filter), and counted as the filter's bad output.
+                        p.stats
+                            .record_failure(FailureKind::BadOutput, &why, &self.policy);
+                        detail.push_str(&format!(" (its headers were refused: {why})"));
+                    }
                     passport.plugin_acted(&p.name);
                     passport.error = Some("plugin-rejected");
                     passport.stamp(State::PluginRejected);
-                    passport.set_detail(format!("rejected by plugin {}: {}", p.name, rj.reason));
-                    return InboundOutcome::Respond(convert::rejection(rj));
+                    passport.set_detail(detail);
+                    return InboundOutcome::Respond(resp);
                 }
             }
         }
@@ -386,7 +401,7 @@ impl Chain {
             let action = match p.on_response(host, &self.policy, rq, rs).await {
                 Ok(a) => {
                     let outcome = match &a {
-                        bindings::types::OutboundAction::Modify(_) => "modify",
+                        api::OutboundAction::Modify(_) => "modify",
                         _ => "continue",
                     };
                     trace_call(passport, p, "outbound", span, outcome, Duration::ZERO);
@@ -407,7 +422,7 @@ impl Chain {
                     }
                 }
             };
-            if let bindings::types::OutboundAction::Modify(ch) = action {
+            if let api::OutboundAction::Modify(ch) = action {
                 passport.plugin_acted(&p.name);
                 if let Err(why) = convert::apply_response(rs, ch, &self.limits) {
                     if let Some(pf) = self.bad_output(p, why, passport) {
@@ -588,7 +603,7 @@ fn trace_call(
 /// Whether a filter's changes can alter what `[match]` reads first (path, host): then later
 /// filters' candidates are looked up again. Header-only changes keep the candidates; their
 /// header conditions are checked on each candidate anyway.
-fn changes_match_inputs(ch: &bindings::types::RequestChanges) -> bool {
+fn changes_match_inputs(ch: &api::RequestChanges) -> bool {
     ch.path.is_some()
         || ch
             .set_headers

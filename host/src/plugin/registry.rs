@@ -7,9 +7,9 @@
 //! working one; the failure is logged, counted and shown by the admin API.
 
 use super::cache::{DiskCache, Lookup};
-use super::call::{Plugin, Pre};
+use super::call::Plugin;
 use super::engine::WasmHost;
-use super::manifest::{Kind, Manifest, MAX_MANIFEST_BYTES};
+use super::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use super::stats::PluginStats;
 use super::Chain;
 use crate::config;
@@ -175,21 +175,9 @@ impl Registry {
             ms = started.elapsed().as_millis() as u64,
             "plugin component ready"
         );
-        let ipre = self.host.linker.instantiate_pre(&component).map_err(|e| {
-            format!("{name}.wasm: imports something the gateway does not provide: {e:#}")
-        })?;
-        let pre = match manifest.kind {
-            Kind::Inbound | Kind::Outbound => super::bindings::filter::FilterPre::new(ipre)
-                .map(Pre::Filter)
-                .map_err(|e| {
-                    format!("{name}.wasm: does not implement the `filter` world: {e:#}")
-                })?,
-            Kind::Endpoint => super::bindings::endpoint::EndpointPre::new(ipre)
-                .map(Pre::Endpoint)
-                .map_err(|e| {
-                    format!("{name}.wasm: does not implement the `endpoint` world: {e:#}")
-                })?,
-        };
+        let pre = super::versions::link(&self.host.linker, &component, manifest.kind)
+            .map_err(|e| format!("{name}.wasm: {e}"))?;
+        tracing::debug!(plugin = %name, wit = pre.version(), "plugin linked");
         let plugin = Arc::new(Plugin::new(
             name,
             version,

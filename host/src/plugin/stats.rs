@@ -4,7 +4,7 @@
 //! Stats belong to a plugin *name*, not a version, so counters survive hot reloads, as
 //! Prometheus expects of counters.
 
-use super::bindings::filter::portcullis::plugin::log::Level;
+use super::api::LogLevel as Level;
 use crate::telemetry::histogram::Histogram;
 use crate::telemetry::prom::{Kind, Writer};
 use parking_lot::Mutex;

@@ -7,7 +7,7 @@
 //! `timeout-ms`, the request deadline and the manifest's per-request caps. A fan-out runs concurrently on the host while the guest is
 //! suspended on its fiber; no worker thread blocks.
 
-use super::bindings::upstream::{self as wit, CallError};
+use super::api::{self, CallError};
 use super::engine::StoreData;
 use super::manifest::FanoutLimits;
 use crate::config::{self, Priority};
@@ -65,7 +65,7 @@ impl FanoutCtx {
         self.waited
     }
 
-    async fn run(&mut self, calls: Vec<wit::Call>) -> Vec<Result<wit::Reply, CallError>> {
+    async fn run(&mut self, calls: Vec<api::Call>) -> Vec<Result<api::Reply, CallError>> {
         if calls.len() > self.limits.max_fanout as usize {
             let why = format!(
                 "max_fanout: {} calls at once, the manifest allows {}",
@@ -119,8 +119,13 @@ impl FanoutCtx {
     }
 }
 
-impl wit::Host for StoreData {
-    async fn fetch(&mut self, call: wit::Call) -> Result<wit::Reply, CallError> {
+/// `upstream.fetch` / `fetch-all` for every WIT version (each version's host trait converts
+/// and delegates here: `versions::common_imports!`).
+impl StoreData {
+    pub(crate) async fn upstream_fetch(
+        &mut self,
+        call: api::Call,
+    ) -> Result<api::Reply, CallError> {
         match self.fanout.as_mut() {
             Some(f) => f
                 .run(vec![call])
@@ -131,7 +136,10 @@ impl wit::Host for StoreData {
         }
     }
 
-    async fn fetch_all(&mut self, calls: Vec<wit::Call>) -> Vec<Result<wit::Reply, CallError>> {
+    pub(crate) async fn upstream_fetch_all(
+        &mut self,
+        calls: Vec<api::Call>,
+    ) -> Vec<Result<api::Reply, CallError>> {
         match self.fanout.as_mut() {
             Some(f) => f.run(calls).await,
             None => calls.iter().map(|_| Err(not_endpoint())).collect(),
@@ -140,29 +148,18 @@ impl wit::Host for StoreData {
 }
 
 fn not_endpoint() -> CallError {
-    CallError::LimitExceeded("upstream calls are only available to endpoints".into())
-}
-
-fn error_name(e: &CallError) -> &'static str {
-    match e {
-        CallError::Timeout => "timeout",
-        CallError::ConnectFailed => "connect-failed",
-        CallError::Overloaded => "overloaded",
-        CallError::UnknownCluster => "unknown-cluster",
-        CallError::LimitExceeded(_) => "limit-exceeded",
-        CallError::UpstreamReset => "upstream-reset",
-    }
+    CallError::InvalidCall("upstream calls are only available to endpoints".into())
 }
 
 async fn one_call(
     upstreams: Arc<Upstreams>,
-    call: wit::Call,
+    call: api::Call,
     request_deadline: Instant,
     max_response_bytes: usize,
     max_headers: usize,
     priority: Priority,
     trace: Option<(u128, u64)>,
-) -> (Result<wit::Reply, CallError>, CallRecord) {
+) -> (Result<api::Reply, CallError>, CallRecord) {
     let start = Instant::now();
     let mut rec = CallRecord {
         cluster: call.cluster.clone(),
@@ -195,7 +192,7 @@ async fn one_call(
     rec.end = Instant::now();
     match &res {
         Ok(r) => rec.status = Some(r.status),
-        Err(e) => rec.error = Some(error_name(e)),
+        Err(e) => rec.error = Some(e.name()),
     }
     (res, rec)
 }
@@ -229,32 +226,32 @@ fn call_error(why: Failure) -> CallError {
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     upstreams: &Upstreams,
-    call: wit::Call,
+    call: api::Call,
     request_deadline: Instant,
     max_response_bytes: usize,
     max_headers: usize,
     priority: Priority,
     rec: &mut CallRecord,
     traceparent: Option<HeaderValue>,
-) -> Result<wit::Reply, CallError> {
+) -> Result<api::Reply, CallError> {
     let Some(cluster) = upstreams.get(&call.cluster) else {
         return Err(CallError::UnknownCluster);
     };
     if call.timeout_ms == 0 {
-        return Err(CallError::LimitExceeded(
+        return Err(CallError::InvalidCall(
             "timeout-ms must be greater than 0".into(),
         ));
     }
     let timeout = Duration::from_millis(u64::from(call.timeout_ms));
     let deadline = (Instant::now() + timeout).min(request_deadline);
     let method = Method::from_bytes(call.method.as_bytes())
-        .map_err(|_| CallError::LimitExceeded(format!("invalid method `{}`", call.method)))?;
+        .map_err(|_| CallError::InvalidCall(format!("invalid method `{}`", call.method)))?;
     let path: http::uri::PathAndQuery = call
         .path
         .parse()
         .ok()
         .filter(|p: &http::uri::PathAndQuery| p.as_str().starts_with('/'))
-        .ok_or_else(|| CallError::LimitExceeded(format!("invalid path `{}`", call.path)))?;
+        .ok_or_else(|| CallError::InvalidCall(format!("invalid path `{}`", call.path)))?;
     if call.headers.len() > max_headers {
         return Err(CallError::LimitExceeded("too many headers".into()));
     }
@@ -264,7 +261,7 @@ async fn dispatch(
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) else {
-            return Err(CallError::LimitExceeded(format!("invalid header `{k}`")));
+            return Err(CallError::InvalidCall(format!("invalid header `{k}`")));
         };
         headers.append(k, v);
     }
@@ -310,7 +307,7 @@ async fn dispatch(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    Ok(wit::Reply {
+    Ok(api::Reply {
         status: parts.status.as_u16(),
         headers,
         body: body.to_vec(),

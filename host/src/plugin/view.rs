@@ -12,8 +12,7 @@
 //! the store holds empty views (the request's heads are swapped in and back out), so nothing
 //! is ever missing and nothing can be lost.
 
-use super::bindings::types;
-use super::engine::StoreData;
+use super::api;
 use bytes::Bytes;
 use http::HeaderMap;
 use std::net::SocketAddr;
@@ -90,97 +89,54 @@ pub struct CallView {
     pub resp: RespData,
 }
 
-fn first(h: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn first(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)?.to_str().ok().map(str::to_string)
 }
 
-fn all(h: &HeaderMap) -> Vec<types::Header> {
+pub(crate) fn all(h: &HeaderMap) -> Vec<api::Header> {
     h.iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
 }
 
-impl types::HostRequestView for StoreData {
-    fn method(&mut self, _: Resource<RequestView>) -> String {
-        self.view.req.parts.method.as_str().to_string()
+/// The `request-view` accessors, once for every WIT version (each version's host trait
+/// delegates here: `versions::common_imports!`).
+impl ReqData {
+    pub(crate) fn method(&self) -> String {
+        self.parts.method.as_str().to_string()
     }
 
-    fn path(&mut self, _: Resource<RequestView>) -> String {
-        let pq = self.view.req.parts.uri.path_and_query();
+    pub(crate) fn path(&self) -> String {
+        let pq = self.parts.uri.path_and_query();
         pq.map_or("/", |p| p.as_str()).to_string()
     }
 
-    fn authority(&mut self, _: Resource<RequestView>) -> String {
-        crate::routing::request_host(&self.view.req.parts)
+    pub(crate) fn authority(&self) -> String {
+        crate::routing::request_host(&self.parts)
             .unwrap_or_default()
             .to_string()
     }
 
-    fn header(&mut self, _: Resource<RequestView>, name: String) -> Option<String> {
-        first(&self.view.req.parts.headers, &name)
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        first(&self.parts.headers, name)
     }
 
-    fn header_all(&mut self, _: Resource<RequestView>, name: String) -> Vec<String> {
-        self.view
-            .req
-            .parts
+    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
+        self.parts
             .headers
-            .get_all(name.as_str())
+            .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect()
     }
 
-    fn headers(&mut self, _: Resource<RequestView>) -> Vec<types::Header> {
-        all(&self.view.req.parts.headers)
-    }
-
-    fn client_addr(&mut self, _: Resource<RequestView>) -> String {
-        self.view.req.client.to_string()
-    }
-
-    fn body(&mut self, _: Resource<RequestView>) -> Option<Vec<u8>> {
-        self.view.req.body.as_ref().map(|b| b.to_vec())
-    }
-
-    fn metadata(&mut self, _: Resource<RequestView>, key: String) -> Option<String> {
-        let m = &self.view.req.metadata;
+    /// The latest value earlier filters set for `key`.
+    pub(crate) fn meta(&self, key: &str) -> Option<String> {
+        let m = &self.metadata;
         m.iter()
             .rev()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone())
-    }
-
-    fn all_metadata(&mut self, _: Resource<RequestView>) -> Vec<(String, String)> {
-        self.view.req.metadata.clone()
-    }
-
-    fn route(&mut self, _: Resource<RequestView>) -> String {
-        self.view.req.route.clone()
-    }
-
-    /// Views are only ever lent to the guest (`borrow<request-view>`), never owned by it, so
-    /// there is nothing to free.
-    fn drop(&mut self, _: Resource<RequestView>) -> wasmtime::Result<()> {
-        Ok(())
-    }
-}
-
-impl types::HostResponseView for StoreData {
-    fn status(&mut self, _: Resource<ResponseView>) -> u16 {
-        self.view.resp.status.as_u16()
-    }
-
-    fn header(&mut self, _: Resource<ResponseView>, name: String) -> Option<String> {
-        first(&self.view.resp.headers, &name)
-    }
-
-    fn headers(&mut self, _: Resource<ResponseView>) -> Vec<types::Header> {
-        all(&self.view.resp.headers)
-    }
-
-    fn drop(&mut self, _: Resource<ResponseView>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 

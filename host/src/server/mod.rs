@@ -77,6 +77,7 @@ impl ConnSettings {
                 header_timeout,
                 idle_timeout,
                 error_headers: svc.http.error_headers.clone().into(),
+                write_idle_timeout: Duration::from_millis(svc.timeouts.client_write_idle_ms),
                 detect_h2: true,
                 read_buf_bytes: 8192,
             })

@@ -13,30 +13,56 @@ use std::sync::OnceLock;
 
 struct AddHeader;
 
-/// The changes are the same for every request: built from config once per instance.
-fn changes() -> Changes {
-    static CHANGES: OnceLock<Changes> = OnceLock::new();
-    CHANGES.get_or_init(build).clone()
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
-fn build() -> Changes {
-    let mut c = Changes::new();
-    for name in config::parse::<Vec<String>>("remove").unwrap_or_default() {
-        c = c.remove_header(&name);
-    }
-    let set: BTreeMap<String, String> = config::parse("set").unwrap_or_default();
-    for (k, v) in &set {
-        c = c.set_header(k, v);
-    }
-    c
+static CONFIG: Config<Settings> = Config::new();
+
+/// The changes are the same for every request: built from config once per instance, for the
+/// phase the manifest's `kind` says.
+fn request_edit() -> RequestEdit {
+    static EDIT: OnceLock<RequestEdit> = OnceLock::new();
+    EDIT.get_or_init(|| {
+        let cfg = CONFIG.get();
+        let mut e = RequestEdit::new();
+        for name in &cfg.remove {
+            e = e.remove_header(name);
+        }
+        for (k, v) in &cfg.set {
+            e = e.set_header(k, v);
+        }
+        e
+    })
+    .clone()
+}
+
+fn response_edit() -> ResponseEdit {
+    static EDIT: OnceLock<ResponseEdit> = OnceLock::new();
+    EDIT.get_or_init(|| {
+        let cfg = CONFIG.get();
+        let mut e = ResponseEdit::new();
+        for name in &cfg.remove {
+            e = e.remove_header(name);
+        }
+        for (k, v) in &cfg.set {
+            e = e.set_header(k, v);
+        }
+        e
+    })
+    .clone()
 }
 
 impl Filter for AddHeader {
     fn on_request(_req: &RequestView) -> InboundAction {
-        changes().inbound()
+        request_edit().action()
     }
     fn on_response(_req: &RequestView, _resp: &ResponseView) -> OutboundAction {
-        changes().outbound()
+        response_edit().action()
     }
 }
 

@@ -17,8 +17,9 @@
 //! ```
 //!
 //! On success the request gets `x-portcullis-principal: <name or sub>` (any incoming value is
-//! replaced, so clients cannot forge it) and metadata `principal`. On failure: 401 with
-//! `WWW-Authenticate`.
+//! replaced, so clients cannot forge it) and metadata `principal`. On failure the request is
+//! rejected (WIT 0.2.0 rejection headers): 401 with `www-authenticate: Bearer` and
+//! `portcullis-error: plugin-rejected`, recorded as a rejection in the passport.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -31,17 +32,40 @@ struct Auth;
 
 const PRINCIPAL: &str = "x-portcullis-principal";
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default = "api_key_mode")]
+    mode: String,
+    #[serde(default = "api_key_header")]
+    header: String,
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    secret: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    #[serde(default = "thirty")]
+    leeway_s: i64,
+}
+
+fn api_key_mode() -> String {
+    "api_key".into()
+}
+fn api_key_header() -> String {
+    "x-api-key".into()
+}
+fn thirty() -> i64 {
+    30
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 fn unauthorized(why: &str) -> InboundAction {
     metrics::count("auth_rejected", 1);
-    InboundAction::Respond(Response {
-        status: 401,
-        headers: vec![
-            ("www-authenticate".into(), "Bearer".into()),
-            ("content-type".into(), "text/plain; charset=utf-8".into()),
-            ("portcullis-error".into(), "plugin-rejected".into()),
-        ],
-        body: format!("unauthorized: {why}\n").into_bytes(),
-    })
+    reject_with(
+        401,
+        &format!("unauthorized: {why}"),
+        &[("www-authenticate", "Bearer")],
+    )
 }
 
 /// Constant-time comparison, so a key cannot be guessed byte by byte from timings.
@@ -49,11 +73,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn api_key(req: &RequestView) -> Result<String, &'static str> {
-    let header = config::get_or("header", "x-api-key");
-    let given = req.header(&header).ok_or("missing API key")?;
-    let keys: BTreeMap<String, String> = config::parse("keys").unwrap_or_default();
-    keys.iter()
+fn api_key(cfg: &Settings, req: &RequestView) -> Result<String, &'static str> {
+    let given = req.header(&cfg.header).ok_or("missing API key")?;
+    cfg.keys
+        .iter()
         .find(|(_, k)| ct_eq(k.as_bytes(), given.as_bytes()))
         .map(|(name, _)| name.clone())
         .ok_or("invalid API key")
@@ -66,8 +89,13 @@ fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Verifies an HS256 JWT and returns its `sub`.
-pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'static str> {
+/// Verifies an HS256 JWT against `cfg` and returns its `sub`.
+fn verify_jwt(
+    cfg: &Settings,
+    token: &str,
+    secret: &[u8],
+    now: i64,
+) -> Result<String, &'static str> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -95,7 +123,7 @@ pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'stat
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("malformed claims")?;
-    let leeway: i64 = config::parse("leeway_s").unwrap_or(30);
+    let leeway = cfg.leeway_s;
     if let Some(exp) = claims.get("exp").and_then(|v| v.as_i64()) {
         if now > exp + leeway {
             return Err("token expired");
@@ -106,15 +134,15 @@ pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'stat
             return Err("token not yet valid");
         }
     }
-    if let Some(iss) = config::get("issuer") {
+    if let Some(iss) = &cfg.issuer {
         if claims.get("iss").and_then(|v| v.as_str()) != Some(iss.as_str()) {
             return Err("wrong issuer");
         }
     }
-    if let Some(aud) = config::get("audience") {
+    if let Some(aud) = &cfg.audience {
         let ok = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => *a == aud,
-            Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(&aud)),
+            Some(serde_json::Value::String(a)) => a == aud,
+            Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(aud)),
             _ => false,
         };
         if !ok {
@@ -128,8 +156,8 @@ pub fn verify_jwt(token: &str, secret: &[u8], now: i64) -> Result<String, &'stat
         .to_string())
 }
 
-fn jwt(req: &RequestView) -> Result<String, &'static str> {
-    let Some(secret) = config::get("secret") else {
+fn jwt(cfg: &Settings, req: &RequestView) -> Result<String, &'static str> {
+    let Some(secret) = &cfg.secret else {
         return Err("gateway misconfigured: no secret");
     };
     let header = req.header("authorization");
@@ -140,23 +168,24 @@ fn jwt(req: &RequestView) -> Result<String, &'static str> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .ok_or("missing bearer token")?;
-    verify_jwt(token.trim(), secret.as_bytes(), now_s())
+    verify_jwt(cfg, token.trim(), secret.as_bytes(), now_s())
 }
 
 impl Filter for Auth {
     fn on_request(req: &RequestView) -> InboundAction {
-        let result = match config::get_or("mode", "api_key").as_str() {
-            "api_key" => api_key(req),
-            "jwt" => jwt(req),
+        let cfg = CONFIG.get();
+        let result = match cfg.mode.as_str() {
+            "api_key" => api_key(cfg, req),
+            "jwt" => jwt(cfg, req),
             _ => Err("gateway misconfigured: mode must be api_key or jwt"),
         };
         match result {
             Ok(principal) => {
                 metrics::count("auth_accepted", 1);
-                Changes::new()
+                RequestEdit::new()
                     .set_header(PRINCIPAL, &principal)
                     .meta("principal", &principal)
-                    .inbound()
+                    .action()
             }
             Err(why) => unauthorized(why),
         }

@@ -19,6 +19,19 @@ use portcullis_sdk::prelude::*;
 
 struct Canary;
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    cluster: Option<String>,
+    header: Option<String>,
+    header_value: Option<String>,
+    cookie: Option<String>,
+    #[serde(default)]
+    percent: u64,
+    sticky_header: Option<String>,
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 /// FNV-1a: stable across versions and platforms, unlike `DefaultHasher`.
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
@@ -26,26 +39,28 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-fn wants_canary(req: &RequestView) -> bool {
-    if let Some(h) = config::get("header") {
-        if let Some(v) = req.header(&h) {
-            match config::get("header_value") {
-                Some(want) if want != v => {}
+fn wants_canary(cfg: &Settings, req: &RequestView) -> bool {
+    if let Some(h) = &cfg.header {
+        if let Some(v) = req.header(h) {
+            match &cfg.header_value {
+                Some(want) if *want != v => {}
                 _ => return true,
             }
         }
     }
-    if let Some(c) = config::get("cookie") {
-        if matches!(req.cookie(&c).as_deref(), Some("1") | Some("true")) {
+    if let Some(c) = &cfg.cookie {
+        if matches!(req.cookie(c).as_deref(), Some("1") | Some("true")) {
             return true;
         }
     }
-    let percent: u64 = config::parse("percent").unwrap_or(0);
+    let percent = cfg.percent;
     if percent == 0 {
         return false;
     }
-    let key = config::get("sticky_header")
-        .and_then(|h| req.header(&h))
+    let key = cfg
+        .sticky_header
+        .as_ref()
+        .and_then(|h| req.header(h))
         .unwrap_or_else(|| {
             let addr = req.client_addr();
             addr.rsplit_once(':')
@@ -57,19 +72,20 @@ fn wants_canary(req: &RequestView) -> bool {
 
 impl Filter for Canary {
     fn on_request(req: &RequestView) -> InboundAction {
-        let Some(cluster) = config::get("cluster") else {
+        let cfg = CONFIG.get();
+        let Some(cluster) = &cfg.cluster else {
             log::warn("canary: config.cluster is not set; passing through");
             return InboundAction::Continue;
         };
-        if !wants_canary(req) {
+        if !wants_canary(cfg, req) {
             return InboundAction::Continue;
         }
         metrics::count("canary_requests", 1);
-        Changes::new()
-            .cluster(&cluster)
+        RequestEdit::new()
+            .cluster(cluster)
             .set_header("x-portcullis-canary", "1")
             .meta("canary", "1")
-            .inbound()
+            .action()
     }
 }
 

@@ -16,14 +16,32 @@ use portcullis_sdk::prelude::*;
 
 struct Cors;
 
-fn allowed_origin(origin: &str) -> Option<String> {
-    let origins: Vec<String> = config::parse("origins").unwrap_or_default();
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default)]
+    origins: Vec<String>,
+    methods: Option<Vec<String>>,
+    headers: Option<Vec<String>>,
+    #[serde(default = "max_age")]
+    max_age: u64,
+    #[serde(default)]
+    credentials: bool,
+}
+
+fn max_age() -> u64 {
+    600
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
+fn allowed_origin(cfg: &Settings, origin: &str) -> Option<String> {
+    let origins = &cfg.origins;
     if origins.iter().any(|o| o == origin) {
         return Some(origin.to_string());
     }
     if origins.iter().any(|o| o == "*") {
         // With credentials the spec forbids `*`: echo the origin instead.
-        let creds: bool = config::parse("credentials").unwrap_or(false);
+        let creds = cfg.credentials;
         return Some(if creds {
             origin.to_string()
         } else {
@@ -33,8 +51,8 @@ fn allowed_origin(origin: &str) -> Option<String> {
     None
 }
 
-fn list(key: &str, default: &str) -> String {
-    config::parse::<Vec<String>>(key)
+fn list(v: &Option<Vec<String>>, default: &str) -> String {
+    v.as_ref()
         .map(|v| v.join(", "))
         .unwrap_or_else(|| default.to_string())
 }
@@ -49,26 +67,27 @@ impl Filter for Cors {
         if !preflight {
             return InboundAction::Continue;
         }
-        let Some(allow) = allowed_origin(&origin) else {
+        let cfg = CONFIG.get();
+        let Some(allow) = allowed_origin(cfg, &origin) else {
             return reject(403, "CORS origin not allowed");
         };
         let mut headers = vec![
             ("access-control-allow-origin".to_string(), allow),
             (
                 "access-control-allow-methods".to_string(),
-                list("methods", "GET, POST"),
+                list(&cfg.methods, "GET, POST"),
             ),
             (
                 "access-control-allow-headers".to_string(),
-                list("headers", "content-type"),
+                list(&cfg.headers, "content-type"),
             ),
             (
                 "access-control-max-age".to_string(),
-                config::get_or("max_age", "600"),
+                cfg.max_age.to_string(),
             ),
             ("vary".to_string(), "origin".to_string()),
         ];
-        if config::parse::<bool>("credentials").unwrap_or(false) {
+        if cfg.credentials {
             headers.push(("access-control-allow-credentials".into(), "true".into()));
         }
         InboundAction::Respond(Response {
@@ -82,16 +101,17 @@ impl Filter for Cors {
         let Some(origin) = req.header("origin") else {
             return OutboundAction::Continue;
         };
-        let Some(allow) = allowed_origin(&origin) else {
+        let cfg = CONFIG.get();
+        let Some(allow) = allowed_origin(cfg, &origin) else {
             return OutboundAction::Continue;
         };
-        let mut c = Changes::new()
+        let mut c = ResponseEdit::new()
             .set_header("access-control-allow-origin", &allow)
             .set_header("vary", "origin");
-        if config::parse::<bool>("credentials").unwrap_or(false) {
+        if cfg.credentials {
             c = c.set_header("access-control-allow-credentials", "true");
         }
-        c.outbound()
+        c.action()
     }
 }
 

@@ -18,9 +18,36 @@ use std::hint::black_box;
 
 struct Fanout;
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default = "ok")]
+    mode: String,
+    #[serde(default)]
+    clusters: String,
+    #[serde(default = "root")]
+    path: String,
+    #[serde(default = "one_second")]
+    timeout_ms: u32,
+    #[serde(default)]
+    sequential: bool,
+}
+
+fn ok() -> String {
+    "ok".into()
+}
+fn root() -> String {
+    "/".into()
+}
+fn one_second() -> u32 {
+    1000
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 impl Endpoint for Fanout {
     fn handle(req: Request) -> Response {
-        match config::get_or("mode", "ok").as_str() {
+        let cfg = CONFIG.get();
+        match cfg.mode.as_str() {
             "loop" => {
                 let mut x = 0u64;
                 loop {
@@ -35,9 +62,7 @@ impl Endpoint for Fanout {
             }
             _ => {}
         }
-        let clusters = config::get_or("clusters", "");
-        let path = config::get_or("path", "/");
-        let timeout: u32 = config::parse("timeout_ms").unwrap_or(1000);
+        let (clusters, path, timeout) = (&cfg.clusters, &cfg.path, cfg.timeout_ms);
         // `?cluster=x` adds one more call, so tests can name an unknown cluster.
         let extra = req.query("cluster").map(str::to_string);
         let calls: Vec<Call> = clusters
@@ -47,13 +72,13 @@ impl Endpoint for Fanout {
             .map(str::to_string)
             .chain(extra)
             .map(|c| {
-                Call::get(&c, &path)
+                Call::get(&c, path)
                     .timeout_ms(timeout)
                     .forward_context(&req)
             })
             .collect();
         let names: Vec<String> = calls.iter().map(|c| c.cluster.clone()).collect();
-        let results = if config::parse::<bool>("sequential").unwrap_or(false) {
+        let results = if cfg.sequential {
             calls.into_iter().map(fetch).collect()
         } else {
             fetch_all(calls)

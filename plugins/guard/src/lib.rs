@@ -14,23 +14,34 @@ use portcullis_sdk::prelude::*;
 
 struct Guard;
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    methods: Option<Vec<String>>,
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    require_content_length: bool,
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 impl Filter for Guard {
     fn on_request(req: &RequestView) -> InboundAction {
-        if let Some(methods) = config::parse::<Vec<String>>("methods") {
+        let cfg = CONFIG.get();
+        if let Some(methods) = &cfg.methods {
             let method = req.method();
             if !methods.iter().any(|m| m.eq_ignore_ascii_case(&method)) {
                 metrics::count("rejected_method", 1);
                 return reject(405, &format!("method {method} is not allowed here"));
             }
         }
-        let max: Option<u64> = config::parse("max_body_bytes");
+        let max = cfg.max_body_bytes;
         let declared = req
             .header("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         let chunked = req
             .header("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if chunked && config::parse::<bool>("require_content_length").unwrap_or(false) {
+        if chunked && cfg.require_content_length {
             metrics::count("rejected_length_required", 1);
             return reject(411, "a Content-Length is required");
         }

@@ -16,13 +16,26 @@ use portcullis_sdk::prelude::*;
 
 struct Home;
 
+#[derive(serde::Deserialize)]
+struct Settings {
+    /// Per call.
+    #[serde(default = "timeout_ms")]
+    timeout_ms: u32,
+}
+
+fn timeout_ms() -> u32 {
+    300
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 impl Endpoint for Home {
     fn handle(req: Request) -> Response {
         let user = req.query("user").unwrap_or("1").to_string();
         if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.len() > 12 {
             return json::response(400, &json!({ "error": "user must be a number" }));
         }
-        let timeout: u32 = config::parse("timeout_ms").unwrap_or(300);
+        let timeout = CONFIG.get().timeout_ms;
         let call = |cluster: &str| {
             Call::get(cluster, &format!("/{cluster}?user={user}"))
                 .timeout_ms(timeout)

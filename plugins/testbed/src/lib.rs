@@ -14,6 +14,7 @@
 //! | `slow`        | burns `spin_ms` of CPU, then continues                    |
 //! | `respond`     | answers 200 itself                                        |
 //! | `reject`      | rejects with 403                                          |
+//! | `reject-owned`| rejects with 401 and a `portcullis-error` header of its own |
 //! | `print`       | writes to stdout and logs                                 |
 //! | `count`       | adds `x-testbed-count`: calls this instance has served    |
 //! |               | (traps instead when the request has `x-testbed-trap`)     |
@@ -27,6 +28,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 struct Testbed;
+
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default = "ok")]
+    mode: String,
+    #[serde(default = "five")]
+    spin_ms: u64,
+    rewrite_to: Option<String>,
+    cluster: Option<String>,
+    /// Outbound: the status to set.
+    status: Option<u16>,
+}
+
+fn ok() -> String {
+    "ok".into()
+}
+fn five() -> u64 {
+    5
+}
+
+static CONFIG: Config<Settings> = Config::new();
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
@@ -74,19 +96,24 @@ fn misbehave(mode: &str) -> Option<InboundAction> {
         }
         "panic" => panic!("testbed panicked on purpose"),
         "huge-headers" => {
-            let mut c = Changes::new();
+            let mut c = RequestEdit::new();
             for i in 0..100_000 {
                 c = c.set_header(&format!("x-h{i}"), "v");
             }
-            Some(c.inbound())
+            Some(c.action())
         }
-        "bad-header" => Some(Changes::new().set_header("bad header\n", "v").inbound()),
+        "bad-header" => Some(RequestEdit::new().set_header("bad header\n", "v").action()),
         "slow" => {
-            spin(config::parse("spin_ms").unwrap_or(5));
+            spin(CONFIG.get().spin_ms);
             None
         }
         "respond" => Some(respond(200, "answered by testbed\n")),
         "reject" => Some(reject(403, "testbed says no")),
+        "reject-owned" => Some(reject_with(
+            401,
+            "testbed says no",
+            &[("portcullis-error", "none"), ("www-authenticate", "Bearer")],
+        )),
         "print" => {
             println!("hello from testbed stdout");
             log::info("hello from testbed log");
@@ -99,23 +126,24 @@ fn misbehave(mode: &str) -> Option<InboundAction> {
 
 impl Filter for Testbed {
     fn on_request(req: &RequestView) -> InboundAction {
-        let mode = config::get_or("mode", "ok");
+        let cfg = CONFIG.get();
+        let mode = cfg.mode.as_str();
         if mode == "count" {
             let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
             if req.header("x-testbed-trap").is_some() {
                 misbehave("trap");
             }
-            return Changes::new()
+            return RequestEdit::new()
                 .set_header("x-testbed-count", &n.to_string())
-                .inbound();
+                .action();
         }
-        if let Some(a) = misbehave(&mode) {
+        if let Some(a) = misbehave(mode) {
             return a;
         }
-        let mut c = Changes::new()
-            .set_header("x-testbed", &mode)
-            .meta("testbed", &mode);
-        if let Some(to) = config::get("rewrite_to") {
+        let mut c = RequestEdit::new()
+            .set_header("x-testbed", mode)
+            .meta("testbed", mode);
+        if let Some(to) = &cfg.rewrite_to {
             let q = req
                 .path()
                 .split_once('?')
@@ -123,35 +151,36 @@ impl Filter for Testbed {
                 .unwrap_or_default();
             c = c.path(&format!("{to}{q}"));
         }
-        if let Some(cluster) = config::get("cluster") {
-            c = c.cluster(&cluster);
+        if let Some(cluster) = &cfg.cluster {
+            c = c.cluster(cluster);
         }
-        c.inbound()
+        c.action()
     }
 
     fn on_response(req: &RequestView, resp: &ResponseView) -> OutboundAction {
-        let mode = config::get_or("mode", "ok");
-        if let Some(InboundAction::Modify(_)) = misbehave(&mode) {
+        let cfg = CONFIG.get();
+        let mode = cfg.mode.as_str();
+        if let Some(InboundAction::Modify(_)) = misbehave(mode) {
             // huge-headers / bad-header apply to responses as well
             let c = if mode == "bad-header" {
-                Changes::new().set_header("bad header\n", "v")
+                ResponseEdit::new().set_header("bad header\n", "v")
             } else {
-                let mut c = Changes::new();
+                let mut c = ResponseEdit::new();
                 for i in 0..100_000 {
                     c = c.set_header(&format!("x-h{i}"), "v");
                 }
                 c
             };
-            return c.outbound();
+            return c.action();
         }
-        let mut c = Changes::new().set_header("x-testbed-out", &resp.status().to_string());
+        let mut c = ResponseEdit::new().set_header("x-testbed-out", &resp.status().to_string());
         if let Some(m) = req.meta("testbed") {
             c = c.set_header("x-testbed-meta", &m);
         }
-        if let Some(s) = config::parse::<u16>("status") {
+        if let Some(s) = cfg.status {
             c = c.status(s);
         }
-        c.outbound()
+        c.action()
     }
 }
 
