@@ -147,37 +147,6 @@ fn wasm_artifact(messages: &str, crate_name: &str) -> Option<PathBuf> {
 /// Node 18 is the oldest componentize-js 0.23 runs on; the SDK's tests use node's test runner.
 const MIN_NODE_MAJOR: u32 = 18;
 
-/// The WIT folder to build against: `.portcullis/wit` when it holds one package, else the
-/// `v0.N` folder the SDK's sources name (`portcullis:plugin/...@0.N.0`), else the newest.
-fn wit_dir(meta: &Path, sdk: &Path) -> PathBuf {
-    let wit = meta.join("wit");
-    if wit.join("worlds.wit").is_file() {
-        return wit;
-    }
-    let mut versions: Vec<String> = std::fs::read_dir(&wit)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with('v') && wit.join(n).is_dir())
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    let named = versions
-        .iter()
-        .find(|v| sdk_mentions(sdk, &format!("@{}.0", &v[1..])));
-    wit.join(named.or(versions.last()).map_or("", |v| v.as_str()))
-}
-
-/// Whether a source file directly in `sdk` (or its package folder) mentions `needle`.
-fn sdk_mentions(sdk: &Path, needle: &str) -> bool {
-    let files = [sdk.join("index.js"), sdk.join("portcullis_sdk/__init__.py")];
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .any(|t| t.contains(needle))
-}
-
 fn js(p: &Located) -> anyhow::Result<PathBuf> {
     let dir = &p.dir;
     let how =
@@ -203,9 +172,8 @@ fn js(p: &Located) -> anyhow::Result<PathBuf> {
     status(
         Command::new("node")
             .arg(sdk.join("build.mjs"))
-            .args(["--world", world, "--wit"])
-            .arg(wit_dir(&meta, &sdk))
-            .arg("-o")
+            // The SDK picks the WIT version it targets from `.portcullis/wit/`.
+            .args(["--world", world, "-o"])
             .arg(p.wasm())
             .arg("plugin.js")
             .current_dir(dir),
@@ -269,9 +237,8 @@ fn python(p: &Located) -> anyhow::Result<PathBuf> {
     status(
         Command::new(&py)
             .arg(sdk.join("build.py"))
-            .args(["--world", world, "--wit"])
-            .arg(wit_dir(&meta, &sdk))
-            .arg("-o")
+            // The SDK picks the WIT version it targets from `.portcullis/wit/`.
+            .args(["--world", world, "-o"])
             .arg(p.wasm())
             .arg(".")
             .env("PYTHONDONTWRITEBYTECODE", "1")

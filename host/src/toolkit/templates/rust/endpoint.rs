@@ -5,13 +5,25 @@ use portcullis_sdk::endpoint::CallResultExt;
 use portcullis_sdk::json::{self, json, Value};
 use portcullis_sdk::prelude::*;
 
+/// `[config]` in {{name}}.toml, parsed once per instance.
+#[derive(serde::Deserialize)]
+struct Settings {
+    /// The cluster to call.
+    #[serde(default = "default_cluster")]
+    cluster: String,
+}
+
+fn default_cluster() -> String {
+    "backend".into()
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 struct Plugin;
 
 impl Endpoint for Plugin {
     fn handle(req: Request) -> Response {
-        // The cluster to call, from `[config]` in {{name}}.toml.
-        let cluster = config::get_or("cluster", "backend");
-        let call = Call::get(&cluster, "/hello")
+        let call = Call::get(&CONFIG.get().cluster, "/hello")
             .timeout_ms(500)
             .forward_context(&req);
         match fetch(call).ok_2xx().and_then(|r| r.json::<Value>()) {

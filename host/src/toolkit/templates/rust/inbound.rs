@@ -4,17 +4,34 @@
 
 use portcullis_sdk::prelude::*;
 
+/// `[config]` in {{name}}.toml, parsed once per instance.
+#[derive(serde::Deserialize)]
+struct Settings {
+    /// The header a request must carry.
+    #[serde(default = "default_header")]
+    require_header: String,
+}
+
+fn default_header() -> String {
+    "x-api-key".into()
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 struct Plugin;
 
 impl Filter for Plugin {
     fn on_request(req: &RequestView) -> InboundAction {
-        // The name of the header to require, from `[config]` in {{name}}.toml.
-        let required = config::get_or("require_header", "x-api-key");
-        if req.header(&required).is_none() {
-            return reject(401, &format!("missing {required}"));
+        let required = &CONFIG.get().require_header;
+        if req.header(required).is_none() {
+            return reject_with(
+                401,
+                &format!("missing {required}"),
+                &[("www-authenticate", "ApiKey")],
+            );
         }
         // Tell the upstream which filter let the request through.
-        Changes::new().set_header("x-{{name}}", "ok").inbound()
+        RequestEdit::new().set_header("x-{{name}}", "ok").action()
     }
 }
 

@@ -3,15 +3,27 @@
 
 use portcullis_sdk::prelude::*;
 
+/// `[config]` in {{name}}.toml, parsed once per instance.
+#[derive(serde::Deserialize)]
+struct Settings {
+    #[serde(default = "default_value")]
+    header_value: String,
+}
+
+fn default_value() -> String {
+    "served".into()
+}
+
+static CONFIG: Config<Settings> = Config::new();
+
 struct Plugin;
 
 impl Filter for Plugin {
     fn on_response(_req: &RequestView, _resp: &ResponseView) -> OutboundAction {
-        let value = config::get_or("header_value", "served");
-        Changes::new()
-            .set_header("x-{{name}}", &value)
+        ResponseEdit::new()
+            .set_header("x-{{name}}", &CONFIG.get().header_value)
             .remove_header("server")
-            .outbound()
+            .action()
     }
 }
 
