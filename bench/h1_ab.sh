@@ -27,8 +27,10 @@ PIDS+=($!)
 PIDS+=($!)
 FLOOR_PID=$!
 
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1
 declare -A PORT PID
-start_gw() { # NAME PORT ADMIN SERVER
+start_gw() { # NAME PORT ADMIN SERVER (TLS listener on PORT+5)
     cat >"$TMP/$1.toml" <<TOML
 [admin]
 listen = "127.0.0.1:$3"
@@ -36,6 +38,11 @@ listen = "127.0.0.1:$3"
 name = "bench"
 listen = "127.0.0.1:$2"
 max_connections = 30000
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:$(($2 + 5))"
+max_connections = 30000
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
 [limits]
 max_in_flight = 30000
 [http]
@@ -53,14 +60,43 @@ TOML
     PID[$1]=$!
     PORT[$1]=$2
 }
-start_gw own 19311 19312 portcullis
-start_gw hyper 19321 19322 hyper
+# Fresh gateways for each measurement: an allocator keeps what a previous load freed, which
+# would hide (or fake) what idle connections cost.
+restart_gws() {
+    for t in own hyper; do
+        if [ -n "${PID[$t]:-}" ]; then kill "${PID[$t]}" 2>/dev/null || true; wait "${PID[$t]}" 2>/dev/null || true; fi
+    done
+    start_gw own 19311 19312 portcullis
+    start_gw hyper 19321 19322 hyper
+    for t in own hyper floor; do
+        for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/" && break; sleep 0.1; done
+    done
+    sleep 1
+}
 PID[floor]=$FLOOR_PID
 PORT[floor]=$FLOOR
-for t in own hyper floor; do
-    for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/" && break; sleep 0.1; done
-done
 
+idle_kib() { # TARGET [--tls] -> KiB per idle connection
+    local pid=${PID[$1]} before after port=${PORT[$1]}
+    [ "${2:-}" = --tls ] && port=$((port + 5))
+    before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    python3 "$ROOT/bench/idle_conns.py" 127.0.0.1 "$port" "$IDLE" --hold 60 ${2:-} >"$TMP/idle-$1.out" 2>&1 &
+    local ic=$!
+    for _ in $(seq 300); do grep -q '^READY' "$TMP/idle-$1.out" 2>/dev/null && break; sleep 0.2; done
+    sleep 1
+    after=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    kill "$ic" 2>/dev/null || true
+    wait "$ic" 2>/dev/null || true
+    echo "scale=2; ($after - $before) / $IDLE" | bc
+}
+
+declare -A PLAIN TLS
+restart_gws
+for t in own hyper floor; do PLAIN[$t]=$(idle_kib "$t"); done
+restart_gws
+for t in own hyper; do TLS[$t]=$(idle_kib "$t" --tls); done
+TLS[floor]="-"
+restart_gws
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A REQS CPU
 for t in own hyper floor; do REQS[$t]=0; CPU[$t]=0; done
@@ -75,22 +111,10 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 
-idle_kib() { # TARGET -> KiB per idle connection
-    local pid=${PID[$1]} before after
-    before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    python3 "$ROOT/bench/idle_conns.py" 127.0.0.1 "${PORT[$1]}" "$IDLE" --hold 30 >"$TMP/idle-$1.out" 2>&1 &
-    local ic=$!
-    for _ in $(seq 300); do grep -q '^READY' "$TMP/idle-$1.out" 2>/dev/null && break; sleep 0.2; done
-    sleep 1
-    after=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    kill "$ic" 2>/dev/null || true
-    wait "$ic" 2>/dev/null || true
-    echo "scale=2; ($after - $before) / $IDLE" | bc
-}
 
-printf '| target | req/s | CPU µs/req | idle KiB/conn (%s conns) |\n|---|---|---|---|\n' "$IDLE"
+printf '| target | req/s | CPU µs/req | idle KiB/conn, plain (%s conns) | idle KiB/conn, TLS |\n|---|---|---|---|---|\n' "$IDLE"
 for t in own hyper floor; do
     rps=$((REQS[$t] / (ROUNDS * SECS)))
     us=$(echo "scale=1; ${CPU[$t]} * 1000000 / $CLK / ${REQS[$t]}" | bc)
-    printf '| %s | %s | %s | %s |\n' "$t" "$rps" "$us" "$(idle_kib "$t")"
+    printf '| %s | %s | %s | %s | %s |\n' "$t" "$rps" "$us" "${PLAIN[$t]}" "${TLS[$t]}"
 done

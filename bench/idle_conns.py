@@ -2,7 +2,7 @@
 """Open N keep-alive connections to an HTTP/1.1 server, send one request on each, read the
 response, then hold every connection open (idle) until told to stop.
 
-Usage: idle_conns.py HOST PORT N [--path /] [--hold 60] [--concurrency 256]
+Usage: idle_conns.py HOST PORT N [--path /] [--hold 60] [--concurrency 256] [--tls]
 
 Prints `READY <ok> <failed>` on stdout once all N connections have been opened and answered
 (or have failed), then holds them until SIGTERM/SIGINT arrives or `--hold`
@@ -15,10 +15,10 @@ import resource
 import signal
 
 
-async def one(host, port, path, sem, conns, timeout):
+async def one(host, port, path, sem, conns, timeout, tls=None):
     async with sem:
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), timeout)
         except Exception:
             return False
         try:
@@ -65,7 +65,16 @@ async def main():
     ap.add_argument("--hold", type=float, default=60.0)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--tls", action="store_true", help="TLS (HTTP/1.1 by ALPN), no verification")
     a = ap.parse_args()
+    tls = None
+    if a.tls:
+        import ssl
+
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["http/1.1"])
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = a.n + 256
@@ -78,7 +87,7 @@ async def main():
     sem = asyncio.Semaphore(a.concurrency)
     conns = []
     results = await asyncio.gather(
-        *(one(a.host, a.port, a.path, sem, conns, a.timeout) for _ in range(a.n))
+        *(one(a.host, a.port, a.path, sem, conns, a.timeout, tls) for _ in range(a.n))
     )
     ok = sum(1 for x in results if x)
     print(f"READY {ok} {a.n - ok}", flush=True)

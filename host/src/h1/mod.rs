@@ -80,9 +80,18 @@ impl ReadReady for tokio::net::TcpStream {
     }
 }
 
-impl<T> ReadReady for tokio_rustls::server::TlsStream<T> {
-    fn poll_ready_to_read(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    /// Plaintext rustls already holds is ready now; otherwise wait for the socket, so an idle
+    /// TLS connection holds no read buffer of ours either.
+    fn poll_ready_to_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_mut();
+        match tls.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {
+                tcp.poll_read_ready(cx)
+            }
+            // Buffered plaintext, a close, or an error: the read that follows sees it.
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 

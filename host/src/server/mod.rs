@@ -258,13 +258,16 @@ impl Conn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1::ReadReady + Send + Unpin + 'static,
     {
+        // hyper's connection futures are boxed: inline, their state (KiBs for the auto
+        // builder's h1 + h2 machinery) would be part of every connection's task, idle
+        // HTTP/1.1 ones included.
         let Some(h1s) = self.h1.clone().filter(|_| !h2) else {
-            return self.hyper(stream, h2).await;
+            return Box::pin(self.hyper(stream, h2)).await;
         };
         let (live, info) = (self.live.clone(), self.info.clone());
         let handler = move |req| request::handle_h1(live.load(), info.clone(), req);
         match h1::serve(stream, &h1s, handler, self.drain.clone()).await? {
-            h1::Outcome::H2(io) => self.hyper(io, true).await,
+            h1::Outcome::H2(io) => Box::pin(self.hyper(io, true)).await,
             h1::Outcome::HeaderTimeout => {
                 self.info
                     .listener
