@@ -45,6 +45,8 @@ LABEL = {
     "portcullis-filter1": "Portcullis + 1 filter",
     "portcullis-filters": "Portcullis + 3 filters",
     "portcullis-pass3": "Portcullis + 3 pass-through filters",
+    "portcullis-js-filter": "Portcullis + 1 trivial JavaScript filter (componentize-js)",
+    "portcullis-py-filter": "Portcullis + 1 trivial Python filter (componentize-py)",
     "portcullis-routes": f"Portcullis, {meta.get('routes_n', '?')} prefix routes (request matches the last)",
     "portcullis-unmatched": f"Portcullis + {meta.get('unmatched_n', '?')} filters that do not match",
     "portcullis-fanout": "Portcullis endpoint fan-out ×3",
@@ -288,6 +290,13 @@ sk3 = skip_reason("portcullis-pass3")
 if not sk3:
     r3 = ratio(tp("portcullis-pass3"), tp("portcullis"))
     P(f"| 3 pass-through filters / no filters throughput (info: Envoy's comparison case) | {'–' if r3 is None else f'{r3:.2f}×'} | info | – |")
+for t, lang in (("portcullis-js-filter", "JavaScript"), ("portcullis-py-filter", "Python")):
+    skj = skip_reason(t)
+    if skj:
+        P(f"| 1 trivial {lang} filter / no filters throughput | SKIPPED ({skj}) | info | – |")
+    else:
+        rj = ratio(tp(t), tp("portcullis"))
+        P(f"| 1 trivial {lang} filter / no filters throughput (plugin CPU per call: see notes; goal ≤ 20 µs) | {'–' if rj is None else f'{rj:.2f}×'} | info | – |")
 sk = skip_reason("portcullis-fanout")
 if sk:
     P(f"| fan-out ×3 / single proxy throughput | SKIPPED ({sk}) | info | – |")

@@ -217,6 +217,12 @@ P_PCA=$((PORT_BASE + 31)) A_PCA=$((PORT_BASE + 32))
 P_PCO1=$((PORT_BASE + 33)) A_PCO1=$((PORT_BASE + 34))
 P_PCO100=$((PORT_BASE + 35)) A_PCO100=$((PORT_BASE + 36))
 P_OTLP=$((PORT_BASE + 37))
+P_PCJ=$((PORT_BASE + 38)) A_PCJ=$((PORT_BASE + 39))
+P_PCY=$((PORT_BASE + 40)) A_PCY=$((PORT_BASE + 41))
+# The trivial JavaScript and Python filters (issue 18, goal 6), built by examples/build.rs
+# (plugins/build_js_py.rs) along with the release binaries.
+JSPY_DIR="$ROOT/plugins/target/js-py/out"
+export JSPY_DIR
 # Config-size rows: cost must not grow with the config (issue 17, goal 6).
 ROUTES_N="${BENCH_ROUTES:-10000}"
 UNMATCHED_N="${BENCH_UNMATCHED:-200}"
@@ -440,6 +446,8 @@ start_portcullis_filters() {
     # request without Origin: reads one header and continues, Envoy's "pass-through" case)
     local count=$1 name=$2 port=$3 admin=$4 kind=${5:-add-header} secs=15
     [ "$kind" = unmatched ] && secs=180
+    # A 12–19 MiB JavaScript/Python component takes Cranelift 10–30 s on a busy 2-core box.
+    { [ "$kind" = js ] || [ "$kind" = py ]; } && secs=180
     build_plugins
     if [ -n "$PLUGINS_SKIP" ]; then
         skip "$name" "$PLUGINS_SKIP"
@@ -554,11 +562,29 @@ filter_calls() {
     done
 }
 
+# Each filter row's plugin CPU per call, as the gateway itself counts it (/admin/plugins:
+# `cpu_seconds` / `calls`, summed over the row's filters, so per request). The JavaScript and
+# Python rows' goal is ≤ 20 µs (issue 18).
+guest_cpu_per_call() {
+    local t line
+    for t in "$@"; do
+        [ -n "${ADMIN[$t]:-}" ] || continue
+        line=$(curl -fsS --max-time 2 "${ADMIN[$t]}/admin/plugins" 2>/dev/null | python3 -c '
+import json, sys
+ps = json.load(sys.stdin)
+cpu = sum(p["stats"]["cpu_seconds"] for p in ps)
+calls = max((p["stats"]["calls"] for p in ps), default=0)
+print(f"{cpu / calls * 1e6:.1f} µs of plugin CPU per request over {calls} requests" if calls else "no calls")
+' 2>/dev/null || echo "unreadable /admin/plugins")
+        note "$t: $line (the gateway's own per-plugin figure)"
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -764,7 +790,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU $P_PCA $A_PCA $P_PCO1 $A_PCO1 $P_PCO100 $A_PCO100 $P_OTLP; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU $P_PCA $A_PCA $P_PCO1 $A_PCO1 $P_PCO100 $A_PCO100 $P_OTLP $P_PCJ $A_PCJ $P_PCY $A_PCY; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -783,6 +809,8 @@ main() {
     start_portcullis_filters 1 portcullis-filter1 "$P_PC1" "$A_PC1"
     start_portcullis_filters 3 portcullis-filters "$P_PCF" "$A_PCF"
     start_portcullis_filters 3 portcullis-pass3 "$P_PCP" "$A_PCP" pass
+    start_portcullis_filters 1 portcullis-js-filter "$P_PCJ" "$A_PCJ" js
+    start_portcullis_filters 1 portcullis-py-filter "$P_PCY" "$A_PCY" py
     start_portcullis_filters "$UNMATCHED_N" portcullis-unmatched "$P_PCU" "$A_PCU" unmatched
     start_portcullis_fanout
     start_observability
@@ -797,7 +825,8 @@ main() {
     for t in portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-fanout; do
         if [ -n "${PROC[$t]:-}" ]; then kb "${PROC[$t]}" VmHWM >"$DATA/rss/$t.hwm"; fi
     done
-    filter_calls portcullis-filter1 portcullis-filters portcullis-pass3
+    filter_calls portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter
+    guest_cpu_per_call portcullis-filter1 portcullis-pass3 portcullis-js-filter portcullis-py-filter
     observed_counts
     h2_rows
     tls_rows
@@ -827,7 +856,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100".split(),
   "routes_n": $ROUTES_N, "unmatched_n": $UNMATCHED_N,
   "rates": $rates_json,
 }

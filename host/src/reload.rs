@@ -139,6 +139,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
                 max_timeout_ms,
                 max_body_bytes,
                 max_instances,
+                memory_budget_mb,
                 instance_reuse_calls,
                 epoch_tick_ms,
                 quarantine_after,

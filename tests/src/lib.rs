@@ -794,6 +794,27 @@ pub fn guest(krate: &str) -> std::path::PathBuf {
     Path::new(env!("PORTCULLIS_GUEST_DIR")).join(format!("{}.wasm", krate.replace('-', "_")))
 }
 
+/// The `.wasm` of a first-party JavaScript or Python plugin (`home_js`, `pass_js`, `ab_py`,
+/// `pass_py`), built from source by `plugins/build_js_py.rs`.
+pub fn jspy_guest(name: &str) -> std::path::PathBuf {
+    Path::new(env!("PORTCULLIS_JSPY_DIR")).join(format!("{name}.wasm"))
+}
+
+/// Installs the JavaScript or Python plugin `built` as plugin `name` into `dir`.
+pub fn install_jspy_plugin(dir: &Path, name: &str, built: &str, manifest: &str) {
+    let wasm = std::fs::read(jspy_guest(built)).expect("js/python plugin built");
+    install_plugin_bytes(dir, name, &wasm, manifest);
+}
+
+/// One plugin's entry in `GET /admin/plugins` (name, version, stats, ...).
+pub async fn admin_plugin(admin: SocketAddr, name: &str) -> serde_json::Value {
+    let (_, b) = send(admin, get(admin, "/admin/plugins")).await;
+    let all: serde_json::Value = serde_json::from_slice(&b).expect("admin plugins json");
+    all.as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("plugin {name} not in /admin/plugins: {all}"))
+}
+
 /// Installs plugin `name` (the guest crate `krate` with `manifest`) into `dir` atomically:
 /// both files are written under temporary names and renamed, manifest first.
 pub fn install_plugin(dir: &Path, name: &str, krate: &str, manifest: &str) {

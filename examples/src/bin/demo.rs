@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
          \n  curl -i http://{public}/recommendations?user=1\
          \n  curl -i http://{public}/ratings?user=1        # fails 20% of the time, by design\
          \n  curl -s http://{public}/api/home?user=1 | jq    # one call, four services (endpoint plugin)\
+         \n  curl -s http://{public}/api/home-js?user=1 | jq # the same endpoint, in JavaScript\
          \n  curl -i http://{public}/admin-api/ping         # 401: the auth filter wants an API key\
          \n  curl -i -H 'x-api-key: demo-key' http://{public}/admin-api/ping\
          \n  curl -i http://{public}/nothing               # 404 with portcullis-error: no-route\
@@ -66,13 +67,26 @@ const PLUGINS: [(&str, &str); 5] = [
     ("security-headers", "add-header"),
 ];
 
+/// The demo's JavaScript/Python plugins: `(plugin name, built name)`, built by this crate's
+/// build script from `plugins/js/` and `plugins/python/` (`plugins/build_js_py.rs`).
+const JS_PY_PLUGINS: [(&str, &str); 1] = [("home-js", "home_js")];
+
 /// Copies the freshly built plugins next to their manifests, so the gateway loads them like
 /// any operator-provided plugin (and picks up edits to the manifests live).
 fn prepare_plugins(dir: &std::path::Path) -> anyhow::Result<()> {
     let guests = std::path::Path::new(env!("PORTCULLIS_GUEST_DIR"));
+    let jspy = std::path::Path::new(env!("PORTCULLIS_JSPY_DIR"));
     let plugins = dir.join("plugins");
-    for (name, krate) in PLUGINS {
-        let from = guests.join(format!("{}.wasm", krate.replace('-', "_")));
+    let rust = PLUGINS.iter().map(|(name, krate)| {
+        (
+            *name,
+            guests.join(format!("{}.wasm", krate.replace('-', "_"))),
+        )
+    });
+    let other = JS_PY_PLUGINS
+        .iter()
+        .map(|(name, built)| (*name, jspy.join(format!("{built}.wasm"))));
+    for (name, from) in rust.chain(other) {
         let to = plugins.join(format!("{name}.wasm"));
         std::fs::copy(&from, &to)
             .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;

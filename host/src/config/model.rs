@@ -612,6 +612,10 @@ pub struct Plugins {
     /// Concurrent plugin instances across the gateway (pooling allocator slots).
     #[serde(default = "defaults::max_instances")]
     pub max_instances: u32,
+    /// Guest linear memory all live plugin instances (running and idle) may hold together,
+    /// in MiB. A growth past it fails the call as `plugin-overloaded` (503).
+    #[serde(default = "defaults::memory_budget_mb")]
+    pub memory_budget_mb: u64,
     /// Calls one instance may serve before it is discarded; 0: a fresh instance per call.
     /// Reused instances keep guest memory between calls of the same plugin (never across
     /// plugins); see docs/architecture.md.
@@ -683,8 +687,10 @@ pub(crate) mod defaults {
     pub(crate) fn cluster_max_concurrency() -> usize {
         1_024
     }
+    /// A componentize-py component is 17–19 MiB (the interpreter and its standard library),
+    /// a componentize-js one 11–12 MiB: 32 MiB leaves room for their dependencies.
     pub(crate) fn max_upload_bytes() -> usize {
-        16 * 1024 * 1024
+        32 * 1024 * 1024
     }
     pub(crate) fn reload_debounce_ms() -> u64 {
         200
@@ -703,6 +709,11 @@ pub(crate) mod defaults {
     }
     pub(crate) fn max_instances() -> u32 {
         1_000
+    }
+    /// 2 GiB: ~150 JavaScript or Python instances at rest (9–13 MiB each), or thousands of
+    /// Rust ones (~100 KiB–2 MiB).
+    pub(crate) fn memory_budget_mb() -> u64 {
+        2_048
     }
     pub(crate) fn instance_reuse_calls() -> u32 {
         1_000

@@ -340,6 +340,15 @@ fn plugins(pl: &super::Plugins, p: &mut impl FnMut(String, String)) {
     if pl.max_instances == 0 {
         p("plugins.max_instances".into(), "must be at least 1".into());
     }
+    if pl.memory_budget_mb < pl.max_memory_mb {
+        p(
+            "plugins.memory_budget_mb".into(),
+            format!(
+                "must be at least max_memory_mb ({}): a plugin at the ceiling could never grow to it",
+                pl.max_memory_mb
+            ),
+        );
+    }
     if !(1..=MAX_EPOCH_TICK_MS).contains(&pl.epoch_tick_ms) {
         p(
             "plugins.epoch_tick_ms".into(),

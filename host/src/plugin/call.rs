@@ -12,6 +12,7 @@ use crate::routing::Matcher;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use wasmtime::Store;
@@ -28,6 +29,8 @@ pub struct Plugin {
     /// Instances that finished a call cleanly, most recently used last. They belong to this
     /// version only: a reload starts with none, and they go away with the old version.
     pub idle: Mutex<Vec<(Warm, IdleSlot)>>,
+    /// Live instances (running and idle), against the manifest's `max_instances`.
+    pub live: Arc<AtomicU32>,
 }
 
 /// Why a call produced no usable result.
@@ -63,16 +66,16 @@ pub struct Warm {
 }
 
 impl Warm {
-    fn new(host: &WasmHost, manifest: &Arc<Manifest>, stats: &Arc<PluginStats>) -> Warm {
-        let (store, stdio) = host.store(manifest, stats);
-        Warm {
+    fn new(host: &WasmHost, plugin: &Plugin) -> Result<Warm, super::engine::Refused> {
+        let (store, stdio) = host.store(&plugin.manifest, &plugin.stats, &plugin.live)?;
+        Ok(Warm {
             store,
             instance: None,
             stdio,
             stdout_seen: 0,
             stderr_seen: 0,
             calls: 0,
-        }
+        })
     }
 
     /// Instantiates on first use, then runs `f`.
@@ -134,6 +137,7 @@ impl Plugin {
             stats,
             loaded_at: SystemTime::now(),
             idle: Mutex::new(Vec::new()),
+            live: Arc::default(),
         }
     }
 
@@ -170,7 +174,17 @@ impl Plugin {
             return Err(fail);
         }
         let idle = self.idle.lock().pop().map(|(w, _slot)| w);
-        let mut warm = idle.unwrap_or_else(|| Warm::new(host, &self.manifest, &self.stats));
+        let mut warm = match idle.map_or_else(|| Warm::new(host, self), Ok) {
+            Ok(w) => w,
+            Err(refused) => {
+                let fail = CallFail {
+                    kind: FailureKind::Overloaded,
+                    detail: refused.0,
+                };
+                self.stats.record_failure(fail.kind, &fail.detail, policy);
+                return Err(fail);
+            }
+        };
         StoreData::arm(&mut warm.store, fanout);
         let lend = |d: &mut StoreData,
                     req: &mut Option<&mut ReqData>,
@@ -218,6 +232,8 @@ impl Plugin {
             Ok(Err(e)) => {
                 let kind = if d.cpu_exceeded {
                     FailureKind::CpuExceeded
+                } else if d.limiter.budget_denied {
+                    FailureKind::Overloaded
                 } else if d.limiter.denied {
                     FailureKind::MemoryExceeded
                 } else if e.is::<wasmtime::PoolConcurrencyLimitError>()
@@ -238,7 +254,13 @@ impl Plugin {
                 )),
             ),
         };
+        let budget = warm.store.data().limiter.budget();
         let detail = match kind {
+            FailureKind::Overloaded if warm.store.data().limiter.budget_denied => format!(
+                "the gateway's plugin memory budget is in use ([plugins] memory_budget_mb = {}, {} MiB held)",
+                budget.limit() >> 20,
+                budget.used() >> 20
+            ),
             FailureKind::CpuExceeded => format!(
                 "cpu budget of {} ms exceeded",
                 self.manifest.cpu.as_millis()
@@ -261,6 +283,7 @@ impl Plugin {
             || warm.calls >= host.reuse_calls
             || warm.instance.is_none()
             || !warm.pipes_have_room()
+            || !host.budget.idle_allowed()
         {
             return;
         }
@@ -343,7 +366,7 @@ impl Plugin {
     /// functions and initial memory over the limit before the plugin takes traffic. The
     /// instance then serves the first call.
     pub async fn validate(&self, host: &WasmHost) -> anyhow::Result<()> {
-        let mut warm = Warm::new(host, &self.manifest, &self.stats);
+        let mut warm = Warm::new(host, self).map_err(|r| anyhow::anyhow!(r.0))?;
         StoreData::arm(&mut warm.store, None);
         let fut = async {
             warm.instance = Some(self.pre.instantiate(&mut warm.store).await?);

@@ -14,6 +14,16 @@
 //!   default a store and its instance serve up to `[plugins] instance_reuse_calls` calls of
 //!   one plugin (see `call.rs` for why); `reuse_instance = false` in a manifest gives every
 //!   call a fresh one.
+//! * **A gateway-wide memory budget** (`[plugins] memory_budget_mb`): every linear memory
+//!   byte a live instance (running or idle) holds is charged to one budget as it grows, and
+//!   given back when its store drops. A JavaScript or Python instance starts at 9–13 MiB
+//!   (docs/plugins.md, "Limits for JavaScript and Python"), so without it a burst of
+//!   concurrent calls to one such plugin could take the host's memory from every other
+//!   plugin. A growth past the budget is refused: the call fails as `overloaded` (503,
+//!   `plugin-overloaded`), counted like a full pool, never a trap that quarantines.
+//!   Idle instances are kept only while less than half the budget is in use.
+//! * **A per-plugin instance cap** (manifest `[limits] max_instances`): live instances of
+//!   one plugin version; a call past it fails the same way, at once (no queue to wait in).
 
 use super::manifest::Manifest;
 use super::stats::PluginStats;
@@ -21,7 +31,7 @@ use super::ticker::Ticker;
 use super::upstream::FanoutCtx;
 use super::view::CallView;
 use crate::config;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
@@ -49,6 +59,77 @@ pub struct WasmHost {
     /// Idle instances may hold at most half of the pool's slots, so kept-warm instances can
     /// never starve calls of a slot.
     idle_slots_left: Arc<AtomicUsize>,
+    /// Linear memory all live instances hold, against `[plugins] memory_budget_mb`.
+    pub budget: Arc<MemBudget>,
+}
+
+/// The gateway-wide budget of guest linear memory (`[plugins] memory_budget_mb`).
+#[derive(Debug)]
+pub struct MemBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemBudget {
+    pub fn new(limit: usize) -> MemBudget {
+        MemBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+    /// Charges `bytes` if they fit.
+    fn try_charge(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+    /// Whether an instance that finished a call may be kept idle: only while less than half
+    /// the budget is in use, so idle instances never stand between a call and its memory.
+    pub fn idle_allowed(&self) -> bool {
+        self.used() < self.limit / 2
+    }
+}
+
+/// Why no new instance could be made for a call.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+/// One live instance of a plugin version, counted against its manifest's `max_instances`;
+/// given back on drop (when its store drops).
+pub(super) struct InstanceTicket(Arc<AtomicU32>);
+
+impl InstanceTicket {
+    /// A ticket if fewer than `cap` instances of the version are live.
+    pub(super) fn take(live: &Arc<AtomicU32>, cap: Option<u32>) -> Result<InstanceTicket, Refused> {
+        let cap = cap.unwrap_or(u32::MAX);
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .map(|_| InstanceTicket(live.clone()))
+        .map_err(|n| {
+            Refused(format!(
+                "max_instances = {n} reached: that many instances of this plugin are busy"
+            ))
+        })
+    }
+}
+
+impl Drop for InstanceTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl WasmHost {
@@ -94,6 +175,9 @@ impl WasmHost {
             reuse_calls: cfg.instance_reuse_calls,
             tick,
             idle_slots_left: Arc::new(AtomicUsize::new(slots as usize / 2)),
+            budget: Arc::new(MemBudget::new(
+                (cfg.memory_budget_mb as usize).saturating_mul(1 << 20),
+            )),
         })
     }
 
@@ -107,12 +191,15 @@ impl WasmHost {
     }
 
     /// A fresh store, with the plugin's limits armed (`StoreData::arm` re-arms them for each
-    /// call).
+    /// call), counted as one of the version's `live` instances; refused past the manifest's
+    /// `max_instances`.
     pub fn store(
         &self,
         manifest: &Arc<Manifest>,
         stats: &Arc<PluginStats>,
-    ) -> (Store<StoreData>, Stdio) {
+        live: &Arc<AtomicU32>,
+    ) -> Result<(Store<StoreData>, Stdio), Refused> {
+        let ticket = InstanceTicket::take(live, manifest.max_instances)?;
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         let wasi = WasiCtx::builder()
@@ -130,7 +217,11 @@ impl WasmHost {
                 max_bytes: manifest.memory_bytes,
                 high_water: 0,
                 denied: false,
+                budget: self.budget.clone(),
+                charged: 0,
+                budget_denied: false,
             },
+            _ticket: ticket,
             manifest: manifest.clone(),
             stats: stats.clone(),
             ticks: 0,
@@ -156,7 +247,7 @@ impl WasmHost {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
-        (store, Stdio { stdout, stderr })
+        Ok((store, Stdio { stdout, stderr }))
     }
 }
 
@@ -203,6 +294,8 @@ pub struct StoreData {
     pub fanout: Option<FanoutCtx>,
     /// Present for filter calls: the request (and response) head the guest's views read.
     pub view: CallView,
+    /// This store's place under the manifest's `max_instances`.
+    _ticket: InstanceTicket,
 }
 
 impl StoreData {
@@ -212,6 +305,7 @@ impl StoreData {
         d.ticks = 0;
         d.cpu_exceeded = false;
         d.limiter.denied = false;
+        d.limiter.budget_denied = false;
         d.fanout = fanout;
         store.set_epoch_deadline(1);
     }
@@ -226,18 +320,37 @@ impl WasiView for StoreData {
     }
 }
 
-/// Per-store memory limit. A denied growth makes the guest's allocator fail (a Rust guest
-/// then aborts: a trap); `denied` lets the host report it as `PLUGIN_MEMORY_EXCEEDED`.
+/// Per-store memory limit, and the store's share of the gateway-wide budget. A denied growth
+/// makes the guest's allocator fail (a Rust guest then aborts: a trap); `denied` lets the
+/// host report it as `PLUGIN_MEMORY_EXCEEDED`, `budget_denied` as `plugin-overloaded`.
 pub struct MemLimiter {
     max_bytes: usize,
     pub high_water: usize,
     pub denied: bool,
+    budget: Arc<MemBudget>,
+    /// Bytes this store's memories hold, charged to `budget` (given back on drop).
+    charged: usize,
+    /// The last denied growth was the gateway-wide budget's, not the manifest's limit.
+    pub budget_denied: bool,
+}
+
+impl MemLimiter {
+    /// The budget this store charges, for the failure message.
+    pub fn budget(&self) -> &MemBudget {
+        &self.budget
+    }
+}
+
+impl Drop for MemLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -245,6 +358,14 @@ impl wasmtime::ResourceLimiter for MemLimiter {
             self.denied = true;
             return Ok(false);
         }
+        // Called for a memory's creation too (current = 0), so an instance's initial memory
+        // is charged before it exists.
+        let grow = desired.saturating_sub(current);
+        if !self.budget.try_charge(grow) {
+            self.budget_denied = true;
+            return Ok(false);
+        }
+        self.charged += grow;
         self.high_water = self.high_water.max(desired);
         Ok(true)
     }
@@ -279,12 +400,55 @@ mod tests {
         let host = WasmHost::new(&plugins).expect("engine");
         let manifest =
             Manifest::parse("kind='inbound'\n[limits]\ncpu_ms=20\n", &plugins).expect("manifest");
-        let (store, _) = host.store(&Arc::new(manifest), &Arc::new(PluginStats::new("t")));
+        let (store, _) = host
+            .store(
+                &Arc::new(manifest),
+                &Arc::new(PluginStats::new("t")),
+                &Arc::default(),
+            )
+            .expect("store");
         assert_eq!(host.tick, Duration::from_millis(7));
         assert_eq!(
             store.data().cpu_budget,
             3,
             "20 ms in 7 ms ticks, rounded up"
+        );
+    }
+
+    #[test]
+    fn the_memory_budget_charges_and_gives_back() {
+        let b = MemBudget::new(10);
+        assert!(b.try_charge(6));
+        assert!(!b.try_charge(5), "past the limit");
+        assert!(b.try_charge(4), "exactly the limit fits");
+        b.release(10);
+        assert_eq!(b.used(), 0);
+        let b = MemBudget::new(100);
+        assert!(b.idle_allowed());
+        assert!(b.try_charge(50));
+        assert!(
+            !b.idle_allowed(),
+            "idle instances only under half the budget"
+        );
+    }
+
+    #[test]
+    fn instance_tickets_stop_at_the_cap_and_come_back() {
+        let live = Arc::default();
+        let a = InstanceTicket::take(&live, Some(2)).expect("first");
+        let _b = InstanceTicket::take(&live, Some(2)).expect("second");
+        let refused = InstanceTicket::take(&live, Some(2))
+            .err()
+            .expect("third refused");
+        assert!(refused.0.contains("max_instances = 2"), "{}", refused.0);
+        drop(a);
+        assert!(
+            InstanceTicket::take(&live, Some(2)).is_ok(),
+            "a dropped one frees its place"
+        );
+        assert!(
+            InstanceTicket::take(&Arc::default(), None).is_ok(),
+            "no cap"
         );
     }
 

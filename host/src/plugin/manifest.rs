@@ -77,6 +77,7 @@ struct RawLimits {
     memory_mb: Option<u64>,
     timeout_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    max_instances: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -119,6 +120,10 @@ pub struct Manifest {
     /// Wall-clock bound per call, including (for endpoints) upstream calls.
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    /// Live instances of this plugin version at most (`[limits] max_instances`), running or
+    /// idle; `None`: only the gateway's pool and memory budget bound them. A call that would
+    /// need one more fails at once as `overloaded` (503 `plugin-overloaded`).
+    pub max_instances: Option<u32>,
     pub fanout: FanoutLimits,
     /// The `[config]` table as JSON, handed to the guest by the `config` import.
     pub config: serde_json::Map<String, serde_json::Value>,
@@ -126,7 +131,11 @@ pub struct Manifest {
 
 /// Default limits when a manifest sets none, clamped to the ceilings.
 const DEFAULT_CPU_MS: u64 = 10;
-const DEFAULT_MEMORY_MB: u64 = 16;
+/// Room for a JavaScript or Python plugin: a fresh componentize-js instance holds 9.1 MiB of
+/// linear memory, a componentize-py one 12.5 MiB (docs/plugins.md, "Limits for JavaScript and
+/// Python"), and each grows with what a call allocates. A limit is a cap, not a reservation:
+/// a 200 KiB Rust filter still holds 200 KiB (the memory budget charges what is used).
+const DEFAULT_MEMORY_MB: u64 = 32;
 const DEFAULT_FILTER_TIMEOUT_MS: u64 = 100;
 const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 2_000;
 /// A manifest is configuration, not data: a few KiB in practice.
@@ -192,6 +201,20 @@ impl Manifest {
             Some(v) => v,
             None => ceilings.max_body_bytes.min(64 * 1024),
         };
+        let max_instances = match raw.limits.max_instances {
+            Some(0) => {
+                problems.push("limits.max_instances: must be at least 1".into());
+                None
+            }
+            Some(v) if v > ceilings.max_instances => {
+                problems.push(format!(
+                    "limits.max_instances: {v} exceeds the gateway's [plugins] max_instances = {}",
+                    ceilings.max_instances
+                ));
+                None
+            }
+            v => v,
+        };
         if raw.body && raw.kind != Kind::Inbound {
             problems.push("body: only inbound filters take the body (endpoints always do)".into());
         }
@@ -232,6 +255,7 @@ impl Manifest {
             memory_bytes: (memory_mb as usize) << 20,
             timeout: Duration::from_millis(timeout_ms),
             max_body_bytes,
+            max_instances,
             fanout,
             config,
         })
@@ -286,5 +310,27 @@ mod tests {
         assert!(e.contains("ordr"), "{e}");
         let e = Manifest::parse("kind='sideways'\n", &ceilings()).expect_err("kind");
         assert!(e.contains("sideways"), "{e}");
+    }
+
+    #[test]
+    fn max_instances_is_bounded_by_the_pool() {
+        let m = Manifest::parse("kind='inbound'\n", &ceilings()).expect("valid");
+        assert_eq!(m.max_instances, None, "no cap unless asked");
+        assert_eq!(m.memory_bytes, 32 << 20, "room for a JS or Python plugin");
+        let m = Manifest::parse("kind='inbound'\n[limits]\nmax_instances=2\n", &ceilings())
+            .expect("valid");
+        assert_eq!(m.max_instances, Some(2));
+        let e = Manifest::parse("kind='inbound'\n[limits]\nmax_instances=0\n", &ceilings())
+            .expect_err("zero");
+        assert!(
+            e.contains("limits.max_instances: must be at least 1"),
+            "{e}"
+        );
+        let e = Manifest::parse(
+            "kind='inbound'\n[limits]\nmax_instances=100000\n",
+            &ceilings(),
+        )
+        .expect_err("over the pool");
+        assert!(e.contains("[plugins] max_instances = 1000"), "{e}");
     }
 }
