@@ -34,6 +34,7 @@ pub(crate) mod routing;
 pub(crate) mod server;
 pub(crate) mod shed;
 pub(crate) mod telemetry;
+pub(crate) mod toolkit;
 pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
@@ -43,6 +44,7 @@ pub use plugin::check_dir;
 pub use reload::check;
 pub use telemetry::access_log::AccessLog;
 pub use telemetry::init_logging;
+pub use toolkit::{run as plugin_command, PluginArgs};
 
 /// What `examples/src/bin/filter_micro.rs` needs to call the filter chain directly, without
 /// sockets: the plugin runtime, its chain, and a passport to stamp.

@@ -1,4 +1,5 @@
-//! The `portcullis` binary: `run` a gateway or `check` a config.
+//! The `portcullis` binary: `run` a gateway, `check` a config, or make, build and test a
+//! plugin (`plugin new|build|test`).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -44,11 +45,14 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Write, build and test plugins: `plugin new|build|test` (docs/plugins.md, "Toolkit").
+    Plugin(portcullis::PluginArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Plugin(args) => portcullis::plugin_command(args),
         // The same check a reload runs.
         Cmd::Check { config } => match portcullis::check(&config) {
             Ok(_) => {

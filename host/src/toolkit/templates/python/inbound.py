@@ -1,0 +1,14 @@
+"""{{name}}: an inbound filter. It runs before routing, on every request its manifest's
+`[match]` fits, and returns one action: continue, change the request, answer it, or reject it."""
+
+from portcullis_sdk import Changes, Filter, config, reject
+
+
+class WitWorld(Filter):
+    def on_request(self, req):
+        # The name of the header to require, from `[config]` in {{name}}.toml.
+        required = config.get_or("require_header", "x-api-key")
+        if req.header(required) is None:
+            return reject(401, f"missing {required}")
+        # Tell the upstream which filter let the request through.
+        return Changes().set_header("x-{{name}}", "ok").inbound()
