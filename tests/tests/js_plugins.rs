@@ -15,7 +15,10 @@ use std::time::Duration;
 fn plugins_section(dir: &Path, extra: &str) -> String {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
     format!(
-        "[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n{extra}\n",
+        // A JS instance's first call costs ~13 ms of CPU in a release build and more in a
+        // debug one on a loaded machine: the ceiling is raised so these tests check behaviour,
+        // not this machine's speed (the default ceiling, 50 ms, is the demo's and the docs').
+        "[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\nmax_cpu_ms = 2000\n{extra}\n",
         dir.display(),
         cache.display()
     )
@@ -61,7 +64,8 @@ fn home_config(ups: &[(&str, SocketAddr)], dir: &Path, plugins_extra: &str) -> S
     s
 }
 
-const HOME_MANIFEST: &str = "kind = \"endpoint\"\n[config]\ntimeout_ms = 200\n";
+const HOME_MANIFEST: &str =
+    "kind = \"endpoint\"\n[limits]\ncpu_ms = 2000\n[config]\ntimeout_ms = 200\n";
 
 async fn get_with_context(addr: SocketAddr, path: &str) -> (http::response::Parts, bytes::Bytes) {
     let mut req = get(addr, path);
@@ -163,7 +167,12 @@ async fn home_js_answers_502_without_a_profile_like_rust() {
 async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
     let up = Upstream::start("a").await;
     let dir = temp_dir("js-pass");
-    install_jspy_plugin(&dir, "pass-js", "pass_js", "kind = \"inbound\"\n");
+    install_jspy_plugin(
+        &dir,
+        "pass-js",
+        "pass_js",
+        "kind = \"inbound\"\n[limits]\ncpu_ms = 2000\n",
+    );
     let config = basic_config(&[("a", up.addr)], &plugins_section(&dir, ""));
     let gw = gateway(&config, Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
@@ -233,7 +242,7 @@ async fn max_instances_caps_a_plugins_live_instances() {
         &dir,
         "home-js",
         "home_js",
-        "kind = \"endpoint\"\n[limits]\nmax_instances = 1\n[config]\ntimeout_ms = 3000\n",
+        "kind = \"endpoint\"\n[limits]\nmax_instances = 1\ncpu_ms = 2000\n[config]\ntimeout_ms = 3000\n",
     );
     let gw = gateway(&home_config(&ups, &dir, ""), Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
@@ -279,7 +288,7 @@ async fn the_memory_budget_bounds_all_instances_together() {
         &dir,
         "home-js",
         "home_js",
-        "kind = \"endpoint\"\n[limits]\nmemory_mb = 16\n[config]\ntimeout_ms = 3000\n",
+        "kind = \"endpoint\"\n[limits]\nmemory_mb = 16\ncpu_ms = 2000\n[config]\ntimeout_ms = 3000\n",
     );
     install_plugin(
         &dir,
