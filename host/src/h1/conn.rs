@@ -122,14 +122,36 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let keep_alive = head.keep_alive;
+    let (request, mut feed, upgrade) = prepare(*head, buf, s);
+    let req = ReqInfo {
+        head: request.method() == http::Method::HEAD,
+        http10: request.version() == http::Version::HTTP_10,
+    };
+    let mut fut = pin!(handler(request));
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let resp = loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => break r,
+            r = feed.step(&mut rd, Some(&mut wr)), if feed.active() => r?,
+        }
+    };
+    let close = !keep_alive || *drain.borrow() || feed.broken;
+    respond(rd, wr, feed, resp, req, close, upgrade, s).await
+}
+
+/// The request as the handler gets it (body channel, upgrade slot, ambiguity marker), and
+/// the driver's ends of them.
+fn prepare(head: Head, buf: BytesMut, s: &Settings) -> (Request<RecvBody>, Feed, Upgrade) {
     let Head {
         mut parts,
         framing,
-        keep_alive,
         expect_continue,
         upgrade,
         ambiguous,
-    } = *head;
+        ..
+    } = head;
     let (tx, body, dec) = match framing {
         Framing::Empty => (None, RecvBody::empty(), Decoder::length(0)),
         Framing::Length(n) => {
@@ -144,19 +166,12 @@ where
     if ambiguous {
         parts.extensions.insert(body::AmbiguousFraming);
     }
-    let mut upgrade_tx = None;
-    if upgrade {
+    let upgrade_tx = upgrade.then(|| {
         let (t, r) = oneshot::channel();
         parts.extensions.insert(OnUpgrade::new(r));
-        upgrade_tx = Some(t);
-    }
-    let req = ReqInfo {
-        head: parts.method == http::Method::HEAD,
-        http10: parts.version == http::Version::HTTP_10,
-    };
-    let mut fut = pin!(handler(Request::from_parts(parts, body)));
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let mut feed = Feed {
+        t
+    });
+    let feed = Feed {
         tx,
         dec,
         buf,
@@ -165,22 +180,38 @@ where
         broken: false,
         read_buf_bytes: s.read_buf_bytes,
     };
-    let resp = loop {
-        tokio::select! {
-            biased;
-            r = &mut fut => break r,
-            r = feed.step(&mut rd, Some(&mut wr)), if feed.active() => r?,
-        }
-    };
+    (Request::from_parts(parts, body), feed, upgrade_tx)
+}
+
+/// Where the stream goes after a `101`, when the request asked to upgrade.
+type Upgrade = Option<oneshot::Sender<Upgraded>>;
+
+/// Writes the handler's response (or switches protocols), feeding the body meanwhile, and
+/// says whether the connection can take another request.
+#[allow(clippy::too_many_arguments)]
+async fn respond<I, B>(
+    mut rd: ReadHalf<I>,
+    mut wr: WriteHalf<I>,
+    mut feed: Feed,
+    resp: Response<B>,
+    req: ReqInfo,
+    mut close: bool,
+    upgrade: Upgrade,
+    s: &Settings,
+) -> io::Result<Done<I>>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let (mut rparts, rbody) = resp.into_parts();
-    let mut close = !keep_alive || *drain.borrow() || feed.broken;
     let mut out = Vec::with_capacity(512);
     if feed.continue_sent > 0 && feed.continue_sent < CONTINUE.len() {
         out.extend_from_slice(&CONTINUE[feed.continue_sent..]);
     }
     if let (true, Some(up)) = (
         rparts.status == http::StatusCode::SWITCHING_PROTOCOLS,
-        upgrade_tx,
+        upgrade,
     ) {
         encode::switching_head(&mut out, &rparts.headers);
         wr.write_all(&out).await?;
@@ -192,25 +223,16 @@ where
         });
         return Ok(Done::Upgraded);
     }
+    let exact = rbody.size_hint().exact();
     let mode = encode::head(
         &mut out,
         rparts.status,
         &mut rparts.headers,
         req,
-        rbody.size_hint().exact(),
+        exact,
         &mut close,
     );
-    let mut w = Writer {
-        out,
-        pos: 0,
-        tail: Bytes::new(),
-        tail_pos: 0,
-        suffix: b"",
-        mode,
-        sent: 0,
-        ended: false,
-        clean: true,
-    };
+    let mut w = Writer::new(out, mode);
     let mut rbody = pin!(rbody);
     loop {
         tokio::select! {
@@ -352,6 +374,21 @@ struct Writer {
 }
 
 impl Writer {
+    /// A writer with the head already in `out`.
+    fn new(out: Vec<u8>, mode: Mode) -> Self {
+        Writer {
+            out,
+            pos: 0,
+            tail: Bytes::new(),
+            tail_pos: 0,
+            suffix: b"",
+            mode,
+            sent: 0,
+            ended: false,
+            clean: true,
+        }
+    }
+
     /// Writes what is pending, or takes the next frames. `Ok(true)` when all is written.
     async fn step<I: AsyncWrite, B>(
         &mut self,

@@ -41,7 +41,7 @@ fn settings() -> Settings {
     }
 }
 
-async fn record<B>(log: Arc<Mutex<Vec<Seen>>>, req: Request<B>) -> Response<Full<Bytes>>
+async fn record<B>(log: Log, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: http_body::Body<Data = Bytes>,
 {
@@ -91,15 +91,17 @@ fn statuses(wire: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-async fn ours(input: &[u8]) -> Run {
-    let log = Arc::new(Mutex::new(Vec::new()));
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// Runs `input` against the server `serve` starts on its end of an in-memory connection.
+async fn run<S, F>(input: &[u8], serve: S) -> Run
+where
+    S: FnOnce(tokio::io::DuplexStream, Log) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
     let (client, server) = tokio::io::duplex(1 << 20);
-    let s = settings();
-    let (_tx, drain) = watch::channel(false);
-    let l = log.clone();
-    let srv = tokio::spawn(async move {
-        let _ = serve(Ready(server), &s, move |r| record(l.clone(), r), drain).await;
-    });
+    let srv = tokio::spawn(serve(server, log.clone()));
     let wire = drive(client, input).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), srv).await;
     let seen = log.lock().unwrap().clone();
@@ -109,11 +111,17 @@ async fn ours(input: &[u8]) -> Run {
     }
 }
 
+async fn ours(input: &[u8]) -> Run {
+    run(input, |server, l| async move {
+        let s = settings();
+        let (_tx, drain) = watch::channel(false);
+        let _ = serve(Ready(server), &s, move |r| record(l.clone(), r), drain).await;
+    })
+    .await
+}
+
 async fn hypers(input: &[u8]) -> Run {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (client, server) = tokio::io::duplex(1 << 20);
-    let l = log.clone();
-    let srv = tokio::spawn(async move {
+    run(input, |server, l| async move {
         let svc = hyper::service::service_fn(move |r| {
             let l = l.clone();
             async move { Ok::<_, std::convert::Infallible>(record(l, r).await) }
@@ -123,14 +131,8 @@ async fn hypers(input: &[u8]) -> Run {
             .max_headers(32)
             .serve_connection(hyper_util::rt::TokioIo::new(server), svc)
             .await;
-    });
-    let wire = drive(client, input).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), srv).await;
-    let seen = log.lock().unwrap().clone();
-    Run {
-        seen,
-        statuses: statuses(&wire),
-    }
+    })
+    .await
 }
 
 /// A duplex stream is always ready to read (no readiness without a buffer).
