@@ -170,9 +170,14 @@ impl Pool {
     }
 
     async fn acquire_h1(&self, deadline: Instant, fresh: bool) -> Result<Conn, ConnectError> {
-        while !fresh {
+        // A fresh connection is wanted after a pooled one was found dead: skip the idle ones.
+        let mut idle_left = !fresh;
+        while idle_left {
             let idle = self.idle.lock().pop();
-            let Some(mut idle) = idle else { break };
+            let Some(mut idle) = idle else {
+                idle_left = false;
+                continue;
+            };
             if idle.sender.is_closed() || idle.since.elapsed() > self.cfg.idle_timeout {
                 continue;
             }
