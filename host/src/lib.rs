@@ -28,6 +28,7 @@ mod fuzz;
 pub(crate) mod gateway;
 pub(crate) mod h1;
 pub(crate) mod plugin;
+pub(crate) mod ratelimit;
 pub mod reload;
 pub(crate) mod request;
 pub(crate) mod routing;

@@ -30,6 +30,70 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// Absent: no traces.
     pub tracing: Option<Tracing>,
+    /// `[[rate_limit]]`: every matching entry is checked; the strictest denial answers.
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: Vec<RateLimit>,
+    /// `[redis]`: the store of `scope = "global"` rate limits. Absent: global limits are
+    /// refused by validation.
+    pub redis: Option<Redis>,
+}
+
+/// One `[[rate_limit]]` entry (see `crate::ratelimit`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub name: String,
+    /// The requests it counts; the same shape as a route's `match` (empty: every request).
+    #[serde(rename = "match", default)]
+    pub matcher: RouteMatch,
+    /// `client_ip`, `header:<name>`, `meta:<key>` (inbound filter metadata) or `route`.
+    #[serde(default = "defaults::rate_limit_key")]
+    pub key: String,
+    /// Requests allowed per window (also the burst).
+    pub limit: u64,
+    pub window_ms: u64,
+    #[serde(default)]
+    pub scope: RateLimitScope,
+    /// What a `global` limit does when Redis fails or is slower than `command_timeout_ms`.
+    #[serde(default)]
+    pub on_backend_error: OnBackendError,
+    /// Put `RateLimit-Policy` / `RateLimit` on allowed responses too (429s always get them).
+    #[serde(default)]
+    pub headers: bool,
+    /// Bound on the keys a `local` limit tracks at once.
+    #[serde(default = "defaults::rate_limit_max_keys")]
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitScope {
+    /// Counted in this process.
+    #[default]
+    Local,
+    /// Counted in Redis, shared by every gateway using the same `[redis]`.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` (TLS).
+    pub url: String,
+    #[serde(default = "defaults::redis_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for one command's answer; past it the command counts as a backend error.
+    #[serde(default = "defaults::redis_command_timeout_ms")]
+    pub command_timeout_ms: u64,
 }
 
 /// `[tracing]`: OpenTelemetry spans exported over OTLP/HTTP protobuf (see `telemetry::trace`).
@@ -666,6 +730,18 @@ impl Plugins {
 }
 
 pub(crate) mod defaults {
+    pub(crate) fn rate_limit_key() -> String {
+        "client_ip".into()
+    }
+    pub(crate) fn rate_limit_max_keys() -> usize {
+        100_000
+    }
+    pub(crate) fn redis_connect_timeout_ms() -> u64 {
+        100
+    }
+    pub(crate) fn redis_command_timeout_ms() -> u64 {
+        20
+    }
     pub(crate) fn weight() -> u32 {
         1
     }

@@ -15,6 +15,7 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     let names = clusters(cfg, &mut p);
     routes(cfg, &names, &mut p);
     globals(cfg, &mut p);
+    rate_limits(cfg, &mut p);
     if let Some(pl) = &cfg.plugins {
         plugins(pl, &mut p);
     }
@@ -271,6 +272,71 @@ fn routes(cfg: &Config, clusters: &HashSet<&str>, p: &mut impl FnMut(String, Str
             if v == Some(0) {
                 p(k(f), "a timeout must be greater than 0".into());
             }
+        }
+    }
+}
+
+/// `[[rate_limit]]` and `[redis]`.
+fn rate_limits(cfg: &Config, p: &mut impl FnMut(String, String)) {
+    let mut names = HashSet::new();
+    for (i, r) in cfg.rate_limits.iter().enumerate() {
+        let k = |f: &str| format!("rate_limit[{i}].{f}");
+        let name_ok = !r.name.is_empty()
+            && r.name.len() <= 64
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok || !names.insert(r.name.as_str()) {
+            p(
+                k("name"),
+                format!(
+                    "`{}` is empty, used twice, or not 1 to 64 of [A-Za-z0-9._-]",
+                    r.name
+                ),
+            );
+        }
+        for (key, reason) in match_problems(&r.matcher) {
+            p(k(&format!("match.{key}")), reason);
+        }
+        if let Err(why) = crate::ratelimit::KeySource::parse(&r.key) {
+            p(k("key"), why);
+        }
+        if !(1..=1_000_000_000).contains(&r.limit) {
+            p(k("limit"), "must be between 1 and 1000000000".into());
+        }
+        if !(1..=86_400_000).contains(&r.window_ms) {
+            p(k("window_ms"), "must be between 1 and 86400000 (a day)".into());
+        }
+        if !(1..=10_000_000).contains(&r.max_keys) {
+            p(k("max_keys"), "must be between 1 and 10000000".into());
+        }
+        if r.scope == super::RateLimitScope::Global && cfg.redis.is_none() {
+            p(
+                k("scope"),
+                "`global` limits need a [redis] section".into(),
+            );
+        }
+    }
+    if let Some(r) = &cfg.redis {
+        match redis::Client::open(r.url.as_str()) {
+            Err(e) => p("redis.url".into(), format!("not a Redis URL: {e}")),
+            Ok(_) if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) => p(
+                "redis.url".into(),
+                "must start with `redis://` or `rediss://`".into(),
+            ),
+            Ok(_) => {}
+        }
+        if !(1..=10_000).contains(&r.connect_timeout_ms) {
+            p(
+                "redis.connect_timeout_ms".into(),
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if !(1..=1_000).contains(&r.command_timeout_ms) {
+            p(
+                "redis.command_timeout_ms".into(),
+                "must be between 1 and 1000".into(),
+            );
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum Failure {
     UpgradeUnsupported,
     /// The listener's `max_tunnels` are open.
     TunnelLimit,
+    /// A `[[rate_limit]]` denied the request: its name and the `Retry-After`,
+    /// `RateLimit-Policy` and `RateLimit` headers of the 429.
+    RateLimited(Box<(Arc<str>, Vec<(http::HeaderName, http::HeaderValue)>)>),
 }
 
 impl Failure {
@@ -59,6 +62,7 @@ impl Failure {
             Plugin(p) => p.status,
             NoRoute => StatusCode::NOT_FOUND,
             WebsocketRefused => StatusCode::FORBIDDEN,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             Overloaded | NoHealthyUpstream | EndpointUnavailable | TunnelLimit => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -94,6 +98,7 @@ impl Failure {
             WebsocketRefused => "websocket-refused",
             UpgradeUnsupported => "upgrade-unsupported",
             TunnelLimit => "tunnel-limit",
+            RateLimited(_) => "rate-limited",
         }
     }
 
@@ -120,6 +125,7 @@ impl Failure {
             UpstreamTls => State::ConnectFailed,
             WebsocketRefused | UpgradeUnsupported => State::UpgradeRefused,
             TunnelLimit => State::Shed,
+            RateLimited(_) => State::RateLimited,
         })
     }
 
@@ -152,6 +158,7 @@ impl Failure {
             WebsocketRefused => "WebSocket upgrades are not allowed on this route",
             UpgradeUnsupported => "this route's cluster cannot take a WebSocket upgrade",
             TunnelLimit => "too many open WebSocket tunnels on this listener; retry later",
+            RateLimited(d) => return Cow::Owned(format!("rate limit `{}` exceeded; retry later", d.0)),
         })
     }
 

@@ -55,6 +55,8 @@ pub enum State {
     PluginRejected,
     PluginResponded,
     DeadlineExceeded,
+    /// A `[[rate_limit]]` denied the request (429).
+    RateLimited,
     /// The upstream switched protocols and the client got its 101 (or HTTP/2 200): the
     /// request is over, a tunnel carries the bytes. Request timing ends here.
     Upgraded,
@@ -98,6 +100,7 @@ impl State {
             BadRequest => "BAD_REQUEST",
             BodyTooLarge => "BODY_TOO_LARGE",
             Shed => "SHED",
+            RateLimited => "RATE_LIMITED",
             NoRoute => "NO_ROUTE",
             NoHealthyUpstream => "NO_HEALTHY_UPSTREAM",
             ConnectTimeout => "CONNECT_TIMEOUT",
@@ -132,6 +135,7 @@ impl State {
                 | BadRequest
                 | BodyTooLarge
                 | Shed
+                | RateLimited
                 | NoRoute
                 | NoHealthyUpstream
                 | ConnectTimeout

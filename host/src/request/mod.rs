@@ -33,6 +33,7 @@ mod finish;
 pub(crate) mod grpc;
 mod payload;
 mod proxy;
+mod rate_limit;
 mod respond;
 pub(crate) mod response_body;
 pub(crate) mod tunnel;
@@ -88,6 +89,8 @@ pub struct Services {
     /// The config this was built from, its hash and load time.
     pub config: Arc<config::Config>,
     pub loaded: crate::reload::Loaded,
+    /// `[[rate_limit]]`: kept across reloads that change neither it nor `[redis]`.
+    pub(crate) rate_limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// `[http]`: how identities are fixed, and the static headers of responses that skip Wasm.
@@ -255,6 +258,7 @@ pub(crate) async fn handle_any(
         chain: None,
         route: None,
         grpc: None,
+        rate_headers: None,
     };
     // Boxed: the state machine's future is several KiB. hyper keeps a connection's request
     // future in one box from accept to close and moves each request's future into it, so
@@ -277,6 +281,8 @@ pub(crate) struct Exchange<'a> {
     route: Option<&'a Route>,
     /// Set at admission when the request is a gRPC call.
     grpc: Option<grpc::Call>,
+    /// `RateLimit` headers for an allowed response (limits with `headers = true`).
+    rate_headers: Option<Box<Vec<(HeaderName, HeaderValue)>>>,
 }
 
 /// The request body as the phases hand it on.
@@ -318,9 +324,16 @@ impl Exchange<'_> {
         }
         let answer = match self.inbound(body).await {
             Err(answer) => answer,
-            Ok(payload) => self.forward(payload).await,
+            Ok(payload) => match self.rate_limit().await {
+                Err(why) => Answer::Failed(why),
+                Ok(()) => self.forward(payload).await,
+            },
         };
-        self.respond(answer).await
+        let mut resp = self.respond(answer).await;
+        if let Some(h) = self.rate_headers.take() {
+            resp.headers_mut().extend(h.into_iter().map(|(k, v)| (Some(k), v)));
+        }
+        resp
     }
 
     /// The request's deadline: the route's (the global one before routing), or a gRPC call's

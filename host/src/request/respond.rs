@@ -198,6 +198,11 @@ pub(crate) fn error_response(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if let Failure::RateLimited(d) = why {
+        for (k, v) in &d.1 {
+            h.append(k.clone(), v.clone());
+        }
+    }
     if let Some(id) = request_id {
         h.insert(X_REQUEST_ID.clone(), id.clone());
     }

@@ -168,6 +168,22 @@ impl TunnelMetrics {
     }
 }
 
+/// One `[[rate_limit]]`'s counters, kept by name across reloads.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitCounters {
+    limited: AtomicU64,
+    backend_errors: AtomicU64,
+}
+
+impl RateLimitCounters {
+    pub(crate) fn limited(&self) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn backend_error(&self) {
+        self.backend_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Everything the gateway counts. One instance per gateway, shared by `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -185,6 +201,8 @@ pub struct Metrics {
     reloads: [AtomicU64; RELOAD_RESULTS.len()],
     /// Requests by client protocol: index into `PROTOCOLS`.
     by_protocol: [AtomicU64; PROTOCOLS.len()],
+    /// Per `[[rate_limit]]` name ever configured.
+    rate_limits: parking_lot::Mutex<Vec<(Arc<str>, Arc<RateLimitCounters>)>>,
     /// `[access_log]`: every finished request is offered to it.
     pub access_log: Option<access_log::AccessLog>,
     /// `[tracing]`: samples requests at admission, exports the sampled ones' spans.
@@ -233,6 +251,39 @@ pub struct Finished {
 pub(crate) const RELOAD_RESULTS: [&str; 4] = ["ok", "invalid", "refused", "error"];
 
 impl Metrics {
+    /// The counters of the rate limit named `name`, made on first use.
+    pub(crate) fn rate_limit(&self, name: &str) -> Arc<RateLimitCounters> {
+        let mut all = self.rate_limits.lock();
+        if let Some((_, c)) = all.iter().find(|(n, _)| &**n == name) {
+            return c.clone();
+        }
+        let c = Arc::new(RateLimitCounters::default());
+        all.push((Arc::from(name), c.clone()));
+        c
+    }
+
+    fn render_rate_limits(&self, w: &mut Writer) {
+        let all = self.rate_limits.lock().clone();
+        for (name, help, get) in [
+            (
+                "portcullis_rate_limited_total",
+                "Requests answered 429 by a rate limit, by limit.",
+                (|c: &RateLimitCounters| c.limited.load(Ordering::Relaxed))
+                    as fn(&RateLimitCounters) -> u64,
+            ),
+            (
+                "portcullis_rate_limit_backend_errors_total",
+                "Global rate-limit checks that failed or timed out in Redis (on_backend_error applied), by limit.",
+                |c: &RateLimitCounters| c.backend_errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            let mut f = w.family(name, help, Kind::Counter);
+            for (n, c) in &all {
+                f.sample(&[("limit", n)], get(c));
+            }
+        }
+    }
+
     pub fn new(listeners: &[Arc<str>], ring_size: usize, slow: Duration) -> Self {
         Metrics {
             unrouted: RouteMetrics::new(Arc::from("")),
@@ -253,6 +304,7 @@ impl Metrics {
             slow_us: AtomicU64::new(slow.as_micros() as u64),
             reloads: Default::default(),
             by_protocol: Default::default(),
+            rate_limits: Default::default(),
             access_log: None,
             tracer: None,
         }
@@ -426,6 +478,7 @@ impl Metrics {
             }
         }
         self.tunnels.render(w, &listeners);
+        self.render_rate_limits(w);
         let mut f = w.family(
             "portcullis_config_reloads_total",
             "Config reloads (SIGHUP or POST /admin/config/reload), by result: ok, invalid, refused (a key that cannot change at runtime), error.",

@@ -1,0 +1,33 @@
+//! The rate-limit phase: after the inbound filters (so `meta:` keys see their metadata and
+//! the route is final), before routing sends the request anywhere.
+
+use super::Exchange;
+use crate::core::failure::Failure;
+use crate::ratelimit::Subject;
+
+impl Exchange<'_> {
+    /// Checks the matching `[[rate_limit]]`s. `Err` is the 429 of the strictest denial.
+    /// Without limits it costs one branch; with them the check is boxed, so its (Redis)
+    /// future does not grow every request's.
+    pub(super) async fn rate_limit(&mut self) -> Result<(), Failure> {
+        let limits = self.svc.rate_limits.clone();
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let subject = Subject {
+            parts: &self.parts,
+            host: crate::routing::request_host(&self.parts),
+            client_ip: self.conn.client.ip(),
+            route: self.route.map(|r| &*r.name),
+            metadata: &self.filters.metadata,
+        };
+        let verdict = Box::pin(limits.check(&subject)).await;
+        if let Some(denied) = verdict.denied {
+            return Err(Failure::RateLimited(Box::new(denied)));
+        }
+        if !verdict.headers.is_empty() {
+            self.rate_headers = Some(Box::new(verdict.headers));
+        }
+        Ok(())
+    }
+}
