@@ -25,6 +25,7 @@ enum Proto {
 pub mod browser;
 pub mod faulty;
 pub mod otlp;
+pub mod redis;
 pub use faulty::Faulty;
 pub use otlp::OtlpReceiver;
 

@@ -1,0 +1,97 @@
+//! A real `redis-server` (Debian's package) for the global rate-limit tests, on a free
+//! loopback port, without persistence. Installed on first use if missing (as root, with
+//! apt-get), like `browser.rs` installs chromium, so `cargo test` needs no manual step.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn ensure_installed() {
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if std::path::Path::new(REDIS_SERVER).exists() {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-qq", "redis-server"];
+    if !apt(&install) {
+        let _ = apt(&["update", "-qq"]);
+        assert!(
+            apt(&install),
+            "the rate-limit tests need Debian's redis-server: `apt-get install redis-server` failed"
+        );
+    }
+}
+
+/// A running `redis-server`; killed when dropped.
+pub struct Redis {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        ensure_installed();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut r = Redis {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Kills the server (SIGKILL, no goodbye to its clients) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port, empty, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(REDIS_SERVER)
+            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "redis-server did not listen on {} within 10 s",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,185 @@
+//! `[[rate_limit]]` end to end: local limits per key and on filter metadata, and a global
+//! limit shared by three gateways through a real `redis-server` that is killed and restarted
+//! mid-test.
+
+use http::Request;
+use portcullis_tests::redis::Redis;
+use portcullis_tests::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<BoxBody> {
+    let mut b = Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body("")).expect("request")
+}
+
+async fn status(addr: SocketAddr, path: &str, key: &str) -> u16 {
+    send(addr, with(addr, path, &[("x-client", key)]))
+        .await
+        .0
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_local_limit_allows_exactly_n_per_key_then_429_with_the_headers() {
+    let up = Upstream::start("up").await;
+    let cfg = basic_config(
+        &[("up", up.addr)],
+        "[[rate_limit]]\nname = \"per-client\"\nkey = \"header:x-client\"\nlimit = 3\nwindow_ms = 60000\nheaders = true\n",
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for i in 0..3 {
+        let (p, _) = send(addr, with(addr, "/up/x", &[("x-client", "a")])).await;
+        assert_eq!(p.status, 200, "request {i} of client a");
+        assert_eq!(
+            header(&p, "ratelimit"),
+            format!("\"per-client\";r={};t={}", 2 - i, 20 * (i + 1))
+        );
+    }
+    let (p, b) = send(addr, with(addr, "/up/x", &[("x-client", "a")])).await;
+    assert_eq!(p.status, 429);
+    assert_eq!(header(&p, "portcullis-error"), "rate-limited");
+    assert_eq!(header(&p, "retry-after"), "20");
+    assert_eq!(header(&p, "ratelimit-policy"), "\"per-client\";q=3;w=60");
+    assert_eq!(header(&p, "ratelimit"), "\"per-client\";r=0;t=60");
+    assert!(String::from_utf8_lossy(&b).contains("per-client"));
+    // Another key has its own budget.
+    for _ in 0..3 {
+        assert_eq!(status(addr, "/up/x", "b").await, 200);
+    }
+    assert_eq!(status(addr, "/up/x", "b").await, 429);
+    assert_eq!(up.requests(), 6, "denied requests never reach the upstream");
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(
+        sample(&m, "portcullis_rate_limited_total{limit=\"per-client\"}"),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_meta_key_counts_what_an_inbound_filter_set() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("rl-meta");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    // testbed in `ok` mode sets the metadata `testbed = ok` on requests under /up/tagged.
+    install_plugin(
+        &plugins,
+        "tag",
+        "testbed",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/up/tagged\"\n[config]\nmode = \"ok\"\n",
+    );
+    let cfg = basic_config(
+        &[("up", up.addr)],
+        &format!(
+            "[plugins]\ndir = \"{}\"\n[[rate_limit]]\nname = \"by-meta\"\nkey = \"meta:testbed\"\nlimit = 2\nwindow_ms = 60000\n",
+            plugins.display()
+        ),
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for _ in 0..2 {
+        assert_eq!(status(addr, "/up/tagged", "x").await, 200);
+    }
+    assert_eq!(status(addr, "/up/tagged", "x").await, 429);
+    // Without the metadata (the filter does not run there) the limit does not apply.
+    for _ in 0..4 {
+        assert_eq!(status(addr, "/up/plain", "x").await, 200);
+    }
+}
+
+fn global_config(up: SocketAddr, redis: &str) -> String {
+    basic_config(
+        &[("up", up)],
+        &format!(
+            "[redis]\nurl = \"{redis}\"\ncommand_timeout_ms = 50\n\
+             [[rate_limit]]\nname = \"g-allow\"\nmatch = {{ path_prefix = \"/up/allow\" }}\nkey = \"header:x-client\"\nlimit = 5\nwindow_ms = 60000\nscope = \"global\"\non_backend_error = \"allow\"\n\
+             [[rate_limit]]\nname = \"g-deny\"\nmatch = {{ path_prefix = \"/up/deny\" }}\nkey = \"header:x-client\"\nlimit = 5\nwindow_ms = 60000\nscope = \"global\"\non_backend_error = \"deny\"\n\
+             [[rate_limit]]\nname = \"local\"\nmatch = {{ path_prefix = \"/up/local\" }}\nkey = \"header:x-client\"\nlimit = 2\nwindow_ms = 60000\n"
+        ),
+    )
+}
+
+/// Sends 3 × limit requests for `key` round-robin over the gateways; returns how many got 200.
+async fn allowed_across(addrs: &[SocketAddr], path: &str, key: &str, n: usize) -> usize {
+    let mut ok = 0;
+    for i in 0..n {
+        let a = addrs[i % addrs.len()];
+        match status(a, path, key).await {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    ok
+}
+
+#[tokio::test]
+async fn a_global_limit_holds_across_three_gateways_and_survives_redis_dying() {
+    let mut redis = Redis::start();
+    let up = Upstream::start("up").await;
+    let cfg = global_config(up.addr, &redis.url());
+    let g1 = gateway(&cfg, Path::new(".")).await;
+    let g2 = gateway(&cfg, Path::new(".")).await;
+    let g3 = gateway(&cfg, Path::new(".")).await;
+    let addrs: Vec<SocketAddr> = [&g1, &g2, &g3]
+        .iter()
+        .map(|g| g.listener_addr("main").expect("listener"))
+        .collect();
+
+    // Shared: 5 in all, not 5 per instance (the script is atomic: the stated error is 0).
+    assert_eq!(allowed_across(&addrs, "/up/allow/x", "c1", 15).await, 5);
+    assert_eq!(allowed_across(&addrs, "/up/deny/x", "c1", 15).await, 5);
+
+    // Redis dies: nobody waits past the bound, and each limit's policy answers.
+    redis.kill();
+    for (i, a) in addrs.iter().enumerate() {
+        for (path, want) in [("/up/allow/y", 200), ("/up/deny/y", 429)] {
+            let t = Instant::now();
+            let (p, _) = send(*a, with(*a, path, &[("x-client", "c2")])).await;
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "{path} on instance {i} took {:?} with Redis down",
+                t.elapsed()
+            );
+            assert_eq!(p.status.as_u16(), want, "{path} on instance {i}");
+            if want == 429 {
+                assert_eq!(header(&p, "portcullis-error"), "rate-limited");
+            }
+        }
+        // The local limiter keeps working meanwhile.
+        let key = format!("local-{i}");
+        assert_eq!(status(*a, "/up/local", &key).await, 200);
+        assert_eq!(status(*a, "/up/local", &key).await, 200);
+        assert_eq!(status(*a, "/up/local", &key).await, 429);
+    }
+    let m = metrics(g1.admin_addr()).await;
+    for l in ["g-allow", "g-deny"] {
+        let n = sample(&m, &format!("portcullis_rate_limit_backend_errors_total{{limit=\"{l}\"}}"));
+        assert!(n.is_some_and(|n| n >= 1.0), "{l}: {n:?}");
+    }
+
+    // Redis comes back (empty): once each instance has reconnected, limits are global again.
+    redis.restart();
+    for a in &addrs {
+        let mut probe = 0;
+        let back = eventually_async(Duration::from_secs(10), || {
+            probe += 1;
+            let key = format!("probe-{probe}");
+            let a = *a;
+            async move { status(a, "/up/deny/p", &key).await == 200 }
+        })
+        .await;
+        assert!(back, "instance {a} did not reconnect to Redis within 10 s");
+    }
+    assert_eq!(allowed_across(&addrs, "/up/allow/z", "c3", 15).await, 5);
+    assert_eq!(allowed_across(&addrs, "/up/deny/z", "c3", 15).await, 5);
+}
