@@ -190,9 +190,9 @@ pub(crate) fn build(
     let routes = RouteTable::build(&cfg, |n| upstreams.index(n));
     let names: Vec<Arc<str>> = routes.routes().iter().map(|r| r.name.clone()).collect();
     let route_metrics = RouteMetrics::for_routes(&names, old.map_or(&[], |o| &o.route_metrics));
-    let rate_limits = match old.filter(|o| {
-        o.config.rate_limits == cfg.rate_limits && o.config.redis == cfg.redis
-    }) {
+    let rate_limits = match old
+        .filter(|o| o.config.rate_limits == cfg.rate_limits && o.config.redis == cfg.redis)
+    {
         Some(o) => o.rate_limits.clone(),
         None => Arc::new(crate::ratelimit::RateLimits::build(&cfg, |n| {
             shared.metrics.rate_limit(n)

@@ -71,8 +71,20 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let child = Command::new(REDIS_SERVER)
-            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -163,7 +163,10 @@ async fn a_global_limit_holds_across_three_gateways_and_survives_redis_dying() {
     }
     let m = metrics(g1.admin_addr()).await;
     for l in ["g-allow", "g-deny"] {
-        let n = sample(&m, &format!("portcullis_rate_limit_backend_errors_total{{limit=\"{l}\"}}"));
+        let n = sample(
+            &m,
+            &format!("portcullis_rate_limit_backend_errors_total{{limit=\"{l}\"}}"),
+        );
         assert!(n.is_some_and(|n| n >= 1.0), "{l}: {n:?}");
     }
 

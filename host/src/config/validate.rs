@@ -305,16 +305,16 @@ fn rate_limits(cfg: &Config, p: &mut impl FnMut(String, String)) {
             p(k("limit"), "must be between 1 and 1000000000".into());
         }
         if !(1..=86_400_000).contains(&r.window_ms) {
-            p(k("window_ms"), "must be between 1 and 86400000 (a day)".into());
+            p(
+                k("window_ms"),
+                "must be between 1 and 86400000 (a day)".into(),
+            );
         }
         if !(1..=10_000_000).contains(&r.max_keys) {
             p(k("max_keys"), "must be between 1 and 10000000".into());
         }
         if r.scope == super::RateLimitScope::Global && cfg.redis.is_none() {
-            p(
-                k("scope"),
-                "`global` limits need a [redis] section".into(),
-            );
+            p(k("scope"), "`global` limits need a [redis] section".into());
         }
     }
     if let Some(r) = &cfg.redis {

@@ -21,6 +21,14 @@ pub struct PluginFailure {
     pub status: StatusCode,
 }
 
+/// Which `[[rate_limit]]` denied a request, and the headers of its 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitDenial {
+    pub limit: Arc<str>,
+    /// `Retry-After`, `RateLimit-Policy`, `RateLimit`.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The request head was refused at admission (identity, framing).
@@ -51,7 +59,7 @@ pub enum Failure {
     TunnelLimit,
     /// A `[[rate_limit]]` denied the request: its name and the `Retry-After`,
     /// `RateLimit-Policy` and `RateLimit` headers of the 429.
-    RateLimited(Box<(Arc<str>, Vec<(http::HeaderName, http::HeaderValue)>)>),
+    RateLimited(Box<RateLimitDenial>),
 }
 
 impl Failure {
@@ -158,7 +166,9 @@ impl Failure {
             WebsocketRefused => "WebSocket upgrades are not allowed on this route",
             UpgradeUnsupported => "this route's cluster cannot take a WebSocket upgrade",
             TunnelLimit => "too many open WebSocket tunnels on this listener; retry later",
-            RateLimited(d) => return Cow::Owned(format!("rate limit `{}` exceeded; retry later", d.0)),
+            RateLimited(d) => {
+                return Cow::Owned(format!("rate limit `{}` exceeded; retry later", d.limit))
+            }
         })
     }
 

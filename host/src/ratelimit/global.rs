@@ -63,9 +63,7 @@ impl Global {
     pub(crate) async fn check(&self, key: &str, g: Gcra) -> Result<Outcome, BackendError> {
         let mut conn = self.conn.clone();
         let mut inv = self.script.prepare_invoke();
-        inv.key(key)
-            .arg(g.interval_us)
-            .arg(g.burst_us());
+        inv.key(key).arg(g.interval_us).arg(g.burst_us());
         let call = inv.invoke_async::<(u8, i64, i64)>(&mut conn);
         let (allowed, retry_us, tat_us) = tokio::time::timeout(self.command_timeout, call)
             .await

@@ -10,6 +10,7 @@ mod global;
 mod local;
 
 use crate::config::{self, OnBackendError, RateLimitScope};
+use crate::core::failure::RateLimitDenial;
 use crate::routing::Matcher;
 use crate::telemetry::RateLimitCounters;
 use http::{HeaderName, HeaderValue};
@@ -140,7 +141,7 @@ pub(crate) struct Subject<'a> {
 pub(crate) struct Verdict {
     /// The strictest denial: its limit's name and `Retry-After`, `RateLimit-Policy` and
     /// `RateLimit` headers.
-    pub denied: Option<(Arc<str>, Vec<(HeaderName, HeaderValue)>)>,
+    pub denied: Option<RateLimitDenial>,
     /// `RateLimit-Policy` / `RateLimit` for an allowed response (limits with `headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -256,7 +257,10 @@ fn verdict(results: &[(&Limit, Outcome)]) -> Verdict {
         )];
         h.extend(policy_headers(l, o));
         return Verdict {
-            denied: Some((l.name.clone(), h)),
+            denied: Some(RateLimitDenial {
+                limit: l.name.clone(),
+                headers: h,
+            }),
             headers: Vec::new(),
         };
     }

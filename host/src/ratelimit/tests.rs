@@ -6,7 +6,11 @@ fn limits(extra: &str) -> (RateLimits, Arc<crate::telemetry::Metrics>) {
         "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n[[route]]\nname = \"r\"\ncluster = \"c\"\n{extra}"
     );
     let cfg = config::Config::parse(&text, Path::new(".")).expect("config");
-    let m = Arc::new(crate::telemetry::Metrics::new(&[], 8, Duration::from_secs(1)));
+    let m = Arc::new(crate::telemetry::Metrics::new(
+        &[],
+        8,
+        Duration::from_secs(1),
+    ));
     let mm = m.clone();
     (
         RateLimits::build(&cfg, |n| mm.rate_limit(n)).expect("limits"),
@@ -44,14 +48,21 @@ async fn a_local_limit_allows_exactly_its_burst_per_key() {
         assert!(check(&l, &a).await.denied.is_none());
     }
     let v = check(&l, &a).await;
-    let (name, h) = v.denied.expect("the 4th is denied");
-    assert_eq!(&*name, "per-user");
+    let d = v.denied.expect("the 4th is denied");
+    assert_eq!(&*d.limit, "per-user");
+    let h = d.headers;
     let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     // The next slot opens one interval (20 s) after the first request.
     assert_eq!(get("retry-after").expect("retry-after"), "20");
-    assert_eq!(get("ratelimit-policy").expect("policy"), "\"per-user\";q=3;w=60");
+    assert_eq!(
+        get("ratelimit-policy").expect("policy"),
+        "\"per-user\";q=3;w=60"
+    );
     assert_eq!(get("ratelimit").expect("state"), "\"per-user\";r=0;t=60");
-    assert!(check(&l, &b).await.denied.is_none(), "another key has its own budget");
+    assert!(
+        check(&l, &b).await.denied.is_none(),
+        "another key has its own budget"
+    );
     // A request without the header is not counted by this limit.
     assert!(check(&l, &head(&[])).await.denied.is_none());
 }
@@ -64,8 +75,8 @@ async fn the_strictest_denial_answers() {
     );
     let a = head(&[]);
     assert!(check(&l, &a).await.denied.is_none());
-    let (name, _) = check(&l, &a).await.denied.expect("denied");
-    assert_eq!(&*name, "strict");
+    let d = check(&l, &a).await.denied.expect("denied");
+    assert_eq!(&*d.limit, "strict");
 }
 
 #[test]

@@ -282,7 +282,7 @@ pub(crate) struct Exchange<'a> {
     /// Set at admission when the request is a gRPC call.
     grpc: Option<grpc::Call>,
     /// `RateLimit` headers for an allowed response (limits with `headers = true`).
-    rate_headers: Option<Box<Vec<(HeaderName, HeaderValue)>>>,
+    rate_headers: Option<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 /// The request body as the phases hand it on.
@@ -331,7 +331,9 @@ impl Exchange<'_> {
         };
         let mut resp = self.respond(answer).await;
         if let Some(h) = self.rate_headers.take() {
-            resp.headers_mut().extend(h.into_iter().map(|(k, v)| (Some(k), v)));
+            for (k, v) in h.into_vec() {
+                resp.headers_mut().append(k, v);
+            }
         }
         resp
     }

@@ -26,7 +26,7 @@ impl Exchange<'_> {
             return Err(Failure::RateLimited(Box::new(denied)));
         }
         if !verdict.headers.is_empty() {
-            self.rate_headers = Some(Box::new(verdict.headers));
+            self.rate_headers = Some(verdict.headers.into_boxed_slice());
         }
         Ok(())
     }

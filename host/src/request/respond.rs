@@ -199,7 +199,7 @@ pub(crate) fn error_response(
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if let Failure::RateLimited(d) = why {
-        for (k, v) in &d.1 {
+        for (k, v) in &d.headers {
             h.append(k.clone(), v.clone());
         }
     }
