@@ -454,6 +454,48 @@ async fn h2_reader_that_never_opens_its_window(addr: SocketAddr) -> (u64, Durati
     (got, t0.elapsed())
 }
 
+/// Reads nothing until `until` (well past the write timeout: the socket buffers, several
+/// MiB on loopback, fill first), then asserts the connection ends once they are drained, far
+/// short of the whole response.
+async fn h1_read_after(mut h1: TcpStream, until: Instant) {
+    tokio::time::sleep_until(until.into()).await;
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match h1.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "h1: the connection stayed open ({got} bytes)");
+    assert!(got < BIG / 4, "h1: {got} of {BIG} bytes arrived");
+}
+
+/// hyper's HTTP/1.1 server (`[http] http1_server = "hyper"`) has no write timeout of its own:
+/// the connection-level one (`server::io`) cuts a client that stopped reading.
+#[tokio::test]
+async fn hyper_http1_slow_reader_is_cut_at_client_write_idle_ms() {
+    let _s = serial();
+    let a = Upstream::start("a").await;
+    let cfg = basic_config(
+        &[("a", a.addr)],
+        "[timeouts]\nclient_write_idle_ms = 400\n[http]\nhttp1_server = \"hyper\"\n",
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").unwrap();
+    let mut h1 = TcpStream::connect(addr).await.unwrap();
+    h1.write_all(format!("GET /a/download/{BIG} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    h1_read_after(h1, Instant::now() + Duration::from_secs(2)).await;
+    let (p, _) = send(addr, get(addr, "/a/echo")).await;
+    assert_eq!(p.status, 200);
+    gw.shutdown().await;
+}
+
 /// Slow readers of a 256 MiB response on HTTP/1.1 and HTTP/2: both are cut at
 /// `client_write_idle_ms` (the h2 stream is reset; the HTTP/1.1 connection closed), this
 /// process (the gateway runs in it) grows by far less than the response, and a normal client
@@ -488,24 +530,10 @@ async fn slow_readers_of_256_mib_are_cut_at_client_write_idle_ms_with_bounded_me
     let (h2_got, h2_took) = h2.await.unwrap();
     assert!(h2_got <= 1 << 20, "h2: {h2_got} bytes arrived with the window shut");
     assert!(h2_took >= Duration::from_millis(800), "h2 reset after {h2_took:?}");
-    // Read nothing for well past the write timeout (the socket buffers, several MiB on
-    // loopback, fill first); then the HTTP/1.1 connection ends once they are drained.
-    tokio::time::sleep_until((h1_asked + Duration::from_secs(3)).into()).await;
-    let mut got = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match h1.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n as u64,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "h1: the connection stayed open ({got} bytes)");
-    assert!(got < BIG / 4, "h1: {got} of {BIG} bytes arrived");
+    h1_read_after(h1, h1_asked + Duration::from_secs(3)).await;
     sampler.abort();
     let grew = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
+    eprintln!("RSS {} MiB before, grew by at most {} KiB", before >> 20, grew >> 10);
     assert!(grew < 64 << 20, "RSS grew by {} MiB", grew >> 20);
     assert_eq!(h2_error_count(admin, "stream_write_idle").await, 1.0);
     gw.shutdown().await;
