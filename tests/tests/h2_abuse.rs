@@ -99,7 +99,9 @@ async fn raw(addr: SocketAddr, ack_settings: bool) -> TcpStream {
                 assert!(n > 0, "closed before its SETTINGS");
                 buf.extend_from_slice(&chunk[..n]);
                 while buf.len() >= 9 {
-                    let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                    let len = (usize::from(buf[0]) << 16)
+                        | (usize::from(buf[1]) << 8)
+                        | usize::from(buf[2]);
                     if buf.len() < 9 + len {
                         break;
                     }
@@ -139,7 +141,8 @@ async fn until_closed(
                 if buf.len() < 9 {
                     break;
                 }
-                let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
                 if buf.len() < 9 + len {
                     break;
                 }
@@ -159,9 +162,10 @@ async fn until_closed(
 /// A normal client on its own h2c connection: `n` requests, each answered 200 within `bound`.
 async fn normal_client_is_served(addr: SocketAddr, n: usize, bound: Duration) {
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     for i in 0..n {
         let req = Request::builder()
@@ -216,29 +220,53 @@ async fn flood(addr: SocketAddr, make: impl Fn() -> Vec<u8> + Send + 'static) ->
 async fn ping_and_settings_floods_are_closed_and_others_are_served() {
     let _s = serial();
     let a = Upstream::start("a").await;
-    let cfg = basic_config(&[("a", a.addr)], "[limits]\nh2_max_control_frames_per_sec = 200\n");
+    let cfg = basic_config(
+        &[("a", a.addr)],
+        "[limits]\nh2_max_control_frames_per_sec = 200\n",
+    );
     let gw = gateway(&cfg, Path::new(".")).await;
     let addr = gw.listener_addr("main").unwrap();
     let admin = gw.admin_addr();
 
     let pings = tokio::spawn(flood(addr, || frame(PING, 0, 0, &[7; 8])));
     normal_client_is_served(addr, 5, Duration::from_secs(2)).await;
-    let took = pings.await.unwrap().expect("the PING flood was never cut off");
-    assert!(took < Duration::from_secs(5), "PING flood cut after {took:?}");
+    let took = pings
+        .await
+        .unwrap()
+        .expect("the PING flood was never cut off");
+    assert!(
+        took < Duration::from_secs(5),
+        "PING flood cut after {took:?}"
+    );
 
     // Empty SETTINGS count once each; a SETTINGS with 50 parameters counts 50 times.
     let settings = tokio::spawn(flood(addr, || frame(SETTINGS, 0, 0, &[])));
     normal_client_is_served(addr, 5, Duration::from_secs(2)).await;
-    let took = settings.await.unwrap().expect("the SETTINGS flood was never cut off");
-    assert!(took < Duration::from_secs(5), "SETTINGS flood cut after {took:?}");
+    let took = settings
+        .await
+        .unwrap()
+        .expect("the SETTINGS flood was never cut off");
+    assert!(
+        took < Duration::from_secs(5),
+        "SETTINGS flood cut after {took:?}"
+    );
     let wide = tokio::spawn(flood(addr, || {
         let param: [u8; 6] = [0, 3, 0, 0, 0, 100]; // MAX_CONCURRENT_STREAMS = 100
         frame(SETTINGS, 0, 0, &param.repeat(50))
     }));
-    assert!(wide.await.unwrap().is_some(), "wide SETTINGS flood never cut off");
+    assert!(
+        wide.await.unwrap().is_some(),
+        "wide SETTINGS flood never cut off"
+    );
 
     assert!(
-        wait_for_metric(admin, &h2_errors("control_frame_flood"), Duration::from_secs(3), |v| v >= 3.0).await,
+        wait_for_metric(
+            admin,
+            &h2_errors("control_frame_flood"),
+            Duration::from_secs(3),
+            |v| v >= 3.0
+        )
+        .await,
         "{}",
         metrics(admin).await
     );
@@ -276,7 +304,10 @@ async fn continuation_floods_are_cut_whether_or_not_settings_were_acknowledged()
         // 127 + 8 × 128³ (RFC 7541 §5.1 integer, 7-bit prefix).
         first.extend_from_slice(&[0x7f, 0x80, 0x80, 0x80, 0x08]);
         let writer = tokio::spawn(async move {
-            if w.write_all(&frame(HEADERS, END_STREAM, 1, &first)).await.is_err() {
+            if w.write_all(&frame(HEADERS, END_STREAM, 1, &first))
+                .await
+                .is_err()
+            {
                 return;
             }
             let cont = frame(CONTINUATION, 0, 1, &[b'z'; 16 * 1024]);
@@ -287,15 +318,27 @@ async fn continuation_floods_are_cut_whether_or_not_settings_were_acknowledged()
                 }
             }
         });
-        let flood = tokio::spawn(async move { until_closed(&mut r, Duration::from_secs(10)).await });
+        let flood =
+            tokio::spawn(async move { until_closed(&mut r, Duration::from_secs(10)).await });
         normal_client_is_served(addr, 5, Duration::from_secs(2)).await;
         let closed = flood.await.unwrap();
         writer.abort();
-        assert!(closed.is_some(), "ack={ack}: a CONTINUATION flood kept its connection");
+        assert!(
+            closed.is_some(),
+            "ack={ack}: a CONTINUATION flood kept its connection"
+        );
     }
     let m = metrics(admin).await;
-    assert_eq!(sample(&m, &h2_errors("enhance_your_calm")), Some(2.0), "{m}");
-    assert_eq!(a.requests(), 10, "only the normal requests reached the upstream");
+    assert_eq!(
+        sample(&m, &h2_errors("enhance_your_calm")),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        a.requests(),
+        10,
+        "only the normal requests reached the upstream"
+    );
     gw.shutdown().await;
 }
 
@@ -317,24 +360,41 @@ async fn hpack_bombs_never_reach_an_upstream() {
         // 301 fields "x-bomb: a" of 39 bytes each (RFC 9113 size): 12 KB, far under 64 KiB.
         let bomb = hpack_bomb("/a/echo", 1, 300);
         assert!(bomb.len() < 400);
-        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &bomb)).await.unwrap();
+        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &bomb))
+            .await
+            .unwrap();
         // 30 × 4 KB: past 64 KiB, under 4 × 64 KiB.
         let bomb = hpack_bomb("/a/echo", 4000, 30);
-        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &bomb)).await.unwrap();
+        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &bomb))
+            .await
+            .unwrap();
         // Both answered 431 on a connection that stays open.
         assert_eq!(until_closed(&mut s, Duration::from_millis(500)).await, None);
         // 100 × 4 KB: past 4 × 64 KiB, the connection is closed.
         let bomb = hpack_bomb("/a/echo", 4000, 100);
         assert!(bomb.len() < 5000);
-        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 5, &bomb)).await.unwrap();
+        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 5, &bomb))
+            .await
+            .unwrap();
         let closed = until_closed(&mut s, Duration::from_secs(5)).await;
-        assert!(closed.is_some(), "ack={ack}: an HPACK bomb past 4× kept its connection");
+        assert!(
+            closed.is_some(),
+            "ack={ack}: an HPACK bomb past 4× kept its connection"
+        );
         normal_client_is_served(addr, 3, Duration::from_secs(2)).await;
     }
     let m = metrics(admin).await;
     assert_eq!(sample(&m, &h2_errors("too_many_headers")), Some(2.0), "{m}");
-    assert_eq!(sample(&m, &h2_errors("enhance_your_calm")), Some(2.0), "{m}");
-    assert_eq!(a.requests(), 6, "only the normal requests reached the upstream");
+    assert_eq!(
+        sample(&m, &h2_errors("enhance_your_calm")),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        a.requests(),
+        6,
+        "only the normal requests reached the upstream"
+    );
     gw.shutdown().await;
 }
 
@@ -345,10 +405,18 @@ async fn collecting_upstream() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, std::convert::Infallible>(http::Response::new(body(format!("{n}\n"))))
-                });
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let n = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body(format!(
+                            "{n}\n"
+                        ))))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
@@ -401,10 +469,16 @@ async fn half_open_streams_are_answered_408_at_client_body_idle_ms() {
     // The slots are free again: a full request on the same connection.
     let mut client = client.ready().await.unwrap();
     let (resp, mut tx) = client
-        .send_request(Request::post("http://localhost/u/upload").body(()).unwrap(), false)
+        .send_request(
+            Request::post("http://localhost/u/upload").body(()).unwrap(),
+            false,
+        )
         .unwrap();
     tx.send_data(Bytes::from_static(b"hello"), true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     gw.shutdown().await;
 }
@@ -428,10 +502,15 @@ async fn h2_reader_that_never_opens_its_window(addr: SocketAddr) -> (u64, Durati
     let (client, conn) = h2::client::handshake(s).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let req = Request::get(format!("http://localhost/a/download/{BIG}")).body(()).unwrap();
+    let req = Request::get(format!("http://localhost/a/download/{BIG}"))
+        .body(())
+        .unwrap();
     let t0 = Instant::now();
     let (resp, _) = client.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut got = 0u64;
@@ -470,7 +549,10 @@ async fn h1_read_after(mut h1: TcpStream, until: Instant) {
         }
     })
     .await;
-    assert!(ended.is_ok(), "h1: the connection stayed open ({got} bytes)");
+    assert!(
+        ended.is_ok(),
+        "h1: the connection stayed open ({got} bytes)"
+    );
     assert!(got < BIG / 4, "h1: {got} of {BIG} bytes arrived");
 }
 
@@ -528,12 +610,24 @@ async fn slow_readers_of_256_mib_are_cut_at_client_write_idle_ms_with_bounded_me
     let h1_asked = Instant::now();
     normal_client_is_served(addr, 10, Duration::from_secs(2)).await;
     let (h2_got, h2_took) = h2.await.unwrap();
-    assert!(h2_got <= 1 << 20, "h2: {h2_got} bytes arrived with the window shut");
-    assert!(h2_took >= Duration::from_millis(800), "h2 reset after {h2_took:?}");
+    assert!(
+        h2_got <= 1 << 20,
+        "h2: {h2_got} bytes arrived with the window shut"
+    );
+    assert!(
+        h2_took >= Duration::from_millis(800),
+        "h2 reset after {h2_took:?}"
+    );
     h1_read_after(h1, h1_asked + Duration::from_secs(3)).await;
     sampler.abort();
-    let grew = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
-    eprintln!("RSS {} MiB before, grew by at most {} KiB", before >> 20, grew >> 10);
+    let grew = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    eprintln!(
+        "RSS {} MiB before, grew by at most {} KiB",
+        before >> 20,
+        grew >> 10
+    );
     assert!(grew < 64 << 20, "RSS grew by {} MiB", grew >> 20);
     assert_eq!(h2_error_count(admin, "stream_write_idle").await, 1.0);
     gw.shutdown().await;

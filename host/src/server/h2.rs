@@ -286,10 +286,8 @@ impl Body for StallBody {
         if let Some(p) = &this.progress {
             p.polls.fetch_add(1, Ordering::Relaxed);
             let handed_out = matches!(&r, Poll::Ready(Some(Ok(f))) if f.is_data());
-            p.waiting.store(
-                handed_out && !this.inner.is_end_stream(),
-                Ordering::Relaxed,
-            );
+            p.waiting
+                .store(handed_out && !this.inner.is_end_stream(), Ordering::Relaxed);
         }
         r
     }
@@ -314,7 +312,10 @@ mod tests {
         let e = Abuse::WriteIdle.into_io();
         assert_eq!(classify(&e), "write_idle_timeout");
         // As h2 hands it back: kind and message only.
-        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "too many HTTP/2 PING/SETTINGS frames");
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "too many HTTP/2 PING/SETTINGS frames",
+        );
         assert_eq!(classify(&e), "control_frame_flood");
     }
 

@@ -480,7 +480,10 @@ impl Metrics {
         );
         for l in &listeners {
             for (r, c) in H2_ERROR_REASONS.iter().zip(&l.h2_errors) {
-                f.sample(&[("listener", &l.name), ("reason", r)], c.load(Ordering::Relaxed));
+                f.sample(
+                    &[("listener", &l.name), ("reason", r)],
+                    c.load(Ordering::Relaxed),
+                );
             }
         }
         self.tunnels.render(w, &listeners);
