@@ -13,16 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_tests::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Held by each test for its whole run (each `#[tokio::test]` has its own runtime; tokio's
+/// mutex works across them, and a failed test does not poison it).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
@@ -218,7 +215,7 @@ async fn flood(addr: SocketAddr, make: impl Fn() -> Vec<u8> + Send + 'static) ->
 /// answer rule never stops it) are closed at `[limits] h2_max_control_frames_per_sec`.
 #[tokio::test]
 async fn ping_and_settings_floods_are_closed_and_others_are_served() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let cfg = basic_config(
         &[("a", a.addr)],
@@ -286,7 +283,7 @@ async fn ping_and_settings_floods_are_closed_and_others_are_served() {
 /// SETTINGS (h2 applies `max_header_list_size` from the first frame).
 #[tokio::test]
 async fn continuation_floods_are_cut_whether_or_not_settings_were_acknowledged() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let cfg = basic_config(&[("a", a.addr)], "");
     let gw = gateway(&cfg, Path::new(".")).await;
@@ -348,7 +345,7 @@ async fn continuation_floods_are_cut_whether_or_not_settings_were_acknowledged()
 /// ENHANCE_YOUR_CALM. None reaches an upstream; the connection survives the 431s.
 #[tokio::test]
 async fn hpack_bombs_never_reach_an_upstream() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let cfg = basic_config(&[("a", a.addr)], "");
     let gw = gateway(&cfg, Path::new(".")).await;
@@ -431,7 +428,7 @@ async fn collecting_upstream() -> SocketAddr {
 /// come back; a normal client is served meanwhile.
 #[tokio::test]
 async fn half_open_streams_are_answered_408_at_client_body_idle_ms() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let u = collecting_upstream().await;
     let cfg = basic_config(
@@ -560,7 +557,7 @@ async fn h1_read_after(mut h1: TcpStream, until: Instant) {
 /// the connection-level one (`server::io`) cuts a client that stopped reading.
 #[tokio::test]
 async fn hyper_http1_slow_reader_is_cut_at_client_write_idle_ms() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let cfg = basic_config(
         &[("a", a.addr)],
@@ -584,7 +581,7 @@ async fn hyper_http1_slow_reader_is_cut_at_client_write_idle_ms() {
 /// is served meanwhile.
 #[tokio::test]
 async fn slow_readers_of_256_mib_are_cut_at_client_write_idle_ms_with_bounded_memory() {
-    let _s = serial();
+    let _s = SERIAL.lock().await;
     let a = Upstream::start("a").await;
     let cfg = basic_config(&[("a", a.addr)], "[timeouts]\nclient_write_idle_ms = 800\n");
     let gw = gateway(&cfg, Path::new(".")).await;
