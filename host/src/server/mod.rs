@@ -144,6 +144,7 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         }
         let info = Arc::new(ConnInfo {
             client: peer,
+            client_ip: crate::core::headers::client_ip(peer),
             tls: l.tls.is_some(),
             state: Arc::new(ConnState::default()),
             alt_svc: l.alt_svc.clone(),
