@@ -50,7 +50,7 @@ function parseArgs(argv) {
   if (a.world !== 'filter' && a.world !== 'endpoint') usage('--world must be filter or endpoint');
   if (!a.out) usage('-o OUT.wasm is required');
   if (!a.entry) usage('ENTRY.js is required');
-  a.wit ??= [join(here, 'wit'), join(here, '..', '..', 'wit', 'v0.1'), join(here, '..', '..', 'wit')].find((d) => existsSync(d));
+  a.wit ??= [join(here, 'wit'), join(here, '..', '..', 'wit', 'v0.2'), join(here, '..', '..', 'wit')].find((d) => existsSync(d));
   if (!a.wit) usage('no WIT folder found: pass --wit DIR');
   return a;
 }
