@@ -11,11 +11,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// `[plugins]` for a test's plugin directory, with one compile cache shared by every test of
-/// this file (and later runs): a 12–19 MiB JavaScript/Python component takes Cranelift
-/// 10–60 s on a busy 2-core machine, so each is compiled once, not once per test.
+/// The compile cache every JS/Python test binary shares (`js_plugins`, `python_plugins`,
+/// `toolkit`), under the target dir: a 12–19 MiB JavaScript/Python component takes Cranelift
+/// 10–100 s on a busy 2-core machine, so each is compiled once, not once per test or binary.
+fn compile_cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache")
+}
+
+/// `[plugins]` for a test's plugin directory, with the shared compile cache.
 fn plugins_section(dir: &Path, extra: &str) -> String {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
+    let cache = compile_cache();
     format!(
         // A JS instance's first call costs ~13 ms of CPU in a release build and more in a
         // debug one on a loaded machine: the ceiling is raised so these tests check behaviour,
@@ -69,6 +74,24 @@ fn home_config(ups: &[(&str, SocketAddr)], dir: &Path, plugins_extra: &str) -> S
 const HOME_MANIFEST: &str =
     "kind = \"endpoint\"\n[limits]\ncpu_ms = 2000\n[config]\ntimeout_ms = 200\n";
 
+/// Puts `home_js` into the compile cache once, before the tests that serve it boot their
+/// gateways: tests run two at a time, and two gateways booting at once on a cold cache would
+/// each compile the same component (measured: a minute or more each on this 2-core machine).
+async fn home_js_compiled() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let dir = temp_dir("js-home-warm");
+        install_jspy_plugin(&dir, "home-js", "home_js", HOME_MANIFEST);
+        let gw = gateway(
+            &basic_config(&[], &plugins_section(&dir, "")),
+            Path::new("."),
+        )
+        .await;
+        gw.shutdown().await;
+    })
+    .await;
+}
+
 async fn get_with_context(addr: SocketAddr, path: &str) -> (http::response::Parts, bytes::Bytes) {
     let mut req = get(addr, path);
     for (k, v) in [
@@ -83,6 +106,7 @@ async fn get_with_context(addr: SocketAddr, path: &str) -> (http::response::Part
 
 #[tokio::test]
 async fn home_js_returns_the_same_json_as_the_rust_home() {
+    home_js_compiled().await;
     // Ratings always fail and artwork is slower than the 200 ms call timeout, so both the
     // happy sections and both ways of degrading are compared.
     let ups = demo_services(1.0, 1_000).await;
@@ -150,6 +174,7 @@ async fn home_js_returns_the_same_json_as_the_rust_home() {
 /// no call leaves the gateway.
 #[tokio::test]
 async fn home_js_gets_invalid_call_for_a_malformed_call_like_rust() {
+    home_js_compiled().await;
     let ups = demo_services(0.0, 0).await;
     let dir = temp_dir("js-home-invalid");
     let manifest = "kind = \"endpoint\"\n[limits]\ncpu_ms = 2000\n[config]\ntimeout_ms = 0\n";
@@ -183,6 +208,7 @@ async fn home_js_gets_invalid_call_for_a_malformed_call_like_rust() {
 
 #[tokio::test]
 async fn home_js_answers_502_without_a_profile_like_rust() {
+    home_js_compiled().await;
     let mut ups = demo_services(0.0, 0).await;
     ups[0].1 = dead_addr().await;
     let dir = temp_dir("js-home-502");
@@ -328,6 +354,7 @@ async fn hold_an_instance(
 /// with 503 `plugin-overloaded`, counted; once the first is done, calls succeed again.
 #[tokio::test]
 async fn max_instances_caps_a_plugins_live_instances() {
+    home_js_compiled().await;
     let (ups, artwork) = services_with_slow_artwork(800).await;
     let dir = temp_dir("js-cap");
     install_jspy_plugin(

@@ -7,9 +7,10 @@ use portcullis_tests::*;
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// `[plugins]` for a test's plugin directory, with one compile cache shared by every test of
-/// this file (and later runs): a 12–19 MiB JavaScript/Python component takes Cranelift
-/// 10–60 s on a busy 2-core machine, so each is compiled once, not once per test.
+/// `[plugins]` for a test's plugin directory, with the compile cache every JS/Python test
+/// binary shares (`js_plugins`, `python_plugins`, `toolkit`), under the target dir: a
+/// 12–19 MiB JavaScript/Python component takes Cranelift 10–100 s on a busy 2-core machine,
+/// so each is compiled once, not once per test or binary.
 fn plugins_section(dir: &Path, extra: &str) -> String {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
     format!(
