@@ -10,8 +10,9 @@ use std::process::ExitCode;
 /// mimalloc instead of glibc malloc: a proxy allocates and frees small objects (header maps,
 /// bodies' bookkeeping, futures) on every request from every worker; glibc's arenas showed up
 /// at ~9 % of CPU in the profile (bench/PROFILE.md) and fragment under many connections.
+/// Called through `portcullis-alloc`, which keeps most calls on mimalloc's fast path.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: portcullis_alloc::Mimalloc = portcullis_alloc::Mimalloc;
 
 /// Portcullis: a WebAssembly-extensible programmable HTTP gateway.
 #[derive(Parser)]

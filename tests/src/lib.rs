@@ -23,7 +23,9 @@ enum Proto {
 }
 
 pub mod browser;
+pub mod faulty;
 pub mod otlp;
+pub use faulty::Faulty;
 pub use otlp::OtlpReceiver;
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: portcullis_alloc::Mimalloc = portcullis_alloc::Mimalloc;
 
 type Conn = client::Connection<TokioIo<TcpStream>, Incoming>;
 type Tx = client::SendRequest<Incoming>;

@@ -477,7 +477,8 @@ pub struct Timeouts {
     pub client_body_idle_ms: u64,
     /// Idle keep-alive connection from a client is closed after this.
     pub client_idle_ms: u64,
-    /// A client that takes no response bytes for this long is cut off (HTTP/1.1).
+    /// A client that takes no response bytes for this long is cut off (HTTP/1.1 and HTTP/2
+    /// connections; an HTTP/2 stream whose response makes no progress is reset).
     pub client_write_idle_ms: u64,
     /// TCP connect to an upstream (504 connect-timeout).
     pub connect_ms: u64,
@@ -524,6 +525,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// HTTP/2 concurrent streams per client connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2: PING and SETTINGS frames (a SETTINGS frame counts once per parameter) a client
+    /// connection may send per second; beyond it the connection is closed.
+    pub h2_max_control_frames_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -534,6 +538,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024 * 1024,
             max_in_flight: 10_000,
             max_concurrent_streams: 256,
+            h2_max_control_frames_per_sec: 1000,
         }
     }
 }

@@ -313,6 +313,12 @@ fn globals(cfg: &Config, p: &mut impl FnMut(String, String)) {
             "must be at least 1".into(),
         );
     }
+    if l.h2_max_control_frames_per_sec == 0 {
+        p(
+            "limits.h2_max_control_frames_per_sec".into(),
+            "must be at least 1".into(),
+        );
+    }
     for (k, v) in &cfg.http.error_headers {
         let key = format!("http.error_headers.{k}");
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {

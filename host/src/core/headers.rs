@@ -184,22 +184,28 @@ fn parse_traceparent(s: &str) -> Option<(&str, &str, &str)> {
     Some((trace, parent, flags))
 }
 
-/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (set: the
-/// gateway is the edge and does not trust a client's claims about its own scheme or host).
-pub(crate) fn add_forwarded(
-    h: &mut HeaderMap,
-    client: SocketAddr,
-    tls: bool,
-    host: Option<HeaderValue>,
-) {
+/// The client's IP address as a header value, formatted once per connection (formatting it
+/// per request was ~1,000 instructions, 2% of a proxied request under callgrind).
+pub(crate) fn client_ip(client: SocketAddr) -> HeaderValue {
     // An IPv6 address is at most 45 characters: format it on the stack.
     let mut ip = [0u8; 64];
-    let ip_len = {
+    let len = {
         let mut w = &mut ip[..];
         let _ = write!(w, "{}", client.ip());
         64 - w.len()
     };
-    let ip = &ip[..ip_len];
+    HeaderValue::from_bytes(&ip[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host` (set: the
+/// gateway is the edge and does not trust a client's claims about its own scheme or host).
+pub(crate) fn add_forwarded(
+    h: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    tls: bool,
+    host: Option<HeaderValue>,
+) {
+    let ip = client_ip.as_bytes();
     let v = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.trim_ascii().is_empty() => {
             let mut joined = Vec::with_capacity(prev.len() + 2 + ip.len());
@@ -208,7 +214,7 @@ pub(crate) fn add_forwarded(
             joined.extend_from_slice(ip);
             HeaderValue::from_bytes(&joined)
         }
-        _ => HeaderValue::from_bytes(ip),
+        _ => Ok(client_ip.clone()),
     };
     if let Ok(v) = v {
         h.insert(X_FORWARDED_FOR.clone(), v);
@@ -360,7 +366,7 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(
             &mut h,
-            v4,
+            &client_ip(v4),
             false,
             Some(HeaderValue::from_static("example.com")),
         );
@@ -369,7 +375,7 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "example.com");
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.7"));
-        add_forwarded(&mut h, v6, true, None);
+        add_forwarded(&mut h, &client_ip(v6), true, None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

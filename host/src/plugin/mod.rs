@@ -67,6 +67,8 @@ pub struct FilterState {
     pub cluster: Option<String>,
     /// Shedding class chosen by a filter; overrides the route's.
     pub priority: Option<Priority>,
+    /// A filter changed the head (path or headers): routing must look at it again.
+    pub head_changed: bool,
 }
 
 pub enum InboundOutcome {
@@ -107,6 +109,8 @@ pub struct Chain {
     /// never match cost a lookup, not a scan.
     inbound_ix: MatchIndex,
     outbound_ix: MatchIndex,
+    /// Some inbound filter asks for the body (most do not: the body check is skipped).
+    inbound_body: bool,
     endpoints: HashMap<Arc<str>, Arc<Plugin>>,
     host: Option<Arc<WasmHost>>,
     policy: QuarantinePolicy,
@@ -120,6 +124,7 @@ impl Default for Chain {
             outbound: Vec::new(),
             inbound_ix: MatchIndex::default(),
             outbound_ix: MatchIndex::default(),
+            inbound_body: false,
             endpoints: HashMap::new(),
             host: None,
             policy: QuarantinePolicy {
@@ -175,6 +180,7 @@ impl Chain {
         c.inbound.sort_by(by_order);
         c.outbound.sort_by(by_order);
         c.inbound_ix = MatchIndex::build(c.inbound.iter().map(|p| &p.matcher));
+        c.inbound_body = c.inbound.iter().any(|p| p.manifest.body);
         c.outbound_ix = MatchIndex::build(c.outbound.iter().map(|p| &p.matcher));
         c
     }
@@ -192,7 +198,10 @@ impl Chain {
     /// `Some(cap)` when a matching inbound filter wants the body: the core buffers it (and
     /// refuses bodies over the cap with 413) before calling `inbound`.
     pub fn inbound_body_cap(&self, parts: &http::request::Parts) -> Option<usize> {
-        let host = crate::routing::request_host(parts);
+        if !self.inbound_body {
+            return None;
+        }
+        let host = host_if(&self.inbound_ix, parts);
         self.inbound_ix
             .candidates(parts.uri.path(), host)
             .into_iter()
@@ -239,7 +248,7 @@ impl Chain {
         passport: &mut Passport,
     ) -> InboundOutcome {
         let candidates = |req: &ReqData| {
-            let host = crate::routing::request_host(&req.parts);
+            let host = host_if(&self.inbound_ix, &req.parts);
             self.inbound_ix.candidates(req.parts.uri.path(), host)
         };
         let mut todo = candidates(req);
@@ -249,8 +258,10 @@ impl Chain {
             let Some(p) = self.inbound.get(pos as usize) else {
                 continue;
             };
-            let host_name = crate::routing::request_host(&req.parts);
-            if !p.matcher.matches(&req.parts, host_name) {
+            if !p
+                .matcher
+                .matches(&req.parts, host_if(&self.inbound_ix, &req.parts))
+            {
                 continue;
             }
             req.body = body
@@ -288,6 +299,7 @@ impl Chain {
                 A::Continue => {}
                 A::Modify(ch) => {
                     passport.plugin_acted(&p.name);
+                    state.head_changed = true;
                     let rematch = changes_match_inputs(&ch);
                     let (parts, meta) = (&mut req.parts, &mut req.metadata);
                     if let Err(why) = convert::apply_request(parts, meta, state, ch, &self.limits) {
@@ -383,7 +395,7 @@ impl Chain {
         gateway_made: bool,
         passport: &mut Passport,
     ) -> OutboundOutcome {
-        let host_name = crate::routing::request_host(&rq.parts);
+        let host_name = host_if(&self.outbound_ix, &rq.parts);
         for pos in self.outbound_ix.candidates(rq.parts.uri.path(), host_name) {
             let Some(p) = self.outbound.get(pos as usize) else {
                 continue;
@@ -393,7 +405,7 @@ impl Chain {
             }
             if !p
                 .matcher
-                .matches(&rq.parts, crate::routing::request_host(&rq.parts))
+                .matches(&rq.parts, host_if(&self.outbound_ix, &rq.parts))
             {
                 continue;
             }
@@ -603,6 +615,15 @@ fn trace_call(
 /// Whether a filter's changes can alter what `[match]` reads first (path, host): then later
 /// filters' candidates are looked up again. Header-only changes keep the candidates; their
 /// header conditions are checked on each candidate anyway.
+/// The request's host when some matcher of `ix` looks at it (the lookup hashes `Host`).
+fn host_if<'a>(ix: &MatchIndex, parts: &'a http::request::Parts) -> Option<&'a str> {
+    if ix.uses_host() {
+        crate::routing::request_host(parts)
+    } else {
+        None
+    }
+}
+
 fn changes_match_inputs(ch: &api::RequestChanges) -> bool {
     ch.path.is_some()
         || ch

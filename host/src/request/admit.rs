@@ -55,10 +55,7 @@ impl Exchange<'_> {
     /// Sheds on the priority of the route the request would take, before any work:
     /// `Err(Overloaded)` is a 503 with `Retry-After`, made without Wasm.
     pub(super) fn shed(&mut self) -> Result<(), Failure> {
-        self.route = self
-            .svc
-            .routes
-            .find(&self.parts, crate::routing::request_host(&self.parts));
+        self.route = self.svc.routes.find(&self.parts);
         let priority = self.route.map(|r| r.priority).unwrap_or(Priority::Normal);
         match self.svc.shedder.try_acquire(priority) {
             Some(p) => {

@@ -4,7 +4,7 @@ use super::{Answer, Destination, Exchange, Payload};
 use crate::core::failure::Failure;
 use crate::core::passport::State;
 use crate::plugin::InboundOutcome;
-use crate::routing::{self, Target};
+use crate::routing::Target;
 use std::time::{Duration, Instant};
 
 impl Exchange<'_> {
@@ -61,11 +61,11 @@ impl Exchange<'_> {
             InboundOutcome::Failed(why) => return Err(Answer::Failed(why)),
         }
         self.f.passport.stamp(State::InboundFiltersEnd);
-        // Filters may have changed what routing reads.
-        self.route = self
-            .svc
-            .routes
-            .find(&self.parts, routing::request_host(&self.parts));
+        // Filters may have changed what routing reads (path, host, headers); when none
+        // changed the head, the route found at admission stands.
+        if self.filters.head_changed {
+            self.route = self.svc.routes.find(&self.parts);
+        }
         Ok(payload)
     }
 

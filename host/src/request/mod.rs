@@ -112,6 +112,8 @@ impl HttpPolicy {
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
+    /// `client`'s IP as `X-Forwarded-For` carries it ([`crate::core::headers::client_ip`]).
+    pub client_ip: HeaderValue,
     pub tls: bool,
     pub state: Arc<ConnState>,
     /// `Alt-Svc` advertised on h1/h2 responses when the listener also serves HTTP/3.

@@ -65,7 +65,7 @@ impl Exchange<'_> {
         }
         // A `HeaderValue` clone shares the parsed head's bytes: no copy.
         let fwd_host = h.get(http::header::HOST).cloned();
-        headers::add_forwarded(&mut h, self.conn.client, self.conn.tls, fwd_host);
+        headers::add_forwarded(&mut h, &self.conn.client_ip, self.conn.tls, fwd_host);
         headers::add_via(&mut h, parts.version);
         // A traced request's attempts each carry their own span as the parent
         // (`Journal::attempt`); otherwise the gateway passes the trace on as before.

@@ -140,9 +140,15 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Finds the route for a request head: the first in file order that matches. `host` is
-    /// the authority without port. Only the index's candidates are checked, in order.
-    pub fn find(&self, parts: &http::request::Parts, host: Option<&str>) -> Option<&Route> {
+    /// Finds the route for a request head: the first in file order that matches. Only the
+    /// index's candidates are checked, in order. The host (the authority without port, see
+    /// [`request_host`]) is only looked up when some route has a host condition.
+    pub fn find(&self, parts: &http::request::Parts) -> Option<&Route> {
+        let host = if self.index.uses_host() {
+            request_host(parts)
+        } else {
+            None
+        };
         self.index
             .candidates(parts.uri.path(), host)
             .into_iter()
@@ -213,7 +219,7 @@ mod tests {
     "#;
 
     fn pick(t: &RouteTable, p: &http::request::Parts) -> Option<String> {
-        t.find(p, request_host(p)).map(|r| r.name.to_string())
+        t.find(p).map(|r| r.name.to_string())
     }
 
     #[test]

@@ -201,6 +201,7 @@ async fn connection(
         h3::server::Connection::new(h3_quinn::Connection::new(conn)).await?;
     let info = Arc::new(ConnInfo {
         client,
+        client_ip: crate::core::headers::client_ip(client),
         tls: true,
         state: Arc::new(ConnState::default()),
         alt_svc: None,

@@ -1,6 +1,7 @@
 //! Client-facing listeners: accept, TLS, and HTTP/1.1 + HTTP/2 (h2c prior knowledge and ALPN)
 //! served by hyper, each connection watched for graceful drain.
 
+pub(crate) mod h2;
 pub(crate) mod h3;
 pub(crate) mod io;
 pub(crate) mod tls;
@@ -11,7 +12,7 @@ use crate::request::Services as Ctx;
 use crate::request::{self, ConnInfo, ConnState};
 use crate::telemetry::ListenerMetrics;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,8 +32,13 @@ pub(crate) struct Listener {
     pub max_tunnels: usize,
 }
 
-fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// hyper's server settings. HTTP/2 streams run under `h2::StreamExec` (the write-idle
+/// watchdog); what hyper and h2 bound themselves is listed in `server::h2`.
+fn builder(ctx: &Ctx, metrics: &Arc<ListenerMetrics>) -> auto::Builder<h2::StreamExec> {
+    let mut b = auto::Builder::new(h2::StreamExec {
+        write_idle: Duration::from_millis(ctx.timeouts.client_write_idle_ms),
+        metrics: metrics.clone(),
+    });
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
@@ -45,6 +51,9 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(ctx.limits.max_concurrent_streams)
         .max_header_list_size(ctx.limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(Some(64))
+        // Streams we reset for the client's errors (h2's own default, stated): past it, GOAWAY
+        // ENHANCE_YOUR_CALM.
+        .max_local_error_reset_streams(Some(1024))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
         // RFC 8441: WebSockets over HTTP/2 streams (`request::tunnel`).
@@ -56,16 +65,14 @@ fn builder(ctx: &Ctx) -> auto::Builder<TokioExecutor> {
 /// client timeouts. Rebuilt when a reload swapped the services.
 struct ConnSettings {
     svc: Arc<Ctx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<h2::StreamExec>>,
     /// Our HTTP/1.1 codec's settings; `None` when `[http] http1_server = "hyper"`.
     h1: Option<Arc<h1::Settings>>,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    response_408: Arc<[u8]>,
+    io: Arc<io::IoSettings>,
 }
 
 impl ConnSettings {
-    fn of(svc: Arc<Ctx>) -> Self {
+    fn of(svc: Arc<Ctx>, metrics: &Arc<ListenerMetrics>) -> Self {
         let header_timeout = Duration::from_millis(svc.timeouts.client_header_ms);
         let idle_timeout = Duration::from_millis(svc.timeouts.client_idle_ms);
         let h1 = (svc.http.http1_server == crate::config::Http1Server::Portcullis).then(|| {
@@ -82,12 +89,19 @@ impl ConnSettings {
                 read_buf_bytes: 8192,
             })
         });
-        ConnSettings {
-            builder: Arc::new(builder(&svc)),
-            h1,
+        let io = Arc::new(io::IoSettings {
             header_timeout,
             idle_timeout,
+            write_idle: Duration::from_millis(svc.timeouts.client_write_idle_ms),
             response_408: io::response_408(&svc.http.error_headers),
+            frames: io::FrameLimits {
+                control_per_sec: svc.limits.h2_max_control_frames_per_sec,
+            },
+        });
+        ConnSettings {
+            builder: Arc::new(builder(&svc, metrics)),
+            h1,
+            io,
             svc,
         }
     }
@@ -100,8 +114,8 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
     // Every connection holds a receiver; a drain flips it, and `closed` resolves once the
     // last connection has ended.
     let (drain_tx, drain_rx) = watch::channel(false);
-    let mut settings = ConnSettings::of(live.load());
     let metrics = l.metrics.clone();
+    let mut settings = ConnSettings::of(live.load(), &metrics);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -126,10 +140,11 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         let _ = stream.set_nodelay(true);
         let now = live.load();
         if !Arc::ptr_eq(&now, &settings.svc) {
-            settings = ConnSettings::of(now);
+            settings = ConnSettings::of(now, &metrics);
         }
         let info = Arc::new(ConnInfo {
             client: peer,
+            client_ip: crate::core::headers::client_ip(peer),
             tls: l.tls.is_some(),
             state: Arc::new(ConnState::default()),
             alt_svc: l.alt_svc.clone(),
@@ -201,9 +216,7 @@ fn connection(
     let c = Conn {
         builder: settings.builder.clone(),
         h1: settings.h1.clone(),
-        header_timeout: settings.header_timeout,
-        idle_timeout: settings.idle_timeout,
-        response_408: settings.response_408.clone(),
+        io: settings.io.clone(),
         live,
         info,
         drain,
@@ -219,7 +232,7 @@ fn connection(
             let peer = c.info.client;
             let listener = c.info.listener.clone();
             let tls_stream =
-                match tokio::time::timeout(c.header_timeout, acceptor.accept(stream)).await {
+                match tokio::time::timeout(c.io.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
@@ -240,11 +253,9 @@ fn connection(
 
 /// A connection's share of the listener's settings.
 struct Conn {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<h2::StreamExec>>,
     h1: Option<Arc<h1::Settings>>,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    response_408: Arc<[u8]>,
+    io: Arc<io::IoSettings>,
     live: Arc<Live>,
     info: Arc<ConnInfo>,
     drain: watch::Receiver<bool>,
@@ -285,19 +296,37 @@ impl Conn {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let (live, info) = (self.live, self.info);
+        let listener = info.listener.clone();
         let io = io::ClientIo::new(
             stream,
             info.state.clone(),
             info.listener.clone(),
-            self.header_timeout,
-            self.idle_timeout,
+            &self.io,
             h2,
-            self.response_408,
         );
-        let svc = service_fn(move |req| request::handle(live.load(), info.clone(), req));
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (svc, info) = (live.load(), info.clone());
+            async move {
+                let extra = &svc.http.error_headers;
+                if let Some(r) = h2::too_many_headers(&req, &svc.limits, extra) {
+                    info.listener.count_h2_error("too_many_headers");
+                    return Ok::<_, std::convert::Infallible>(r.map(h2::StallBody::new));
+                }
+                let resp = request::handle(svc, info, req).await?;
+                Ok(resp.map(h2::StallBody::new))
+            }
+        });
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc);
-        until_drained(conn, self.drain).await
+        let r = until_drained(conn, self.drain).await;
+        if let Err(e) = &r {
+            let reason = h2::classify(&**e);
+            let scanned = reason == "control_frame_flood";
+            if scanned || h2::is_h2_error(&**e, h2) {
+                listener.count_h2_error(reason);
+            }
+        }
+        r
     }
 }

@@ -74,6 +74,54 @@ pub struct ListenerMetrics {
     pub tls_reloads: Arc<AtomicU64>,
     /// WebSocket tunnels open now (checked against the listener's `max_tunnels`).
     pub tunnels_active: AtomicI64,
+    /// HTTP/2 connections ended with an error (and streams the gateway cut), by reason:
+    /// index into `H2_ERROR_REASONS`.
+    pub h2_errors: [AtomicU64; H2_ERROR_REASONS.len()],
+}
+
+/// `portcullis_h2_connection_errors_total{reason}` label values. The first fourteen are the
+/// RFC 9113 §7 error codes of a GOAWAY (sent by h2 or received from the client); then the
+/// gateway's own bounds (`server::h2`, `server::io`) and what is left.
+pub(crate) const H2_ERROR_REASONS: [&str; 21] = [
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+    // Connection: more PING/SETTINGS than `[limits] h2_max_control_frames_per_sec`.
+    "control_frame_flood",
+    // Connection: no byte could be written to the client for `client_write_idle_ms`.
+    "write_idle_timeout",
+    // Connection: the client did not answer the keep-alive PING in time.
+    "keep_alive_timeout",
+    // Stream: its response made no progress for `client_write_idle_ms`; reset.
+    "stream_write_idle",
+    // Stream: more header fields than `max_headers`; answered 431.
+    "too_many_headers",
+    // Connection: any other I/O error (reset by the client, broken pipe, ...).
+    "io",
+    "other",
+];
+
+impl ListenerMetrics {
+    /// Counts one HTTP/2 error under `reason` (one of `H2_ERROR_REASONS`; unknown ones count
+    /// as `other`).
+    pub(crate) fn count_h2_error(&self, reason: &str) {
+        let i = H2_ERROR_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(H2_ERROR_REASONS.len() - 1);
+        self.h2_errors[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How tunnels ended: index into `TUNNEL_ENDS`.
@@ -423,6 +471,19 @@ impl Metrics {
             let mut f = w.family(name, help, kind);
             for l in &listeners {
                 f.sample(&[("listener", &l.name)], get(l));
+            }
+        }
+        let mut f = w.family(
+            "portcullis_h2_connection_errors_total",
+            "HTTP/2 client connections ended with an error, and streams the gateway cut itself, by reason.",
+            Kind::Counter,
+        );
+        for l in &listeners {
+            for (r, c) in H2_ERROR_REASONS.iter().zip(&l.h2_errors) {
+                f.sample(
+                    &[("listener", &l.name), ("reason", r)],
+                    c.load(Ordering::Relaxed),
+                );
             }
         }
         self.tunnels.render(w, &listeners);

@@ -139,8 +139,15 @@ pub(crate) struct Held {
 ///
 /// Retries happen only for a replayable body and method, on connect failures, resets and
 /// the statuses in `policy.retry_on_status`, each to a new endpoint, under the cluster's
-/// retry budget and the deadline. A reused connection reset before answering is replayed
-/// once even with retries off (the benign keep-alive race), when the body allows it.
+/// retry budget and the deadline.
+///
+/// A pooled connection reset before any response byte is the benign keep-alive race (the
+/// upstream closed it as the request went out): when the body allows it, that attempt is
+/// replayed once per endpoint on a *fresh* connection to the *same* endpoint, one attempt on top
+/// of `max_attempts` (so even with retries off, and a dead endpoint's refusal of the replay
+/// still leaves the retries elsewhere). Whatever the attempt it happens on: a retry
+/// that lands on a stale pooled connection is as innocent as a first attempt, and with
+/// every other endpoint tried (or down) the same endpoint is the only place left to go.
 pub(crate) async fn send(
     cluster: &Arc<Cluster>,
     mut head: Head,
@@ -168,12 +175,17 @@ pub(crate) async fn send(
     };
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     let mut last = Failure::NoHealthyUpstream;
+    // The keep-alive race's replay: its endpoint, on a new connection; at most once per
+    // endpoint and call (so at most doubling the attempts).
+    let mut replay_fresh: Option<usize> = None;
+    let mut raced: SmallVec<[usize; 4]> = SmallVec::new();
     loop {
         let attempt = tried.len() as u32 + 1;
         if Instant::now() >= policy.deadline {
             return Err(Failure::DeadlineExceeded);
         }
-        let Some(ei) = cluster.pick(&tried) else {
+        let fresh = replay_fresh.is_some();
+        let Some(ei) = replay_fresh.take().or_else(|| cluster.pick(&tried)) else {
             return Err(last);
         };
         tried.push(ei);
@@ -185,7 +197,7 @@ pub(crate) async fn send(
             (None, None) => UpBody::Empty,
         };
         // The head is kept for another attempt only when one may follow.
-        let headers = if can_retry || replay.is_some() && attempt == 1 {
+        let headers = if can_retry || replay.is_some() && !raced.contains(&ei) {
             head.headers.clone()
         } else {
             std::mem::take(&mut head.headers)
@@ -196,7 +208,7 @@ pub(crate) async fn send(
             (&head.method, &head.path_and_query, headers),
             up_body,
             shared.as_deref(),
-            policy,
+            (policy, fresh),
             journal,
         )
         .await;
@@ -206,7 +218,13 @@ pub(crate) async fn send(
                 let status = resp.status().as_u16();
                 if can_retry
                     && policy.retry_on_status.contains(&status)
-                    && may_retry(cluster, &tried, RetryReason::Status, &mut held, journal)
+                    && may_retry(
+                        cluster,
+                        Some(&tried),
+                        RetryReason::Status,
+                        &mut held,
+                        journal,
+                    )
                 {
                     journal.stamp_at(State::RespHeadersReceived, at);
                     // The connection carries an unread body: drop it rather than pool it.
@@ -226,8 +244,16 @@ pub(crate) async fn send(
             Step::Connect(why) => (why, RetryReason::ConnectFailed),
             Step::Reset { reused } => {
                 journal.stamp_at(State::UpstreamReset, Instant::now());
-                if reused && replay.is_some() && attempt == 1 {
-                    max_attempts = max_attempts.max(2);
+                if reused && replay.is_some() && !raced.contains(&ei) {
+                    raced.push(ei);
+                    if may_retry(cluster, None, RetryReason::Reset, &mut held, journal) {
+                        // On top: if the endpoint turns out to be down (it died with the
+                        // connection), the replay's failure still leaves the retries owed.
+                        max_attempts = max_attempts.saturating_add(1);
+                        replay_fresh = Some(ei);
+                        last = Failure::UpstreamReset;
+                        continue;
+                    }
                 }
                 (Failure::UpstreamReset, RetryReason::Reset)
             }
@@ -235,7 +261,7 @@ pub(crate) async fn send(
         };
         let retry = attempt < max_attempts
             && why != Failure::DeadlineExceeded
-            && may_retry(cluster, &tried, reason, &mut held, journal);
+            && may_retry(cluster, Some(&tried), reason, &mut held, journal);
         if !retry {
             return Err(why);
         }
@@ -273,7 +299,7 @@ async fn attempt_once(
     (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
     body: UpBody,
     body_state: Option<&ReqShared>,
-    policy: &Policy<'_>,
+    (policy, fresh): (&Policy<'_>, bool),
     journal: &mut impl Journal,
 ) -> Step {
     let ep = &cluster.endpoints[ei];
@@ -287,7 +313,7 @@ async fn attempt_once(
     let inflight = cluster.stats[ei].begin_at(picked);
     let mut conn = match ep
         .pool
-        .acquire((picked + policy.connect).min(policy.deadline))
+        .acquire((picked + policy.connect).min(policy.deadline), fresh)
         .await
     {
         Ok(c) => c,
@@ -393,8 +419,9 @@ fn connect_failed(
     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
     if e.is_tls() {
         tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
-        journal.detail(e.to_string());
     }
+    // The passport says why (a TLS failure's reason, a name that does not resolve, a refusal).
+    journal.detail(e.to_string());
     if now >= policy.deadline {
         Failure::DeadlineExceeded
     } else if e.is_tls() {
@@ -439,17 +466,18 @@ fn build_request(
     Some(req)
 }
 
-/// A retry goes ahead only if another endpoint is eligible and the cluster's retry budget
+/// A retry goes ahead only if another endpoint is eligible (`tried` given: it must not be
+/// one of those; `None`: the replay goes to the same endpoint) and the cluster's retry budget
 /// allows it (measured against the requests in flight to the cluster, proxied and fan-out
 /// alike); the budget permit is held until the request ends.
 fn may_retry(
     cluster: &Cluster,
-    tried: &[usize],
+    tried: Option<&[usize]>,
     why: RetryReason,
     held: &mut Held,
     journal: &mut impl Journal,
 ) -> bool {
-    if !cluster.has_eligible(tried) {
+    if tried.is_some_and(|t| !cluster.has_eligible(t)) {
         return false;
     }
     match cluster.retry_budget.try_acquire(cluster.limit.in_flight()) {

@@ -97,10 +97,12 @@ impl Pool {
     }
 
     /// Checks out a ready connection. `deadline` bounds waiting for a connection slot, the TCP
-    /// connect and the handshakes.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Conn, ConnectError> {
+    /// connect and the handshakes. `fresh` skips the idle HTTP/1.1 connections and opens a
+    /// new one: for the replay after a pooled connection was found dead, whose siblings the
+    /// upstream probably closed too.
+    pub async fn acquire(&self, deadline: Instant, fresh: bool) -> Result<Conn, ConnectError> {
         match self.connector.protocol() {
-            crate::config::UpstreamProtocol::H1 => self.acquire_h1(deadline).await,
+            crate::config::UpstreamProtocol::H1 => self.acquire_h1(deadline, fresh).await,
             crate::config::UpstreamProtocol::H2 => self.acquire_h2(deadline).await,
         }
     }
@@ -167,10 +169,15 @@ impl Pool {
         })
     }
 
-    async fn acquire_h1(&self, deadline: Instant) -> Result<Conn, ConnectError> {
-        loop {
+    async fn acquire_h1(&self, deadline: Instant, fresh: bool) -> Result<Conn, ConnectError> {
+        // A fresh connection is wanted after a pooled one was found dead: skip the idle ones.
+        let mut idle_left = !fresh;
+        while idle_left {
             let idle = self.idle.lock().pop();
-            let Some(mut idle) = idle else { break };
+            let Some(mut idle) = idle else {
+                idle_left = false;
+                continue;
+            };
             if idle.sender.is_closed() || idle.since.elapsed() > self.cfg.idle_timeout {
                 continue;
             }
