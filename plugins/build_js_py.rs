@@ -243,15 +243,11 @@ mod jspy {
         Ok(venv)
     }
 
-    /// The WIT the JS and Python SDKs target: `wit/v0.1` once the repository serves several
-    /// versions side by side, `wit/` while it serves one.
+    /// The WIT the JS and Python SDKs target: `wit/v0.2` (0.1-built JavaScript and Python
+    /// plugins are not rebuilt from these SDKs; the Rust fixtures `plugins/legacy-v01*` cover
+    /// serving 0.1).
     pub(crate) fn wit_dir(root: &Path) -> PathBuf {
-        let v01 = root.join("wit").join("v0.1");
-        if v01.is_dir() {
-            v01
-        } else {
-            root.join("wit")
-        }
+        root.join("wit").join("v0.2")
     }
 
     /// Fails with `why` unless `prog args` runs.

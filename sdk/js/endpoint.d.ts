@@ -1,10 +1,10 @@
 // Types of portcullis-sdk/endpoint (endpoint.js).
 /// <reference path="./types/endpoint.d.ts" />
-import type { Request, Response, Header } from 'portcullis:plugin/types@0.1.0';
+import type { Request, Response, Header } from 'portcullis:plugin/types@0.2.0';
 
 export type CallErrorKind =
   | 'timeout' | 'connect-failed' | 'overloaded' | 'unknown-cluster' | 'limit-exceeded'
-  | 'upstream-reset' | 'status' | 'bad-body';
+  | 'upstream-reset' | 'invalid-call' | 'status' | 'bad-body';
 
 export declare class CallError extends Error {
   readonly kind: CallErrorKind;

@@ -1,7 +1,7 @@
 // portcullis-sdk/endpoint: aggregate-API endpoints (the `endpoint` world). Mirrors the Rust
 // SDK's `Call`, `fetch`, `fetchAll`, `Reply`, `CallError` and `json::response`.
 
-import { fetch as witFetch, fetchAll as witFetchAll } from 'portcullis:plugin/upstream@0.1.0';
+import { fetch as witFetch, fetchAll as witFetchAll } from 'portcullis:plugin/upstream@0.2.0';
 import { bytes } from './index.js';
 
 const decoder = new TextDecoder();
@@ -13,7 +13,9 @@ export class CallError extends Error {
     super(describe(kind, detail));
     this.name = 'CallError';
     /** `timeout` | `connect-failed` | `overloaded` | `unknown-cluster` | `limit-exceeded` |
-     * `upstream-reset` | `status` (non-2xx, from `ok2xx`) | `bad-body` (from `Reply.json`) */
+     * `upstream-reset` | `invalid-call` (the call itself is malformed: a method that is not
+     * a token, a path not starting with `/`, an invalid header, `timeout-ms` 0; new in WIT
+     * 0.2.0) | `status` (non-2xx, from `ok2xx`) | `bad-body` (from `Reply.json`) */
     this.kind = kind;
     this.detail = detail;
   }
@@ -27,6 +29,8 @@ function describe(kind, detail) {
       return 'unknown cluster';
     case 'limit-exceeded':
       return `limit exceeded: ${detail}`;
+    case 'invalid-call':
+      return `invalid call: ${detail}`;
     case 'upstream-reset':
       return 'upstream reset';
     case 'status':
@@ -74,7 +78,8 @@ export class Reply {
   }
 }
 
-/** One upstream call. The timeout is mandatory and is 1 s unless set. */
+/** One upstream call. The timeout is mandatory and is 1 s unless set (0 is `invalid-call`).
+ * No headers and an empty body by default. */
 export class Call {
   constructor(method, cluster, path) {
     this.cluster = cluster;
@@ -88,7 +93,7 @@ export class Call {
   static get(cluster, path) {
     return new Call('GET', cluster, path);
   }
-  /** Sets the call's timeout (also capped by the request's deadline). */
+  /** Sets the call's timeout in ms (default 1000; also capped by the request's deadline). */
   timeout(ms) {
     this.timeoutMs = ms;
     return this;

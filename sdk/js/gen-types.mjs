@@ -35,7 +35,7 @@ async function main() {
   const wit = resolve(
     witArg >= 0
       ? args[witArg + 1]
-      : [join(here, 'wit'), join(here, '..', '..', 'wit', 'v0.1'), join(here, '..', '..', 'wit')].find((d) => existsSync(d)) ?? 'wit',
+      : [join(here, 'wit'), join(here, '..', '..', 'wit', 'v0.2'), join(here, '..', '..', 'wit')].find((d) => existsSync(d)) ?? 'wit',
   );
   const jco = join(here, 'typegen', 'node_modules', '@bytecodealliance', 'jco', 'src', 'jco.js');
   if (!existsSync(jco)) {

@@ -10,7 +10,7 @@ import type {
   Request,
   RequestView,
   Header,
-} from 'portcullis:plugin/types@0.1.0';
+} from 'portcullis:plugin/types@0.2.0';
 
 export type { InboundAction, OutboundAction, Priority, Request, RequestView, Header };
 
@@ -20,8 +20,10 @@ export declare const CONTINUE: { tag: 'continue' };
 export declare function bytes(body?: string | Uint8Array | null): Uint8Array;
 /** A direct answer from an inbound filter (`text/plain` unless `headers` says otherwise). */
 export declare function respond(status: number, body?: string | Uint8Array, headers?: Array<[string, string]>): InboundAction;
-/** Rejects the request with `status` and `reason` (`portcullis-error: plugin-rejected`). */
-export declare function reject(status: number, reason: string): InboundAction;
+/** Rejects the request with `status` (400-599) and `reason` (`portcullis-error:
+ * plugin-rejected`), adding `headers` (WIT 0.2.0; default none) to the answer, e.g.
+ * `reject(401, 'missing key', [['www-authenticate', 'Bearer']])`. */
+export declare function reject(status: number, reason: string, headers?: Array<[string, string]>): InboundAction;
 
 /** Builder for request (inbound) or response (outbound) changes. */
 export declare class Changes {

@@ -8,9 +8,9 @@
 // The contract (when each export runs, what its return means) is the WIT in `types/` (and
 // the gateway's `wit/`); the guide is docs/plugins.md, section "JavaScript and TypeScript".
 
-import { log as witLog } from 'portcullis:plugin/log@0.1.0';
-import { counterAdd, histogramObserve } from 'portcullis:plugin/metrics@0.1.0';
-import { all as configAll } from 'portcullis:plugin/config@0.1.0';
+import { log as witLog } from 'portcullis:plugin/log@0.2.0';
+import { counterAdd, histogramObserve } from 'portcullis:plugin/metrics@0.2.0';
+import { all as configAll } from 'portcullis:plugin/config@0.2.0';
 
 const encoder = new TextEncoder();
 
@@ -36,10 +36,21 @@ export function respond(status, body, headers) {
   };
 }
 
-/** Rejects the request: the gateway answers `status` with `reason` as the body and
- * `portcullis-error: plugin-rejected`. */
-export function reject(status, reason) {
-  return { tag: 'reject', val: { status, reason: String(reason) } };
+/**
+ * Rejects the request: the gateway answers `status` (400-599) with `reason` as a
+ * `text/plain` body and `portcullis-error: plugin-rejected`, and the passport and access log
+ * record the request as rejected by this plugin. `headers` (new in WIT 0.2.0, default none),
+ * a list of `[name, value]` pairs, are added to the answer, e.g.
+ *
+ *   reject(401, 'missing API key', [['www-authenticate', 'Bearer']])
+ *
+ * `portcullis-error`, `content-type` and framing headers are the gateway's: naming one counts
+ * as the plugin's `bad-output`, and the request is still rejected, without the headers. Like
+ * the Rust SDK's `reject_with` (and `reject` when `headers` is left out).
+ */
+export function reject(status, reason, headers) {
+  const hs = (headers ?? []).map(([k, v]) => [String(k).toLowerCase(), String(v)]);
+  return { tag: 'reject', val: { status, reason: String(reason), headers: hs } };
 }
 
 /**

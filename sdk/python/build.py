@@ -7,7 +7,8 @@ Run it with the Python of a virtualenv that has ``componentize-py`` installed
 (``python3 -m venv .venv && .venv/bin/pip install -r requirements.txt``). ``APP_DIR`` holds
 the plugin's module (``app.py`` by default) defining ``class WitWorld``; this SDK folder is
 put on the module path, so the plugin imports ``portcullis_sdk``. ``--wit`` defaults to this
-folder's ``wit/`` copy when present, else ``../../wit`` (the gateway repository's).
+folder's ``wit/`` copy when present, else ``../../wit/v0.2`` (the gateway repository's:
+this SDK targets WIT 0.2.0).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> int:
     ap.add_argument("-o", "--out", required=True, type=Path)
     ap.add_argument("app_dir", type=Path)
     a = ap.parse_args()
-    wit = a.wit or next((d for d in (HERE / "wit", HERE.parent.parent / "wit" / "v0.1", HERE.parent.parent / "wit") if d.is_dir()), None)
+    wit = a.wit or next((d for d in (HERE / "wit", HERE.parent.parent / "wit" / "v0.2", HERE.parent.parent / "wit") if d.is_dir()), None)
     if wit is None:
         print("portcullis-py-build: no WIT folder found: pass --wit DIR", file=sys.stderr)
         return 2

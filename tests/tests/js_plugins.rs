@@ -1,7 +1,9 @@
 //! JavaScript plugins, built from source by `plugins/build_js_py.rs` (componentize-js from
 //! `sdk/js/package-lock.json`): the demo's `home` endpoint in JavaScript answers exactly like
-//! the Rust one through a real gateway, a trivial JavaScript filter acts and is measured,
-//! and the instance limits (`max_instances`, `[plugins] memory_budget_mb`) hold for them.
+//! the Rust one through a real gateway (also when every call it makes is malformed: WIT
+//! 0.2.0's `invalid-call`), a trivial JavaScript filter acts (a 0.2.0 rejection with a
+//! header) and is measured, and the instance limits (`max_instances`,
+//! `[plugins] memory_budget_mb`) hold for them.
 
 use portcullis_examples::{spawn, Behavior};
 use portcullis_tests::*;
@@ -9,11 +11,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// `[plugins]` for a test's plugin directory, with one compile cache shared by every test of
-/// this file (and later runs): a 12–19 MiB JavaScript/Python component takes Cranelift
-/// 10–60 s on a busy 2-core machine, so each is compiled once, not once per test.
+/// The compile cache every JS/Python test binary shares (`js_plugins`, `python_plugins`,
+/// `toolkit`), under the target dir: a 12–19 MiB JavaScript/Python component takes Cranelift
+/// 10–100 s on a busy 2-core machine, so each is compiled once, not once per test or binary.
+fn compile_cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache")
+}
+
+/// `[plugins]` for a test's plugin directory, with the shared compile cache.
 fn plugins_section(dir: &Path, extra: &str) -> String {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache");
+    let cache = compile_cache();
     format!(
         // A JS instance's first call costs ~13 ms of CPU in a release build and more in a
         // debug one on a loaded machine: the ceiling is raised so these tests check behaviour,
@@ -67,6 +74,24 @@ fn home_config(ups: &[(&str, SocketAddr)], dir: &Path, plugins_extra: &str) -> S
 const HOME_MANIFEST: &str =
     "kind = \"endpoint\"\n[limits]\ncpu_ms = 2000\n[config]\ntimeout_ms = 200\n";
 
+/// Puts `home_js` into the compile cache once, before the tests that serve it boot their
+/// gateways: tests run two at a time, and two gateways booting at once on a cold cache would
+/// each compile the same component (measured: a minute or more each on this 2-core machine).
+async fn home_js_compiled() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let dir = temp_dir("js-home-warm");
+        install_jspy_plugin(&dir, "home-js", "home_js", HOME_MANIFEST);
+        let gw = gateway(
+            &basic_config(&[], &plugins_section(&dir, "")),
+            Path::new("."),
+        )
+        .await;
+        gw.shutdown().await;
+    })
+    .await;
+}
+
 async fn get_with_context(addr: SocketAddr, path: &str) -> (http::response::Parts, bytes::Bytes) {
     let mut req = get(addr, path);
     for (k, v) in [
@@ -81,6 +106,7 @@ async fn get_with_context(addr: SocketAddr, path: &str) -> (http::response::Part
 
 #[tokio::test]
 async fn home_js_returns_the_same_json_as_the_rust_home() {
+    home_js_compiled().await;
     // Ratings always fail and artwork is slower than the 200 ms call timeout, so both the
     // happy sections and both ways of degrading are compared.
     let ups = demo_services(1.0, 1_000).await;
@@ -143,8 +169,46 @@ async fn home_js_returns_the_same_json_as_the_rust_home() {
     assert_eq!(degraded, Some(2.0), "two requests degraded ratings");
 }
 
+/// A malformed fan-out call (`timeout-ms` 0, from the manifest's config) fails as WIT
+/// 0.2.0's `invalid-call`, with its own kind and the host's reason, in JavaScript as in Rust;
+/// no call leaves the gateway.
+#[tokio::test]
+async fn home_js_gets_invalid_call_for_a_malformed_call_like_rust() {
+    home_js_compiled().await;
+    let ups = demo_services(0.0, 0).await;
+    let dir = temp_dir("js-home-invalid");
+    let manifest = "kind = \"endpoint\"\n[limits]\ncpu_ms = 2000\n[config]\ntimeout_ms = 0\n";
+    install_plugin(&dir, "home", "home", manifest);
+    install_jspy_plugin(&dir, "home-js", "home_js", manifest);
+    let gw = gateway(&home_config(&ups, &dir, ""), Path::new(".")).await;
+    let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
+    let (rp, rb) = send(addr, get(addr, "/api/home?user=4")).await;
+    let (jp, jb) = send(addr, get(addr, "/api/home-js?user=4")).await;
+    assert_eq!((jp.status.as_u16(), rp.status.as_u16()), (502, 502));
+    let js = json(&jb);
+    assert_eq!(js, json(&rb), "JavaScript and Rust disagree");
+    let reasons: Vec<&str> = js["degraded"]
+        .as_array()
+        .expect("degraded")
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        reasons, ["invalid call: timeout-ms must be greater than 0"; 4],
+        "every section failed as invalid-call (not limit-exceeded, as in 0.1.0): {js}"
+    );
+    let listed = admin_plugin(admin, "home-js").await;
+    assert_eq!(
+        listed["wit"], "0.2.0",
+        "the SDK targets WIT 0.2.0: {listed}"
+    );
+    let s = &listed["stats"];
+    assert_eq!(s["failures"]["trap"].as_u64(), Some(0), "{s}");
+}
+
 #[tokio::test]
 async fn home_js_answers_502_without_a_profile_like_rust() {
+    home_js_compiled().await;
     let mut ups = demo_services(0.0, 0).await;
     ups[0].1 = dead_addr().await;
     let dir = temp_dir("js-home-502");
@@ -161,6 +225,68 @@ async fn home_js_answers_502_without_a_profile_like_rust() {
     assert_eq!(js["degraded"][0]["reason"], "connect failed", "{js}");
 }
 
+/// A gateway in front of `up` with the plugins of `dir`, keeping every request's passport
+/// (a rejection is neither slow nor a failure) so its states can be read.
+fn keep_passports(up: &Upstream, dir: &Path) -> String {
+    basic_config(&[("a", up.addr)], &plugins_section(dir, "")).replacen(
+        "[admin]\n",
+        "[admin]\nslow_request_ms = 0\n",
+        1,
+    )
+}
+
+/// `x-pass-deny` makes the `pass` filter reject with 401 and `www-authenticate` (WIT 0.2.0):
+/// on the wire as the gateway's rejection, in the passport as `PLUGIN_REJECTED`, in the
+/// plugin's stats as a call with no failure (a refused header would be `bad-output`), and
+/// the upstream never sees it.
+async fn assert_rejects_with_a_header(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    plugin: &str,
+    reason: &str,
+) {
+    let mut req = get(addr, "/a/deny");
+    req.headers_mut()
+        .insert("x-pass-deny", http::HeaderValue::from_static("1"));
+    let (p, b) = send(addr, req).await;
+    assert_eq!(p.status, 401, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(header(&p, "www-authenticate"), "Bearer realm=\"pass\"");
+    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
+    assert_eq!(header(&p, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(String::from_utf8_lossy(&b).trim_end(), reason);
+    let (_, b) = send(admin, get(admin, "/admin/passports")).await;
+    let all = json(&b);
+    let mine: Vec<&serde_json::Value> = all
+        .as_array()
+        .expect("passports")
+        .iter()
+        .filter(|p| p["path"] == "/a/deny")
+        .collect();
+    assert_eq!(mine.len(), 1, "one passport for /a/deny: {all}");
+    let states: Vec<&str> = mine[0]["states"]
+        .as_array()
+        .expect("states")
+        .iter()
+        .filter_map(|s| s["state"].as_str())
+        .collect();
+    assert!(states.contains(&"PLUGIN_REJECTED"), "{states:?}");
+    assert!(!states.contains(&"REQ_HEADERS_SENT"), "{states:?}");
+    let listed = admin_plugin(admin, plugin).await;
+    assert_eq!(
+        listed["wit"], "0.2.0",
+        "the SDK targets WIT 0.2.0: {listed}"
+    );
+    let s = &listed["stats"];
+    assert_eq!(s["calls"].as_u64(), Some(1), "{s}");
+    let failed: u64 = s["failures"]
+        .as_object()
+        .expect("failures")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(failed, 0, "a rejection is not a failure: {s}");
+}
+
 /// A trivial JavaScript filter acts (both branches) and its CPU per call is what the
 /// gateway reports; printed for the record (docs/plugins.md quotes it).
 #[tokio::test]
@@ -173,17 +299,9 @@ async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
         "pass_js",
         "kind = \"inbound\"\n[limits]\ncpu_ms = 2000\n",
     );
-    let config = basic_config(&[("a", up.addr)], &plugins_section(&dir, ""));
-    let gw = gateway(&config, Path::new(".")).await;
+    let gw = gateway(&keep_passports(&up, &dir), Path::new(".")).await;
     let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
-
-    let mut req = get(addr, "/a/x");
-    req.headers_mut()
-        .insert("x-pass-deny", http::HeaderValue::from_static("1"));
-    let (p, b) = send(addr, req).await;
-    assert_eq!(p.status, 403, "{}", String::from_utf8_lossy(&b));
-    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
-    assert_eq!(String::from_utf8_lossy(&b).trim_end(), "denied by pass_js");
+    assert_rejects_with_a_header(addr, admin, "pass-js", "denied by pass_js").await;
 
     let client = h1_client();
     let calls = 300u64;
@@ -236,6 +354,7 @@ async fn hold_an_instance(
 /// with 503 `plugin-overloaded`, counted; once the first is done, calls succeed again.
 #[tokio::test]
 async fn max_instances_caps_a_plugins_live_instances() {
+    home_js_compiled().await;
     let (ups, artwork) = services_with_slow_artwork(800).await;
     let dir = temp_dir("js-cap");
     install_jspy_plugin(

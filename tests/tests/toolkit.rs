@@ -68,9 +68,13 @@ fn clean_env(cmd: &mut Command) {
     }
     cmd.env("CARGO_TARGET_DIR", profile_dir().join("toolkit-guests"));
     cmd.env("PORTCULLIS_BIN", bin());
-    // One compile cache for every run: an unchanged component (the same template) loads from
-    // it instead of a minute of Cranelift for a JS or Python one.
-    cmd.env("PORTCULLIS_CACHE_DIR", profile_dir().join("toolkit-cache"));
+    // One compile cache for every run, and the one js_plugins and python_plugins use (under
+    // the target dir): an unchanged component (the same template) loads from it instead of a
+    // minute of Cranelift for a JS or Python one.
+    cmd.env(
+        "PORTCULLIS_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("jspy-compile-cache"),
+    );
     // The JS and Python toolchains the test build installed for the first-party plugins
     // (plugins/build_js_py.rs), shared instead of a second install per project.
     let js_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/js-py");

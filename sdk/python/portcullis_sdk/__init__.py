@@ -86,10 +86,19 @@ def respond(status: int, body: Union[str, bytes] = b"", headers: Optional[List[H
     )
 
 
-def reject(status: int, reason: str) -> types.InboundAction:
-    """Rejects the request: the gateway answers ``status`` with ``reason`` as the body and
-    ``portcullis-error: plugin-rejected``."""
-    return types.InboundAction_Reject(types.Rejection(status=status, reason=reason))
+def reject(status: int, reason: str, headers: Optional[List[Header]] = None) -> types.InboundAction:
+    """Rejects the request: the gateway answers ``status`` (400-599) with ``reason`` as a
+    ``text/plain`` body and ``portcullis-error: plugin-rejected``, and the passport and access
+    log record the request as rejected by this plugin. ``headers`` (new in WIT 0.2.0, default
+    none) are added to the answer, e.g.::
+
+        reject(401, "missing API key", [("www-authenticate", "Bearer")])
+
+    ``portcullis-error``, ``content-type`` and framing headers are the gateway's: naming one
+    counts as the plugin's ``bad-output``, and the request is still rejected, without the
+    headers. Like the Rust SDK's ``reject_with`` (and ``reject`` without ``headers``)."""
+    hs = [(k.lower(), str(v)) for k, v in (headers or [])]
+    return types.InboundAction_Reject(types.Rejection(status=status, reason=reason, headers=hs))
 
 
 class Changes:

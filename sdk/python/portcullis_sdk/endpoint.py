@@ -29,6 +29,7 @@ _KINDS = {
     upstream.CallError_UnknownCluster: "unknown-cluster",
     upstream.CallError_LimitExceeded: "limit-exceeded",
     upstream.CallError_UpstreamReset: "upstream-reset",
+    upstream.CallError_InvalidCall: "invalid-call",
 }
 
 
@@ -36,8 +37,9 @@ class CallError(Exception):
     """Why a call gave no usable reply. ``str(e)`` reads like the Rust SDK's (``timeout``,
     ``connect failed``, ``status 503``, ...). ``kind`` is one of ``timeout``,
     ``connect-failed``, ``overloaded``, ``unknown-cluster``, ``limit-exceeded``,
-    ``upstream-reset``, ``status`` (from :meth:`Result.ok_2xx`), ``bad-body`` (from
-    :meth:`Reply.json`)."""
+    ``upstream-reset``, ``invalid-call`` (the call itself is malformed: a method that is not a
+    token, a path not starting with ``/``, an invalid header, ``timeout_ms`` 0; new in WIT
+    0.2.0), ``status`` (from :meth:`Result.ok_2xx`), ``bad-body`` (from :meth:`Reply.json`)."""
 
     def __init__(self, kind: str, detail: Any = None) -> None:
         self.kind = kind
@@ -48,6 +50,8 @@ class CallError(Exception):
 def _describe(kind: str, detail: Any) -> str:
     if kind == "limit-exceeded":
         return f"limit exceeded: {detail}"
+    if kind == "invalid-call":
+        return f"invalid call: {detail}"
     if kind == "status":
         return f"status {detail}"
     if kind == "bad-body":
@@ -105,7 +109,8 @@ class Result:
 
 
 class Call:
-    """One upstream call. The timeout is mandatory and is 1 s unless set."""
+    """One upstream call. The timeout is mandatory and is 1 s unless set (0 is
+    ``invalid-call``). No headers and an empty body by default."""
 
     def __init__(self, method: str, cluster: str, path: str) -> None:
         self.cluster = cluster

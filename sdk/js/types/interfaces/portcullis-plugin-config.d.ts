@@ -1,4 +1,4 @@
-declare module 'portcullis:plugin/config@0.1.0' {
+declare module 'portcullis:plugin/config@0.2.0' {
   /**
    * The value of top-level key `key`, if present.
    */

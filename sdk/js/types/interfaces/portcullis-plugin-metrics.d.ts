@@ -1,4 +1,4 @@
-declare module 'portcullis:plugin/metrics@0.1.0' {
+declare module 'portcullis:plugin/metrics@0.2.0' {
   /**
    * Adds `value` to the counter `name`.
    */

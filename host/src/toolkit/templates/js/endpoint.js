@@ -9,7 +9,8 @@ export function handle(req) {
   const call = Call.get(cluster, '/hello').timeout(500).forwardContext(req);
   try {
     // `fetch` returns the reply whatever its status (4xx/5xx are replies), and throws a
-    // `CallError` when there is none (timeout, connect failed, ...).
+    // `CallError` when there is none (timeout, connect failed, invalid-call for a malformed
+    // call, ...; `e.kind` says which).
     const reply = fetch(call);
     if (!reply.isSuccess()) {
       return jsonResponse(502, { error: `status ${reply.status}` });

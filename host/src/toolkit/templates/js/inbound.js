@@ -6,7 +6,8 @@ export function onRequest(req) {
   // The name of the header to require, from `[config]` in {{name}}.toml.
   const required = config.getOr('require_header', 'x-api-key');
   if (header(req, required) === undefined) {
-    return reject(401, `missing ${required}`);
+    // A rejection may carry headers (WIT 0.2.0): tell the client how to authenticate.
+    return reject(401, `missing ${required}`, [['www-authenticate', 'ApiKey']]);
   }
   // Tell the upstream which filter let the request through.
   return new Changes().setHeader('x-{{name}}', 'ok').inbound();

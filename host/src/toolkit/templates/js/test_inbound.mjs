@@ -12,6 +12,7 @@ test("requests without the key are rejected", () => {
   const out = runPlugin(dir, { url: "/hello" });
   assert.equal(out.action, "reject", JSON.stringify(out));
   assert.equal(out.status, 401);
+  assert.equal(out.header("www-authenticate"), "ApiKey");
 });
 
 test("requests with the key go on with a header", () => {

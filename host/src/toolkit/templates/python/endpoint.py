@@ -11,7 +11,7 @@ class WitWorld:
         cluster = config.get_or("cluster", "backend")
         try:
             reply = fetch(Call.get(cluster, "/hello").timeout(500).forward_context(req))
-        except CallError as e:  # timeout, connect-failed, unknown-cluster, ...
+        except CallError as e:  # timeout, connect-failed, unknown-cluster, invalid-call, ... (e.kind)
             return json_response(502, {"error": str(e)})
         if not reply.is_success():
             return json_response(502, {"error": f"status {reply.status}"})

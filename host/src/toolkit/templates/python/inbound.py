@@ -9,6 +9,7 @@ class WitWorld(Filter):
         # The name of the header to require, from `[config]` in {{name}}.toml.
         required = config.get_or("require_header", "x-api-key")
         if req.header(required) is None:
-            return reject(401, f"missing {required}")
+            # A rejection may carry headers (WIT 0.2.0): tell the client how to authenticate.
+            return reject(401, f"missing {required}", [("www-authenticate", "ApiKey")])
         # Tell the upstream which filter let the request through.
         return Changes().set_header("x-{{name}}", "ok").inbound()

@@ -16,6 +16,7 @@ class PluginTest(unittest.TestCase):
         out = run_plugin(ROOT, {"url": "/hello"})
         self.assertEqual(out.action, "reject", out)
         self.assertEqual(out.status, 401)
+        self.assertEqual(out.header("www-authenticate"), "ApiKey")
 
     def test_requests_with_the_key_go_on_with_a_header(self):
         out = run_plugin(ROOT, {"url": "/hello", "headers": {"x-api-key": "k1"}})
