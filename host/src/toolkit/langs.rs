@@ -18,6 +18,10 @@ pub(crate) struct LangInfo {
     /// ceiling) and `memory_mb = 32`.
     pub(crate) cpu_ms: u64,
     pub(crate) memory_mb: u64,
+    /// The filters' wall-clock `timeout_ms`. A fresh JS or Python instance is made inside the
+    /// first call it serves; on a loaded machine (a debug build beside a compile) that took
+    /// over 100 ms, so interpreters get 1 s (their CPU stays bounded by `cpu_ms`).
+    pub(crate) timeout_ms: u64,
     /// The embedded SDK this language needs (`embedded::has`).
     pub(crate) sdk_prefix: &'static str,
 }
@@ -35,6 +39,7 @@ pub(crate) fn info(lang: Lang) -> LangInfo {
             ],
             cpu_ms: 10,
             memory_mb: 16,
+            timeout_ms: 100,
             sdk_prefix: "sdk/Cargo.toml",
         },
         Lang::Js => LangInfo {
@@ -48,6 +53,7 @@ pub(crate) fn info(lang: Lang) -> LangInfo {
             ],
             cpu_ms: 50,
             memory_mb: 32,
+            timeout_ms: 1000,
             sdk_prefix: "sdk/js/",
         },
         Lang::Python => LangInfo {
@@ -60,6 +66,7 @@ pub(crate) fn info(lang: Lang) -> LangInfo {
             ],
             cpu_ms: 50,
             memory_mb: 32,
+            timeout_ms: 1000,
             sdk_prefix: "sdk/python/",
         },
     }

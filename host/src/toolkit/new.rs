@@ -81,6 +81,7 @@ fn vars(name: &str, lang: Lang, kind: Kind) -> Vec<(&'static str, String)> {
         ("files", files),
         ("mount", mount),
         ("cpu_ms", l.cpu_ms.to_string()),
+        ("timeout_ms", l.timeout_ms.to_string()),
         ("memory_mb", l.memory_mb.to_string()),
         ("version", env!("CARGO_PKG_VERSION").to_string()),
     ]
