@@ -20,8 +20,8 @@
 //! waits by their timeouts and the request deadline; bodies by their idle timeouts and the
 //! deadline.
 //!
-//! Slots for what comes next: a rate-limit phase goes between `inbound` and `route` (keyed by
-//! the identity or filter metadata); the access log and traces read the finished passport in
+//! The rate-limit phase (`rate_limit`) runs between `inbound` and `route`, keyed by the
+//! identity or filter metadata; the access log and traces read the finished passport in
 //! `finish`. WebSocket upgrades (HTTP/1.1 and extended CONNECT) branch from `route` into
 //! `tunnel`; gRPC calls are told apart at admission and their errors mapped in `grpc`, applied
 //! by `respond::error_response`.
