@@ -5,37 +5,18 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-static INSTALL: Mutex<()> = Mutex::new(());
-
 /// Installs chromium and chromium-driver from Debian when they are missing.
 fn ensure_installed() {
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "-qq", "chromium", "chromium-driver"];
-    if !apt(&install) {
-        // A fresh machine has no package lists yet.
-        let _ = apt(&["update", "-qq"]);
-        assert!(
-            apt(&install),
-            "the dashboard tests need Debian's chromium and chromium-driver: `apt-get install chromium chromium-driver` failed"
-        );
-    }
+    crate::debian::ensure(
+        &[CHROMIUM, CHROMEDRIVER],
+        &["chromium", "chromium-driver"],
+        "the dashboard tests",
+    );
 }
 
 /// A headless Chromium session at 1280×800; the driver process ends with it.

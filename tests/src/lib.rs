@@ -23,6 +23,7 @@ enum Proto {
 }
 
 pub mod browser;
+mod debian;
 pub mod faulty;
 pub mod otlp;
 pub mod redis;

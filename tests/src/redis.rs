@@ -4,34 +4,12 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
-static INSTALL: Mutex<()> = Mutex::new(());
-
 fn ensure_installed() {
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if std::path::Path::new(REDIS_SERVER).exists() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "-qq", "redis-server"];
-    if !apt(&install) {
-        let _ = apt(&["update", "-qq"]);
-        assert!(
-            apt(&install),
-            "the rate-limit tests need Debian's redis-server: `apt-get install redis-server` failed"
-        );
-    }
+    crate::debian::ensure(&[REDIS_SERVER], &["redis-server"], "the rate-limit tests");
 }
 
 /// A running `redis-server`; killed when dropped.
