@@ -17,6 +17,8 @@ mod body;
 mod conn;
 mod decode;
 mod encode;
+#[cfg(test)]
+mod fuzz;
 mod head;
 #[cfg(test)]
 mod tests;
