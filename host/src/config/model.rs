@@ -241,6 +241,11 @@ pub struct Listener {
     /// An HTTP/1.1 tunnel also keeps counting against `max_connections`.
     #[serde(default = "defaults::max_tunnels")]
     pub max_tunnels: usize,
+    /// Every connection opens with a PROXY protocol header (v1 or v2, from an L4 balancer):
+    /// its source address is the client. A connection without a valid one within
+    /// `client_header_ms` is closed. Not for HTTP/3 (QUIC carries no such header).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -625,6 +630,9 @@ pub struct Http {
     /// Which HTTP/1.1 server serves client connections: `portcullis` (our own codec: no
     /// buffers held by idle connections) or `hyper` (kept as a fallback).
     pub http1_server: Http1Server,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-For` is believed: behind them, the
+    /// rightmost address that is not one of them is the client (`core::client`).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[http] http1_server`.
@@ -644,6 +652,7 @@ impl Default for Http {
             escaped_slashes: crate::core::identity::EscapedSlashes::Keep,
             error_headers: BTreeMap::new(),
             http1_server: Http1Server::Portcullis,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -393,6 +393,20 @@ fn globals(cfg: &Config, p: &mut impl FnMut(String, String)) {
             p(key, "not a valid header value".into());
         }
     }
+    for (i, e) in cfg.http.trusted_proxies.iter().enumerate() {
+        if crate::core::client::parse_entry(e).is_none() {
+            p(
+                format!("http.trusted_proxies[{i}]"),
+                format!("`{e}` is not an IP address or a CIDR (e.g. 10.0.0.0/8)"),
+            );
+        }
+    }
+    if cfg.http.trusted_proxies.len() > 1024 {
+        p(
+            "http.trusted_proxies".into(),
+            "at most 1024 entries: each is checked against every request's peer".into(),
+        );
+    }
     if cfg.http.error_headers.len() > 32 {
         p(
             "http.error_headers".into(),

@@ -199,6 +199,7 @@ impl ListenerSet {
             max_connections: l.max_connections,
             alt_svc,
             max_tunnels: l.max_tunnels,
+            proxy_protocol: l.proxy_protocol,
         };
         tasks.spawn(server::serve(live, listener, stop_rx));
         self.running.lock().push(Running {

@@ -18,6 +18,11 @@ impl Exchange<'_> {
         self.grpc = super::grpc::detect(&self.parts.headers);
         let r = self.fix_identity();
         self.f.uri = self.parts.uri.clone();
+        self.f.client = self
+            .svc
+            .http
+            .trusted_proxies
+            .client(self.conn.client, &self.parts.headers);
         r.map_err(Failure::BadHead)
     }
 

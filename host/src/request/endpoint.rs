@@ -38,7 +38,7 @@ impl Exchange<'_> {
             &plugin,
             self.svc.upstreams.clone(),
             &self.parts,
-            self.conn.client,
+            self.f.client,
             Some(&route.name),
             Some(&body),
             &self.filters,

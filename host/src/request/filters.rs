@@ -48,7 +48,7 @@ impl Exchange<'_> {
         // grow every request's future (kept per connection by hyper) with or without plugins.
         let outcome = Box::pin(chain.inbound(
             &mut self.parts,
-            self.conn.client,
+            self.f.client,
             self.route.map(|r| &*r.name),
             buffered,
             &mut self.filters,

@@ -16,6 +16,9 @@ pub(crate) struct Finisher {
     pub passport: Passport,
     pub(super) svc: Arc<Services>,
     pub(super) conn: Arc<ConnInfo>,
+    /// The request's client: the connection's, or what a trusted proxy's `X-Forwarded-For`
+    /// says (fixed at admission, `core::client`). Limits, filters and the log read this.
+    pub(super) client: std::net::SocketAddr,
     pub(super) route: Option<usize>,
     pub(super) route_name: Option<Arc<str>>,
     pub(super) cluster: Option<Arc<str>>,
@@ -71,7 +74,7 @@ impl Finisher {
                 uri: std::mem::take(&mut self.uri),
                 request_id: self.request_id.take(),
                 protocol: self.protocol,
-                client: self.conn.client,
+                client: self.client,
                 attempts: self.attempts,
                 bytes_in: self.bytes_in,
                 bytes_out: self.bytes_out,
@@ -108,6 +111,7 @@ impl Finisher {
             passport: Passport::new(self.passport.start()),
             svc: self.svc.clone(),
             conn: self.conn.clone(),
+            client: self.client,
             route: None,
             route_name: None,
             cluster: None,

@@ -99,6 +99,8 @@ pub struct HttpPolicy {
     pub path: PathPolicy,
     pub error_headers: Vec<(HeaderName, HeaderValue)>,
     pub http1_server: config::Http1Server,
+    /// Peers whose `X-Forwarded-For` names the client (`core::client`).
+    pub(crate) trusted_proxies: crate::core::client::TrustedProxies,
 }
 
 impl HttpPolicy {
@@ -107,6 +109,7 @@ impl HttpPolicy {
             path: h.path_policy(),
             error_headers: headers::parse_pairs(&h.error_headers),
             http1_server: h.http1_server,
+            trusted_proxies: crate::core::client::TrustedProxies::new(&h.trusted_proxies),
         }
     }
 }
@@ -230,6 +233,7 @@ pub(crate) async fn handle_any(
     let f = Finisher {
         passport,
         svc: svc.clone(),
+        client: conn.client,
         conn: conn.clone(),
         route: None,
         route_name: None,

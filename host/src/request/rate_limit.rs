@@ -17,7 +17,7 @@ impl Exchange<'_> {
         let subject = Subject {
             parts: &self.parts,
             host: crate::routing::request_host(&self.parts),
-            client_ip: self.conn.client.ip(),
+            client_ip: self.f.client.ip(),
             route: self.route.map(|r| &*r.name),
             metadata: &self.filters.metadata,
         };

@@ -113,7 +113,7 @@ impl Exchange<'_> {
         self.f.passport.stamp(State::OutboundFiltersStart);
         let outcome = Box::pin(chain.outbound(
             &mut self.parts,
-            self.conn.client,
+            self.f.client,
             self.route.map(|r| &*r.name),
             head,
             gateway_made,

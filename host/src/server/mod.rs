@@ -4,6 +4,7 @@
 pub(crate) mod h2;
 pub(crate) mod h3;
 pub(crate) mod io;
+mod proxy_protocol;
 pub(crate) mod tls;
 
 use crate::h1;
@@ -30,6 +31,8 @@ pub(crate) struct Listener {
     /// `Alt-Svc` value when HTTP/3 is served on the same port.
     pub alt_svc: Option<http::HeaderValue>,
     pub max_tunnels: usize,
+    /// Every connection opens with a PROXY protocol header (`server::proxy_protocol`).
+    pub proxy_protocol: bool,
 }
 
 /// hyper's server settings. HTTP/2 streams run under `h2::StreamExec` (the write-idle
@@ -142,26 +145,18 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         if !Arc::ptr_eq(&now, &settings.svc) {
             settings = ConnSettings::of(now, &metrics);
         }
-        let info = Arc::new(ConnInfo {
-            client: peer,
-            client_ip: crate::core::headers::client_ip(peer),
-            tls: l.tls.is_some(),
-            state: Arc::new(ConnState::default()),
+        let conn = Accepted {
+            live: live.clone(),
+            tls: l.tls.clone(),
             alt_svc: l.alt_svc.clone(),
-            listener: metrics.clone(),
             max_tunnels: l.max_tunnels,
-        });
-        let conn = connection(
-            live.clone(),
-            stream,
-            info,
-            l.tls.clone(),
-            &settings,
-            drain_rx.clone(),
-        );
+            proxy_protocol: l.proxy_protocol,
+            settings: settings.share(),
+            drain: drain_rx.clone(),
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.serve(stream, peer, metrics.clone()).await {
                 tracing::debug!(client = %peer, error = %e, "client connection ended with error");
             }
             metrics.active.fetch_sub(1, Ordering::Relaxed);
@@ -203,6 +198,74 @@ where
     conn.await
 }
 
+/// What one accepted connection needs of its listener, moved into its task.
+struct Accepted {
+    live: Arc<Live>,
+    tls: Option<TlsAcceptor>,
+    alt_svc: Option<http::HeaderValue>,
+    max_tunnels: usize,
+    proxy_protocol: bool,
+    settings: Shared,
+    drain: watch::Receiver<bool>,
+}
+
+impl Accepted {
+    /// Reads the PROXY protocol header first when the listener wants one (a connection
+    /// without a valid one is closed and counted), fixes the connection's client address,
+    /// and serves the connection.
+    async fn serve(
+        self,
+        mut stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        metrics: Arc<ListenerMetrics>,
+    ) -> ConnResult {
+        let client = if self.proxy_protocol {
+            // Boxed: its buffers live only while the header is read, not in every
+            // connection's task.
+            let timeout = self.settings.io.header_timeout;
+            match Box::pin(proxy_protocol::read(&mut stream, timeout)).await {
+                Ok(declared) => declared.unwrap_or(peer),
+                Err(e) => {
+                    tracing::debug!(client = %peer, error = %e, "PROXY protocol header refused");
+                    metrics
+                        .proxy_header_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        } else {
+            peer
+        };
+        let info = Arc::new(ConnInfo {
+            client,
+            client_ip: crate::core::headers::client_ip(client),
+            tls: self.tls.is_some(),
+            state: Arc::new(ConnState::default()),
+            alt_svc: self.alt_svc,
+            listener: metrics,
+            max_tunnels: self.max_tunnels,
+        });
+        connection(self.live, stream, info, self.tls, self.settings, self.drain).await
+    }
+}
+
+/// A listener's connection settings, as each connection holds them.
+struct Shared {
+    builder: Arc<auto::Builder<h2::StreamExec>>,
+    h1: Option<Arc<h1::Settings>>,
+    io: Arc<io::IoSettings>,
+}
+
+impl ConnSettings {
+    fn share(&self) -> Shared {
+        Shared {
+            builder: self.builder.clone(),
+            h1: self.h1.clone(),
+            io: self.io.clone(),
+        }
+    }
+}
+
 /// One client connection: the TLS handshake (bounded by the header timeout) if the listener
 /// has TLS, then HTTP/1.1 (ours, or hyper's) or HTTP/2 (hyper's).
 fn connection(
@@ -210,13 +273,13 @@ fn connection(
     stream: tokio::net::TcpStream,
     info: Arc<ConnInfo>,
     tls: Option<TlsAcceptor>,
-    settings: &ConnSettings,
+    settings: Shared,
     drain: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ConnResult> + Send + 'static {
     let c = Conn {
-        builder: settings.builder.clone(),
-        h1: settings.h1.clone(),
-        io: settings.io.clone(),
+        builder: settings.builder,
+        h1: settings.h1,
+        io: settings.io,
         live,
         info,
         drain,

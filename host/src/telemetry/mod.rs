@@ -71,6 +71,8 @@ pub struct ListenerMetrics {
     pub rejected: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Connections closed because their PROXY protocol header was missing, late or invalid.
+    pub proxy_header_failures: AtomicU64,
     pub tls_reloads: Arc<AtomicU64>,
     /// WebSocket tunnels open now (checked against the listener's `max_tunnels`).
     pub tunnels_active: AtomicI64,
@@ -481,7 +483,7 @@ impl Metrics {
         .histogram(&[], &self.overhead);
         let listeners = self.listeners.read().clone();
         type Getter = fn(&ListenerMetrics) -> Num;
-        let per_listener: [(&'static str, &str, Kind, Getter); 6] = [
+        let per_listener: [(&'static str, &str, Kind, Getter); 7] = [
             (
                 "portcullis_connections_accepted_total",
                 "Client connections accepted.",
@@ -517,6 +519,12 @@ impl Metrics {
                 "TLS handshakes that failed or timed out.",
                 Kind::Counter,
                 |l| l.tls_failures.load(Ordering::Relaxed).into(),
+            ),
+            (
+                "portcullis_proxy_protocol_failures_total",
+                "Connections closed because their PROXY protocol header was missing, late or invalid.",
+                Kind::Counter,
+                |l| l.proxy_header_failures.load(Ordering::Relaxed).into(),
             ),
         ];
         for (name, help, kind, get) in per_listener {
