@@ -156,8 +156,12 @@ pub(crate) async fn serve(live: Arc<Live>, l: Listener, mut shutdown: watch::Rec
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.serve(stream, peer, metrics.clone()).await {
-                tracing::debug!(client = %peer, error = %e, "client connection ended with error");
+            // Two steps, so the PROXY header's reading is not part of the task's state for
+            // the rest of the connection's life (an idle connection's task is its memory).
+            if let Some(served) = conn.start(stream, peer, metrics.clone()).await {
+                if let Err(e) = served.await {
+                    tracing::debug!(client = %peer, error = %e, "client connection ended with error");
+                }
             }
             metrics.active.fetch_sub(1, Ordering::Relaxed);
         });
@@ -211,17 +215,16 @@ struct Accepted {
 
 impl Accepted {
     /// Reads the PROXY protocol header first when the listener wants one (a connection
-    /// without a valid one is closed and counted), fixes the connection's client address,
-    /// and serves the connection.
-    async fn serve(
+    /// without a valid one is closed and counted: `None`), fixes the connection's client
+    /// address, and returns the connection to serve.
+    async fn start(
         self,
         mut stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
         metrics: Arc<ListenerMetrics>,
-    ) -> ConnResult {
+    ) -> Option<impl std::future::Future<Output = ConnResult> + Send + 'static> {
         let client = if self.proxy_protocol {
-            // Boxed: its buffers live only while the header is read, not in every
-            // connection's task.
+            // Boxed: its buffers live only while the header is read.
             let timeout = self.settings.io.header_timeout;
             match Box::pin(proxy_protocol::read(&mut stream, timeout)).await {
                 Ok(declared) => declared.unwrap_or(peer),
@@ -230,7 +233,7 @@ impl Accepted {
                     metrics
                         .proxy_header_failures
                         .fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return None;
                 }
             }
         } else {
@@ -245,7 +248,14 @@ impl Accepted {
             listener: metrics,
             max_tunnels: self.max_tunnels,
         });
-        connection(self.live, stream, info, self.tls, self.settings, self.drain).await
+        Some(connection(
+            self.live,
+            stream,
+            info,
+            self.tls,
+            self.settings,
+            self.drain,
+        ))
     }
 }
 
