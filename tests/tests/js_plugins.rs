@@ -204,44 +204,10 @@ async fn home_js_answers_502_without_a_profile_like_rust() {
     assert_eq!(js["degraded"][0]["reason"], "connect failed", "{js}");
 }
 
-/// A trivial JavaScript filter acts (both branches) and its CPU per call is what the
-/// gateway reports; printed for the record (docs/plugins.md quotes it).
+/// A trivial JavaScript filter acts and reports its CPU per call (`jspy::assert_trivial_filter`).
 #[tokio::test]
 async fn trivial_js_filter_acts_and_reports_its_cpu_per_call() {
-    let up = Upstream::start("a").await;
-    let dir = temp_dir("js-pass");
-    install_jspy_plugin(
-        &dir,
-        "pass-js",
-        "pass_js",
-        "kind = \"inbound\"\n[limits]\ncpu_ms = 2000\n",
-    );
-    let gw = gateway(&keep_passports(&up, &dir), Path::new(".")).await;
-    let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
-    assert_rejects_with_a_header(addr, admin, "pass-js", "denied by pass_js").await;
-
-    let client = h1_client();
-    let calls = 300u64;
-    for _ in 0..calls {
-        let resp = client.request(get(addr, "/a/x")).await.expect("request");
-        assert_eq!(resp.status(), 200);
-        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-    }
-    let s = admin_plugin(admin, "pass-js").await["stats"].clone();
-    assert_eq!(s["calls"].as_u64(), Some(calls + 1), "{s}");
-    assert_eq!(s["failures"]["trap"].as_u64(), Some(0), "{s}");
-    let per_call_us = s["cpu_seconds"].as_f64().unwrap_or(f64::NAN) * 1e6 / (calls + 1) as f64;
-    eprintln!("pass_js: {per_call_us:.1} µs CPU per call (gateway's own figure, debug host)");
-    assert!(per_call_us.is_finite() && per_call_us > 0.0, "{s}");
-    let hw = s["memory_high_water_bytes"].as_u64().unwrap_or(0);
-    eprintln!(
-        "pass-js: {:.1} MiB of linear memory per instance",
-        hw as f64 / 1048576.0
-    );
-    assert!(
-        hw > 1 << 20 && hw <= 32 << 20,
-        "fits the default memory_mb = 32: {s}"
-    );
+    assert_trivial_filter("pass-js", "pass_js", "js-pass").await;
 }
 
 /// The demo services, with artwork replaced by a counting upstream that answers after

@@ -10,7 +10,9 @@ impl Exchange<'_> {
     /// Without limits it costs one branch; with them the check is boxed, so its (Redis)
     /// future does not grow every request's.
     pub(super) async fn rate_limit(&mut self) -> Result<(), Failure> {
-        let limits = self.svc.rate_limits.clone();
+        // `svc` outlives the exchange: the limits are borrowed, not cloned per request.
+        let svc = self.svc;
+        let limits = &svc.rate_limits;
         if limits.is_empty() {
             return Ok(());
         }

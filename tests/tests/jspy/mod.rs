@@ -92,3 +92,44 @@ pub async fn assert_rejects_with_a_header(
         .sum();
     assert_eq!(failed, 0, "a rejection is not a failure: {s}");
 }
+
+/// A trivial filter (`pass_js` / `pass_py`, installed as `name`) acts on both branches (its
+/// 0.2.0 rejection with a header, then 300 requests through), never traps, reports its CPU
+/// per call (printed for the record: docs/plugins.md quotes it) and fits the default
+/// `memory_mb = 32`.
+pub async fn assert_trivial_filter(name: &str, wasm: &str, tag: &str) {
+    let up = Upstream::start("a").await;
+    let dir = temp_dir(tag);
+    install_jspy_plugin(
+        &dir,
+        name,
+        wasm,
+        "kind = \"inbound\"\n[limits]\ncpu_ms = 2000\n",
+    );
+    let gw = gateway(&keep_passports(&up, &dir), Path::new(".")).await;
+    let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
+    assert_rejects_with_a_header(addr, admin, name, &format!("denied by {wasm}")).await;
+
+    let client = h1_client();
+    let calls = 300u64;
+    for _ in 0..calls {
+        let resp = client.request(get(addr, "/a/x")).await.expect("request");
+        assert_eq!(resp.status(), 200);
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    }
+    let s = admin_plugin(admin, name).await["stats"].clone();
+    assert_eq!(s["calls"].as_u64(), Some(calls + 1), "{s}");
+    assert_eq!(s["failures"]["trap"].as_u64(), Some(0), "{s}");
+    let per_call_us = s["cpu_seconds"].as_f64().unwrap_or(f64::NAN) * 1e6 / (calls + 1) as f64;
+    eprintln!("{wasm}: {per_call_us:.1} µs CPU per call (gateway's own figure, debug host)");
+    assert!(per_call_us.is_finite() && per_call_us > 0.0, "{s}");
+    let hw = s["memory_high_water_bytes"].as_u64().unwrap_or(0);
+    eprintln!(
+        "{name}: {:.1} MiB of linear memory per instance",
+        hw as f64 / 1048576.0
+    );
+    assert!(
+        hw > 1 << 20 && hw <= 32 << 20,
+        "fits the default memory_mb = 32: {s}"
+    );
+}
