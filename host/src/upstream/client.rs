@@ -168,36 +168,23 @@ pub(crate) async fn send(
         Body::Replayable(b) => (Some(b), None, None),
         Body::Once(b, s) => (None, Some(b), Some(s)),
     };
-    let mut max_attempts = if replay.is_some() {
+    let mut tries = Tries::new(if replay.is_some() {
         policy.max_attempts.max(1)
     } else {
         1
-    };
-    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+    });
     let mut last = Failure::NoHealthyUpstream;
-    // The keep-alive race's replay: its endpoint, on a new connection; at most once per
-    // endpoint and call (so at most doubling the attempts).
-    let mut replay_fresh: Option<usize> = None;
-    let mut raced: SmallVec<[usize; 4]> = SmallVec::new();
     loop {
-        let attempt = tried.len() as u32 + 1;
         if Instant::now() >= policy.deadline {
             return Err(Failure::DeadlineExceeded);
         }
-        let fresh = replay_fresh.is_some();
-        let Some(ei) = replay_fresh.take().or_else(|| cluster.pick(&tried)) else {
+        let Some((ei, fresh)) = tries.next(cluster) else {
             return Err(last);
         };
-        tried.push(ei);
-        let can_retry = attempt < max_attempts;
-        let up_body = match (&replay, once.take()) {
-            (Some(b), _) if b.is_empty() => UpBody::Empty,
-            (Some(b), _) => UpBody::Full(Some(b.clone())),
-            (None, Some(b)) => UpBody::Stream(b),
-            (None, None) => UpBody::Empty,
-        };
+        let attempt = tries.attempt();
+        let can_retry = attempt < tries.max;
         // The head is kept for another attempt only when one may follow.
-        let headers = if can_retry || replay.is_some() && !raced.contains(&ei) {
+        let headers = if can_retry || replay.is_some() && !tries.raced.contains(&ei) {
             head.headers.clone()
         } else {
             std::mem::take(&mut head.headers)
@@ -206,7 +193,7 @@ pub(crate) async fn send(
             cluster,
             ei,
             (&head.method, &head.path_and_query, headers),
-            up_body,
+            attempt_body(&replay, &mut once),
             shared.as_deref(),
             (policy, fresh),
             journal,
@@ -220,7 +207,7 @@ pub(crate) async fn send(
                     && policy.retry_on_status.contains(&status)
                     && may_retry(
                         cluster,
-                        Some(&tried),
+                        Some(&tries.tried),
                         RetryReason::Status,
                         &mut held,
                         journal,
@@ -244,28 +231,90 @@ pub(crate) async fn send(
             Step::Connect(why) => (why, RetryReason::ConnectFailed),
             Step::Reset { reused } => {
                 journal.stamp_at(State::UpstreamReset, Instant::now());
-                if reused && replay.is_some() && !raced.contains(&ei) {
-                    raced.push(ei);
-                    if may_retry(cluster, None, RetryReason::Reset, &mut held, journal) {
-                        // On top: if the endpoint turns out to be down (it died with the
-                        // connection), the replay's failure still leaves the retries owed.
-                        max_attempts = max_attempts.saturating_add(1);
-                        replay_fresh = Some(ei);
-                        last = Failure::UpstreamReset;
-                        continue;
-                    }
+                if reused
+                    && replay.is_some()
+                    && tries.replay_fresh(ei, || {
+                        may_retry(cluster, None, RetryReason::Reset, &mut held, journal)
+                    })
+                {
+                    last = Failure::UpstreamReset;
+                    continue;
                 }
                 (Failure::UpstreamReset, RetryReason::Reset)
             }
             Step::Fatal(why) => return Err(why),
         };
-        let retry = attempt < max_attempts
+        let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry(cluster, Some(&tried), reason, &mut held, journal);
+            && may_retry(cluster, Some(&tries.tried), reason, &mut held, journal);
         if !retry {
             return Err(why);
         }
         last = why;
+    }
+}
+
+/// The attempts of one call: which endpoints were tried, how many attempts it may make, and
+/// the keep-alive race's replay (a pooled connection reset before any response byte is
+/// replayed once per endpoint, on a new connection to the same endpoint).
+struct Tries {
+    tried: SmallVec<[usize; 4]>,
+    /// Attempts allowed, the first included; each race replay adds one.
+    max: u32,
+    /// Endpoints whose race replay was spent.
+    raced: SmallVec<[usize; 4]>,
+    /// The endpoint the next attempt replays to, fresh.
+    fresh: Option<usize>,
+}
+
+impl Tries {
+    fn new(max: u32) -> Self {
+        Tries {
+            tried: SmallVec::new(),
+            max,
+            raced: SmallVec::new(),
+            fresh: None,
+        }
+    }
+
+    /// The next attempt's endpoint, and whether it must be a fresh connection: the race
+    /// replay's endpoint if one is due, else the balancer's pick among the untried.
+    fn next(&mut self, cluster: &Cluster) -> Option<(usize, bool)> {
+        let fresh = self.fresh.is_some();
+        let ei = self.fresh.take().or_else(|| cluster.pick(&self.tried))?;
+        self.tried.push(ei);
+        Some((ei, fresh))
+    }
+
+    /// The number of the attempt `next` just started (1 for the first).
+    fn attempt(&self) -> u32 {
+        self.tried.len() as u32
+    }
+
+    /// Schedules the race replay to `ei` if it was not spent there and `allowed` (the retry
+    /// budget) says yes. On top of `max`: if the endpoint turns out to be down (it died with
+    /// the connection), the replay's failure still leaves the retries owed.
+    fn replay_fresh(&mut self, ei: usize, allowed: impl FnOnce() -> bool) -> bool {
+        if self.raced.contains(&ei) {
+            return false;
+        }
+        self.raced.push(ei);
+        if !allowed() {
+            return false;
+        }
+        self.max = self.max.saturating_add(1);
+        self.fresh = Some(ei);
+        true
+    }
+}
+
+/// This attempt's body: a replayable one again (a `Bytes` clone), a streamed one only once.
+fn attempt_body(replay: &Option<Bytes>, once: &mut Option<ReqBody>) -> UpBody {
+    match (replay, once.take()) {
+        (Some(b), _) if b.is_empty() => UpBody::Empty,
+        (Some(b), _) => UpBody::Full(Some(b.clone())),
+        (None, Some(b)) => UpBody::Stream(b),
+        (None, None) => UpBody::Empty,
     }
 }
 
