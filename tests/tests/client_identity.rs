@@ -109,6 +109,17 @@ async fn a_connection_without_a_valid_proxy_header_is_closed_and_counted() {
     assert_eq!(raw_get(addr, b"", None).await, None);
     // Garbage that is no header.
     assert_eq!(raw_get(addr, b"PROXY TCP4 nonsense\r\n", None).await, None);
+    // A v2 header declaring more than the 1 KiB bound: closed as soon as 1 KiB is seen.
+    let mut big = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    big.extend([0x21, 0x11]);
+    big.extend(2000u16.to_be_bytes());
+    big.resize(1100, 0);
+    let t = Instant::now();
+    assert_eq!(raw_get(addr, &big, None).await, None);
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "before the header timeout"
+    );
     // Half a header, then silence: closed at the header timeout, not held.
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"PROXY TCP4 203.0.113.7 ")
@@ -131,7 +142,7 @@ async fn a_connection_without_a_valid_proxy_header_is_closed_and_counted() {
             &m,
             "portcullis_proxy_protocol_failures_total{listener=\"main\"}"
         ),
-        Some(3.0)
+        Some(4.0)
     );
 }
 
