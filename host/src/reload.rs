@@ -235,7 +235,7 @@ fn tunnels_unaffected(old: &Config, new: &Config) -> bool {
 /// The gateway-wide settings a reload changes in place.
 fn apply_shared(s: &Services) {
     let cfg = &s.config;
-    s.shedder.set_limit(cfg.limits.max_in_flight);
+    s.shedder.configure(cfg.limits.max_in_flight);
     s.metrics
         .set_slow(Duration::from_millis(cfg.admin.slow_request_ms));
     if let Some(p) = &s.plugins {

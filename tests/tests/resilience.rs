@@ -2,6 +2,7 @@
 //! health checks, priority shedding and the retry budget. Real upstreams, gateway and client
 //! on 127.0.0.1; every wait is bounded.
 
+use http_body_util::BodyExt;
 use portcullis_tests::*;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -521,6 +522,461 @@ async fn retry_budget_caps_concurrent_retries() {
         )
         .unwrap_or(0.0)
             >= 1.0
+    );
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Overload: priorities under 3× demand, and the adaptive limit following a backend's capacity.
+
+/// A backend with `servers` workers, each answer taking `service`; requests beyond the
+/// workers wait in a FIFO queue, as a thread-pool server's do. `take_servers(n)` removes
+/// `n` workers for good (the backend loses capacity mid-test).
+struct Capacity {
+    addr: SocketAddr,
+    workers: Arc<tokio::sync::Semaphore>,
+    _held: std::sync::Mutex<Vec<tokio::sync::OwnedSemaphorePermit>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+impl Capacity {
+    async fn start(servers: usize, service: Duration) -> Capacity {
+        use hyper_util::rt::TokioIo;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let workers = Arc::new(tokio::sync::Semaphore::new(servers));
+        let w = workers.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let w = w.clone();
+                        async move {
+                            let _worker = w.acquire().await;
+                            tokio::time::sleep(service).await;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(body("ok")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Capacity {
+            addr,
+            workers,
+            _held: Default::default(),
+            _task: task,
+        }
+    }
+
+    async fn take_servers(&self, n: u32) {
+        let p = self.workers.clone().acquire_many_owned(n).await.unwrap();
+        self._held.lock().unwrap().push(p);
+    }
+}
+
+/// Held by each overload test for its whole run: two of them at once on a 2-core machine
+/// measure the CPU they take from each other, not the gateway.
+static OVERLOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What one class of closed-loop clients got.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    shed: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Tally {
+    fn get(&self) -> (u64, u64, u64) {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (l(&self.ok), l(&self.shed), l(&self.other))
+    }
+    fn success(&self) -> f64 {
+        let (ok, shed, other) = self.get();
+        ok as f64 / (ok + shed + other).max(1) as f64
+    }
+}
+
+/// `n` clients, each on its own keep-alive connection, sending `path` again as soon as the
+/// last answer came (after `backoff` when it was a 503), until `stop`. Answers are tallied
+/// only while `counting` is set, so a warm-up can be left out.
+fn closed_loop(
+    addr: SocketAddr,
+    path: &'static str,
+    n: usize,
+    backoff: Duration,
+    flags: (
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (stop, counting, tally) = (flags.0.clone(), flags.1.clone(), tally.clone());
+            tokio::spawn(async move {
+                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (mut tx, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        tx.send_request(get(addr, path)),
+                    )
+                    .await;
+                    let status = match sent {
+                        Ok(Ok(resp)) => {
+                            let st = resp.status().as_u16();
+                            let _ = resp.into_body().collect().await;
+                            st
+                        }
+                        _ => 0,
+                    };
+                    if counting.load(Ordering::Relaxed) {
+                        let c = match status {
+                            200 => &tally.ok,
+                            503 => &tally.shed,
+                            _ => &tally.other,
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match status {
+                        200 => {}
+                        503 => tokio::time::sleep(backoff).await,
+                        _ => break, // the connection is gone; the tally says so
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Two routes to cluster `c`, `/critical` and `/sheddable`, with `limits` and `cluster_extra`.
+fn overload_config(backend: SocketAddr, limits: &str, cluster_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "main"
+listen = "127.0.0.1:0"
+[limits]
+{limits}
+[[cluster]]
+name = "c"
+endpoints = ["{backend}"]
+{cluster_extra}
+[[route]]
+name = "critical"
+match = {{ path_prefix = "/critical" }}
+cluster = "c"
+priority = "critical"
+[[route]]
+name = "sheddable"
+match = {{ path_prefix = "/sheddable" }}
+cluster = "c"
+priority = "sheddable"
+"#
+    )
+}
+
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    counting: Arc<std::sync::atomic::AtomicBool>,
+    critical: Arc<Tally>,
+    sheddable: Arc<Tally>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Critical clients back off 10 ms after a 503, sheddable ones 100 ms (they would honour
+    /// `Retry-After`; a shorter wait only makes the test harder).
+    fn start(addr: SocketAddr, critical: usize, sheddable: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+        let flags = (stop.clone(), counting.clone());
+        let mut tasks = closed_loop(
+            addr,
+            "/critical",
+            critical,
+            Duration::from_millis(10),
+            flags.clone(),
+            c.clone(),
+        );
+        tasks.extend(closed_loop(
+            addr,
+            "/sheddable",
+            sheddable,
+            Duration::from_millis(100),
+            flags,
+            s.clone(),
+        ));
+        Load {
+            stop,
+            counting,
+            critical: c,
+            sheddable: s,
+            tasks,
+        }
+    }
+
+    fn count(&self, on: bool) {
+        self.counting.store(on, Ordering::Relaxed);
+    }
+
+    async fn stop(self) {
+        self.count(false);
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// Answers per second 40 critical clients get alone, over 1.5 s.
+async fn alone_rate(addr: SocketAddr) -> f64 {
+    let alone = Load::start(addr, 40, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alone.count(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    alone.count(false);
+    let ok = alone.critical.get().0;
+    alone.stop().await;
+    ok as f64 / 1.5
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_traffic_holds_at_three_times_overload() {
+    let _serial = OVERLOAD.lock().await;
+    // 40 critical + 80 sheddable closed-loop clients on a limit of 40: 3× the limit, and
+    // critical demand alone fills it. The backend has room for all 120; the gateway's limit
+    // is what is scarce, so capacity is 40 / 100 ms = 400 answers/s on an idle machine, and
+    // whatever the 40 critical clients get alone on a busy one (measured first).
+    let service = Duration::from_millis(100);
+    let backend = Capacity::start(1000, service).await;
+    let gw = gateway(
+        &overload_config(backend.addr, "max_in_flight = 40", ""),
+        Path::new("."),
+    )
+    .await;
+    let addr = gw.listener_addr("main").unwrap();
+    // Capacity as this machine delivers it: the 40 critical clients alone fill the limit.
+    // Measured before and after the overload, the better of the two (at most the nominal
+    // 400/s): on a shared machine the CPU left over moves by a third within seconds.
+    let before = alone_rate(addr).await;
+    let load = Load::start(addr, 40, 80);
+    tokio::time::sleep(Duration::from_millis(500)).await; // the overload builds up
+    load.count(true);
+    let measured = Duration::from_secs(3);
+    tokio::time::sleep(measured).await;
+    load.count(false);
+    let (c, s) = (load.critical.get(), load.sheddable.get());
+    let nominal = 40.0 / service.as_secs_f64();
+    let capacity = before.max(alone_rate(addr).await).min(nominal);
+    let (critical, sheddable) = (load.critical.success(), load.sheddable.success());
+    let goodput = (c.0 + s.0) as f64 / measured.as_secs_f64();
+    assert!(
+        capacity >= 0.5 * nominal,
+        "the unloaded run reached {capacity:.0}/s of {nominal:.0}/s"
+    );
+    eprintln!(
+        "critical ok/shed/other {c:?} ({:.2} %), sheddable {s:?} ({:.2} %), goodput {goodput:.0}/s of {capacity:.0}/s",
+        critical * 100.0,
+        sheddable * 100.0
+    );
+    assert!(
+        critical >= 0.99,
+        "critical success {:.2} %",
+        critical * 100.0
+    );
+    assert!(sheddable < critical, "sheddable is shed first");
+    assert!(s.1 > c.1, "more sheddable than critical requests refused");
+    assert!(
+        goodput >= 0.8 * capacity,
+        "goodput {goodput:.0}/s is under 80 % of {capacity:.0}/s"
+    );
+    assert_eq!(c.2 + s.2, 0, "only 200s and 503s");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_cluster_limit_follows_the_backends_capacity() {
+    let _serial = OVERLOAD.lock().await;
+    // 20 workers at 50 ms: 400 answers/s. Demand: 6 critical + 60 sheddable clients.
+    let backend = Capacity::start(20, Duration::from_millis(50)).await;
+    let gw = gateway(
+        &overload_config(
+            backend.addr,
+            "",
+            "max_concurrency = { adaptive = true, min = 8, max = 500 }",
+        ),
+        Path::new("."),
+    )
+    .await;
+    let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
+    let series = "portcullis_concurrency_limit{scope=\"c\"}";
+    assert_eq!(metric(admin, series).await, 8.0, "starts at min");
+    let load = Load::start(addr, 6, 60);
+    // Found: at or a little above the 20 workers, far below the 66 clients.
+    assert!(
+        wait_metric(admin, series, Duration::from_secs(4), |v| (20.0..=40.0)
+            .contains(&v))
+        .await,
+        "limit {} did not settle near the capacity of 20",
+        metric(admin, series).await
+    );
+    // Critical success is counted from here: the ramp from `min` is over.
+    load.count(true);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = metric(admin, series).await;
+    assert!((18.0..=50.0).contains(&before), "stays near 20: {before}");
+    // Half the workers go away.
+    backend.take_servers(10).await;
+    assert!(
+        wait_metric(admin, series, Duration::from_secs(4), |v| v <= 22.0).await,
+        "limit {} did not follow the capacity down from {before}",
+        metric(admin, series).await
+    );
+    let (c, s) = (load.critical.get(), load.sheddable.get());
+    let critical = load.critical.success();
+    load.stop().await;
+    eprintln!("critical {c:?}, sheddable {s:?}, limit before {before}");
+    assert!(
+        critical >= 0.99,
+        "critical success {:.2} %",
+        critical * 100.0
+    );
+    assert!(s.1 > 0, "sheddable demand beyond the capacity was shed");
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The tail under a slow endpoint: per-try timeouts and hedged requests.
+
+/// `n` GETs one after another; returns (status, x-upstream, x-portcullis-attempts, elapsed).
+async fn sequential(addr: SocketAddr, n: usize) -> Vec<(u16, String, String, Duration)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let (p, _) = send(addr, get(addr, "/x")).await;
+        out.push((
+            p.status.as_u16(),
+            header(&p, "x-upstream"),
+            header(&p, "x-portcullis-attempts"),
+            t.elapsed(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_hedge_races_a_slow_endpoint_and_the_fast_answer_wins() {
+    let slow = Controlled::start("slow").await;
+    slow.set_delay_ms(1000);
+    let fast = Controlled::start("fast").await;
+    let gw = gateway(
+        &config(
+            &[slow.addr, fast.addr],
+            "",
+            "retry = { per_try_timeout_ms = 50, hedge = true }",
+            "",
+        ),
+        Path::new("."),
+    )
+    .await;
+    let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
+    // Round robin: every other request goes to the slow endpoint first.
+    let seen = sequential(addr, 6).await;
+    for (status, up, attempts, took) in &seen {
+        assert_eq!(*status, 200);
+        assert_eq!(up, "fast", "{seen:?}");
+        assert!(
+            *took < Duration::from_millis(600),
+            "not waited out: {seen:?}"
+        );
+        assert!(attempts == "1" || attempts == "2", "{seen:?}");
+    }
+    let hedged = seen.iter().filter(|s| s.2 == "2").count();
+    assert!(
+        hedged >= 2,
+        "the slow endpoint's turns were hedged: {seen:?}"
+    );
+    let m = metrics(admin).await;
+    let hedges = sample(
+        &m,
+        "portcullis_retries_total{cluster=\"c\",reason=\"hedge\"}",
+    );
+    assert_eq!(hedges, Some(hedged as f64));
+    // The lost race counted against the slow endpoint: its latency is on record.
+    assert!(slow.requests() >= hedged as u64);
+
+    // A POST is not replayable: never hedged, it waits the slow endpoint out.
+    let mut waited = false;
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        let req = http::Request::post(format!("http://{addr}/x"))
+            .header("host", "localhost")
+            .body(body("x"))
+            .unwrap();
+        let (p, _) = send(addr, req).await;
+        assert_eq!(p.status, 200);
+        assert_eq!(header(&p, "x-portcullis-attempts"), "1");
+        waited |= header(&p, "x-upstream") == "slow" && t.elapsed() >= Duration::from_millis(900);
+    }
+    assert!(
+        waited,
+        "one of two POSTs went to the slow endpoint and waited for it"
+    );
+    assert_eq!(
+        sample(
+            &metrics(admin).await,
+            "portcullis_retries_total{cluster=\"c\",reason=\"hedge\"}"
+        ),
+        Some(hedged as f64)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_per_try_timeout_abandons_a_slow_attempt_for_another_endpoint() {
+    let slow = Controlled::start("slow").await;
+    slow.set_delay_ms(1000);
+    let fast = Controlled::start("fast").await;
+    let gw = gateway(
+        &config(
+            &[slow.addr, fast.addr],
+            "",
+            "retry = { per_try_timeout_ms = 50 }",
+            "",
+        ),
+        Path::new("."),
+    )
+    .await;
+    let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
+    let seen = sequential(addr, 4).await;
+    for (status, up, _, took) in &seen {
+        assert_eq!((*status, up.as_str()), (200, "fast"), "{seen:?}");
+        assert!(*took < Duration::from_millis(600), "{seen:?}");
+    }
+    let retried = seen.iter().filter(|s| s.2 == "2").count();
+    assert!(retried >= 1, "{seen:?}");
+    assert_eq!(
+        sample(
+            &metrics(admin).await,
+            "portcullis_retries_total{cluster=\"c\",reason=\"per_try_timeout\"}"
+        ),
+        Some(retried as f64)
     );
     gw.shutdown().await;
 }

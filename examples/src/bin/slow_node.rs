@@ -12,6 +12,12 @@
 //! (no coordinated omission). Outstanding requests are capped; a request that would exceed
 //! the cap counts as an error.
 //!
+//! Each balancer runs twice: with the route defaults, and with hedging
+//! (`retry = { per_try_timeout_ms = 25, hedge = true }`: a request without a response head
+//! after 25 ms, five times a healthy answer, races a second attempt on another endpoint). The
+//! `upstream load` column is what the upstreams received per client request: above 1.00 is
+//! retries and hedges.
+//!
 //! Prints markdown tables (whole run and per phase) on stdout; progress on stderr.
 //! `SLOW_NODE_RATE` (req/s) and `SLOW_NODE_PHASE_SECS` (three numbers, e.g. `6,7,7`) tune it.
 #![forbid(unsafe_code)]
@@ -38,6 +44,8 @@ const BALANCERS: [&str; 4] = [
     "least_in_flight_ewma",
     "p2c_peak_ewma",
 ];
+/// The hedged runs' route retry policy.
+const HEDGE: &str = "retry = { per_try_timeout_ms = 25, hedge = true }";
 const BASE_LATENCY: Duration = Duration::from_millis(5);
 const SLOW_EXTRA: Duration = Duration::from_millis(300);
 const MAX_OUTSTANDING: usize = 2_000;
@@ -123,12 +131,13 @@ impl Row {
             }
         };
         format!(
-            "| {balancer} | {label}{} | {} | {} | {} | {:.2}% | {} / {} / {} / {} |",
+            "| {balancer} | {label}{} | {} | {} | {} | {:.2}% | {:.3} | {} / {} / {} / {} |",
             l.len(),
             q(0.50),
             q(0.99),
             q(0.999),
             self.errors as f64 * 100.0 / l.len().max(1) as f64,
+            total as f64 / l.len().max(1) as f64,
             share(self.shares[0]),
             share(self.shares[1]),
             share(self.shares[2]),
@@ -137,7 +146,7 @@ impl Row {
     }
 }
 
-fn config(addrs: &[SocketAddr], balancer: &str) -> String {
+fn config(addrs: &[SocketAddr], balancer: &str, route_extra: &str) -> String {
     let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"
@@ -155,6 +164,7 @@ balancer = "{balancer}"
 [[route]]
 name = "all"
 cluster = "nodes"
+{route_extra}
 "#,
         eps.join(", ")
     )
@@ -181,7 +191,7 @@ async fn one_request(client: &HttpClient, uri: &http::Uri) -> bool {
 
 /// Runs one balancer through the three phases; returns per-phase rows.
 async fn run(
-    balancer: &str,
+    (balancer, route_extra): (&str, &str),
     nodes: &[Arc<Node>],
     addrs: &[SocketAddr],
     rate: f64,
@@ -192,8 +202,11 @@ async fn run(
         n.failing.store(false, Ordering::Relaxed);
         n.requests.store(0, Ordering::Relaxed);
     }
-    let cfg = portcullis::Config::parse(&config(addrs, balancer), std::path::Path::new("."))
-        .map_err(|p| anyhow::anyhow!("bench config invalid: {p:?}"))?;
+    let cfg = portcullis::Config::parse(
+        &config(addrs, balancer, route_extra),
+        std::path::Path::new("."),
+    )
+    .map_err(|p| anyhow::anyhow!("bench config invalid: {p:?}"))?;
     let gw = portcullis::Gateway::start(cfg)
         .await
         .context("starting the gateway")?;
@@ -304,13 +317,19 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut whole = String::new();
     let mut by_phase = String::new();
-    let header = "| balancer | requests | p50 ms | p99 ms | p99.9 ms | error rate | share ep0 / ep1 / ep2 / ep3 |\n|---|---|---|---|---|---|---|\n";
+    let header = "| balancer | requests | p50 ms | p99 ms | p99.9 ms | error rate | upstream load | share ep0 / ep1 / ep2 / ep3 |\n|---|---|---|---|---|---|---|---|\n";
     whole.push_str(header);
     by_phase.push_str(&header.replace("| requests |", "| phase: requests |"));
     let names = ["1 healthy", "2 ep0 +300 ms", "3 ep0 slow, ep1 500s"];
-    for b in BALANCERS {
+    let variants = BALANCERS.iter().map(|b| (b.to_string(), *b, "")).chain(
+        BALANCERS
+            .iter()
+            .map(|b| (format!("{b} + hedge"), *b, HEDGE)),
+    );
+    for (name, balancer, extra) in variants {
+        let b = name.as_str();
         eprintln!("{b}: phase 1");
-        let rows = run(b, &nodes, &addrs, rate, phases).await?;
+        let rows = run((balancer, extra), &nodes, &addrs, rate, phases).await?;
         let mut all = Row::default();
         for (row, name) in rows.iter().zip(names) {
             let _ = writeln!(by_phase, "{}", row.cells(b, &format!("{name}: ")));

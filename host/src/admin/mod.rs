@@ -371,6 +371,16 @@ fn render_shedding(ctx: &Ctx, w: &mut Writer) {
         f.sample(&[("scope", &c.name)], c.limit.in_flight());
     }
     let mut f = w.family(
+        "portcullis_concurrency_limit",
+        "The concurrency limit now, gateway-wide (scope=global) or per cluster; an adaptive \
+         limit's moves with latency.",
+        Kind::Gauge,
+    );
+    f.sample(&[("scope", "global")], ctx.shedder.limit());
+    for c in &ctx.upstreams.clusters {
+        f.sample(&[("scope", &c.name)], c.limit.limit());
+    }
+    let mut f = w.family(
         "portcullis_shed_total",
         "Requests shed, by scope and priority.",
         Kind::Counter,

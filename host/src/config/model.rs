@@ -317,9 +317,10 @@ pub struct Cluster {
     /// Overrides of the global `[timeouts]` that concern upstreams.
     #[serde(default)]
     pub timeouts: ClusterTimeouts,
-    /// Requests in flight to this cluster at once; beyond it requests are shed.
+    /// Requests in flight to this cluster at once (a number, or `{ adaptive = true, .. }`);
+    /// beyond it requests are shed.
     #[serde(default = "defaults::cluster_max_concurrency")]
-    pub max_concurrency: usize,
+    pub max_concurrency: ConcurrencyLimit,
     #[serde(default)]
     pub outlier: Outlier,
     /// Active HTTP health checks; absent means passive outlier detection only.
@@ -424,6 +425,13 @@ pub struct Retry {
     pub idempotent: bool,
     /// Bodies up to this size are buffered so the request can be replayed.
     pub max_buffered_body_bytes: usize,
+    /// How long one attempt may wait for its response head before another endpoint is tried
+    /// (replayable requests only, under the retry budget). Absent: the whole
+    /// `upstream_headers_ms`, no per-try limit.
+    pub per_try_timeout_ms: Option<u64>,
+    /// At `per_try_timeout_ms`, keep the first attempt and race a second ("hedge") on another
+    /// endpoint instead of abandoning it: the first response head wins.
+    pub hedge: bool,
 }
 
 impl Default for Retry {
@@ -433,6 +441,8 @@ impl Default for Retry {
             on_status: vec![503],
             idempotent: false,
             max_buffered_body_bytes: 64 * 1024,
+            per_try_timeout_ms: None,
+            hedge: false,
         }
     }
 }
@@ -590,8 +600,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request body size (413 beyond).
     pub max_body_bytes: u64,
-    /// Requests in flight across the gateway; beyond it requests are shed by priority.
-    pub max_in_flight: usize,
+    /// Requests in flight across the gateway (a number, or `{ adaptive = true, .. }`); beyond
+    /// it requests are shed by priority.
+    pub max_in_flight: ConcurrencyLimit,
     /// HTTP/2 concurrent streams per client connection.
     pub max_concurrent_streams: u32,
     /// HTTP/2: PING and SETTINGS frames (a SETTINGS frame counts once per parameter) a client
@@ -605,7 +616,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_body_bytes: 64 * 1024 * 1024,
-            max_in_flight: 10_000,
+            max_in_flight: ConcurrencyLimit::Fixed(10_000),
             max_concurrent_streams: 256,
             h2_max_control_frames_per_sec: 1000,
         }
@@ -743,6 +754,90 @@ impl Plugins {
     }
 }
 
+/// A concurrency limit: `max_concurrency = 64`, or one discovered from latency,
+/// `max_concurrency = { adaptive = true, min = 8, max = 1024 }` (see `shed::gradient`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConcurrencyLimit {
+    Fixed(usize),
+    Adaptive(AdaptiveLimit),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveLimit {
+    /// Must be `true`: the key says, in the file, that this limit moves on its own.
+    pub adaptive: bool,
+    /// The limit never goes below this (nor starts below it).
+    #[serde(default = "defaults::adaptive_min")]
+    pub min: usize,
+    /// Nor above this.
+    #[serde(default = "defaults::adaptive_max")]
+    pub max: usize,
+    /// How much above the unloaded latency the average may rise before the limit is cut.
+    #[serde(default = "defaults::adaptive_tolerance")]
+    pub tolerance: f64,
+}
+
+impl ConcurrencyLimit {
+    /// The limit a fixed config gives, or an adaptive one starts from.
+    pub fn initial(&self) -> usize {
+        match self {
+            ConcurrencyLimit::Fixed(n) => *n,
+            ConcurrencyLimit::Adaptive(a) => a.min,
+        }
+    }
+
+    /// What is wrong with it, if anything.
+    pub(crate) fn problem(&self) -> Option<String> {
+        match *self {
+            ConcurrencyLimit::Fixed(0) => Some("must be at least 1".into()),
+            ConcurrencyLimit::Fixed(_) => None,
+            ConcurrencyLimit::Adaptive(a) if !a.adaptive => Some(
+                "a table here must say `adaptive = true` (a fixed limit is a plain number)".into(),
+            ),
+            ConcurrencyLimit::Adaptive(a) if a.min == 0 || a.min > a.max => Some(format!(
+                "needs 1 <= min <= max (min {}, max {})",
+                a.min, a.max
+            )),
+            ConcurrencyLimit::Adaptive(a) if !(1.0..=10.0).contains(&a.tolerance) => Some(format!(
+                "tolerance {} must be between 1.0 and 10.0",
+                a.tolerance
+            )),
+            ConcurrencyLimit::Adaptive(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConcurrencyLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ConcurrencyLimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of requests, or a table { adaptive = true, min, max }")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                usize::try_from(v)
+                    .map(ConcurrencyLimit::Fixed)
+                    .map_err(|_| E::custom("must be at least 1"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                usize::try_from(v)
+                    .map(ConcurrencyLimit::Fixed)
+                    .map_err(|_| E::custom("too large"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                AdaptiveLimit::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(ConcurrencyLimit::Adaptive)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 pub(crate) mod defaults {
     pub(crate) fn rate_limit_key() -> String {
         "client_ip".into()
@@ -774,8 +869,17 @@ pub(crate) mod defaults {
     pub(crate) fn http3_idle_timeout_ms() -> u64 {
         30_000
     }
-    pub(crate) fn cluster_max_concurrency() -> usize {
+    pub(crate) fn cluster_max_concurrency() -> super::ConcurrencyLimit {
+        super::ConcurrencyLimit::Fixed(1_024)
+    }
+    pub(crate) fn adaptive_min() -> usize {
+        8
+    }
+    pub(crate) fn adaptive_max() -> usize {
         1_024
+    }
+    pub(crate) fn adaptive_tolerance() -> f64 {
+        1.2
     }
     /// A componentize-py component is 17–19 MiB (the interpreter and its standard library),
     /// a componentize-js one 11–12 MiB: 32 MiB leaves room for their dependencies.

@@ -203,8 +203,8 @@ fn clusters<'a>(cfg: &'a Config, p: &mut impl FnMut(String, String)) -> HashSet<
                 );
             }
         }
-        if c.max_concurrency == 0 {
-            p(k("max_concurrency"), "must be at least 1".into());
+        if let Some(why) = c.max_concurrency.problem() {
+            p(k("max_concurrency"), why);
         }
         for (f, v) in [
             ("timeouts.connect_ms", c.timeouts.connect_ms),
@@ -268,10 +268,23 @@ fn routes(cfg: &Config, clusters: &HashSet<&str>, p: &mut impl FnMut(String, Str
             ("timeouts.upstream_body_idle_ms", t.upstream_body_idle_ms),
             ("timeouts.request_deadline_ms", t.request_deadline_ms),
             ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
+            ("retry.per_try_timeout_ms", r.retry.per_try_timeout_ms),
         ] {
             if v == Some(0) {
                 p(k(f), "a timeout must be greater than 0".into());
             }
+        }
+        if r.retry.hedge && r.retry.per_try_timeout_ms.is_none() {
+            p(
+                k("retry.hedge"),
+                "needs `retry.per_try_timeout_ms`: how long the first attempt runs alone".into(),
+            );
+        }
+        if r.retry.hedge && r.retry.attempts < 2 {
+            p(
+                k("retry.hedge"),
+                "needs `retry.attempts` of at least 2: the hedge is the second attempt".into(),
+            );
         }
     }
 }
@@ -370,8 +383,8 @@ fn globals(cfg: &Config, p: &mut impl FnMut(String, String)) {
     if l.max_headers == 0 {
         p("limits.max_headers".into(), "must be at least 1".into());
     }
-    if l.max_in_flight == 0 {
-        p("limits.max_in_flight".into(), "must be at least 1".into());
+    if let Some(why) = l.max_in_flight.problem() {
+        p("limits.max_in_flight".into(), why);
     }
     if l.max_concurrent_streams == 0 {
         p(

@@ -105,9 +105,11 @@ impl Trace {
         self.traceparent(span_id)
     }
 
-    /// Closes the open attempt: answered with `status` at an instant, or failed with a code.
-    pub(crate) fn end_attempt(&mut self, how: Result<(u16, Instant), &'static str>) {
-        let Some(a) = self.attempts.last_mut().filter(|a| a.end.is_none()) else {
+    /// Closes attempt number `attempt` (1 for the first): answered with `status` at an
+    /// instant, or failed with a code.
+    pub(crate) fn end_attempt(&mut self, attempt: u32, how: Result<(u16, Instant), &'static str>) {
+        let i = (attempt as usize).wrapping_sub(1);
+        let Some(a) = self.attempts.get_mut(i).filter(|a| a.end.is_none()) else {
             return;
         };
         match how {

@@ -156,9 +156,9 @@ impl Journal for Finisher {
         let trace = self.passport.trace.as_mut()?;
         Some(trace.begin_attempt(endpoint, at))
     }
-    fn attempt_ended(&mut self, how: Result<(u16, Instant), &'static str>) {
+    fn attempt_ended(&mut self, attempt: u32, how: Result<(u16, Instant), &'static str>) {
         if let Some(t) = self.passport.trace.as_mut() {
-            t.end_attempt(how);
+            t.end_attempt(attempt, how);
         }
     }
     fn detail(&mut self, d: String) {

@@ -20,7 +20,10 @@ impl Exchange<'_> {
     pub(crate) async fn respond(&mut self, answer: Answer) -> Response<RespBody> {
         match answer {
             Answer::Upstream(a) => self.respond_upstream(*a).await,
-            Answer::Endpoint(r) => self.respond_local(r, false).await,
+            Answer::Endpoint(r) => {
+                self.observe_latency(Instant::now());
+                self.respond_local(r, false).await
+            }
             Answer::Upgraded(u) => Box::pin(self.respond_upgraded(*u)).await,
             Answer::Filter(r) => {
                 let r = match self.grpc {
@@ -30,6 +33,9 @@ impl Exchange<'_> {
                 self.respond_local(r, true).await
             }
             Answer::Failed(why) => {
+                if why.is_timeout() {
+                    self.observe_latency(Instant::now());
+                }
                 if let Some(s) = why.state() {
                     self.f.passport.stamp(s);
                 }
@@ -39,8 +45,19 @@ impl Exchange<'_> {
         }
     }
 
+    /// Tells an adaptive `[limits] max_in_flight` how long the request took to an answer.
+    /// Only answers that went somewhere count: a gateway's own instant answer (a 404, a
+    /// filter's reject) would teach it a latency no backend has.
+    fn observe_latency(&self, at: Instant) {
+        let s = &self.svc.shedder;
+        if s.is_adaptive() {
+            s.observe(at.saturating_duration_since(self.f.passport.start()), at);
+        }
+    }
+
     async fn respond_upstream(&mut self, a: Answered) -> Response<RespBody> {
         let (mut rparts, rbody) = a.response.into_parts();
+        self.observe_latency(a.at);
         self.f.passport.stamp_at(State::RespHeadersReceived, a.at);
         self.f.hold(a.permits);
         headers::strip_hop_by_hop(&mut rparts.headers);

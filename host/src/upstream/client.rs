@@ -42,6 +42,11 @@ pub(crate) struct Policy<'a> {
     pub deadline: Instant,
     /// Shedding class against the cluster's concurrency limit.
     pub priority: Priority,
+    /// Per attempt, the wait for a response head before another endpoint is tried (only
+    /// when more than one attempt is allowed).
+    pub per_try: Option<Duration>,
+    /// At `per_try`, race a second attempt instead of abandoning the first.
+    pub hedge: bool,
 }
 
 impl<'a> Policy<'a> {
@@ -60,6 +65,10 @@ impl<'a> Policy<'a> {
         } else {
             1
         };
+        let per_try = retry
+            .per_try_timeout_ms
+            .filter(|_| attempts > 1)
+            .map(Duration::from_millis);
         Policy {
             max_attempts: attempts,
             retry_on_status: &retry.on_status,
@@ -67,6 +76,8 @@ impl<'a> Policy<'a> {
             response_headers,
             deadline,
             priority,
+            per_try,
+            hedge: retry.hedge && per_try.is_some(),
         }
     }
 }
@@ -107,7 +118,8 @@ pub(crate) trait Journal {
     fn attempt(&mut self, endpoint: &Arc<str>, at: Instant) -> Option<HeaderValue>;
     /// How that attempt ended: a response head with its status, or a failure's code. Only a
     /// traced caller cares (for the attempt's span).
-    fn attempt_ended(&mut self, _how: Result<(u16, Instant), &'static str>) {}
+    /// `attempt` is its number, 1 for the first: a hedge's two attempts end in either order.
+    fn attempt_ended(&mut self, _attempt: u32, _how: Result<(u16, Instant), &'static str>) {}
     /// A detail worth keeping (a TLS failure's reason).
     fn detail(&mut self, d: String);
 }
@@ -137,9 +149,10 @@ pub(crate) struct Held {
 /// Sends `head` + `body` to `cluster` under `policy`, retrying on another endpoint where
 /// that is safe, and returns the first answer worth keeping.
 ///
-/// Retries happen only for a replayable body and method, on connect failures, resets and
-/// the statuses in `policy.retry_on_status`, each to a new endpoint, under the cluster's
-/// retry budget and the deadline.
+/// Retries happen only for a replayable body and method, on connect failures, resets,
+/// the statuses in `policy.retry_on_status` and a passed `policy.per_try` timeout, each to a
+/// new endpoint, under the cluster's retry budget and the deadline. With `policy.hedge` the
+/// per-try timeout does not abandon the attempt: a second one races it ([`hedged`]).
 ///
 /// A pooled connection reset before any response byte is the benign keep-alive race (the
 /// upstream closed it as the request went out): when the body allows it, that attempt is
@@ -153,7 +166,7 @@ pub(crate) async fn send(
     mut head: Head,
     body: Body,
     policy: &Policy<'_>,
-    journal: &mut impl Journal,
+    journal: &mut (impl Journal + Send),
 ) -> Result<Answered, Failure> {
     let mut held = Held {
         cluster: Some(
@@ -181,25 +194,20 @@ pub(crate) async fn send(
         let Some((ei, fresh)) = tries.next(cluster) else {
             return Err(last);
         };
-        let attempt = tries.attempt();
-        let can_retry = attempt < tries.max;
-        // The head is kept for another attempt only when one may follow.
-        let headers = if can_retry || replay.is_some() && !tries.raced.contains(&ei) {
-            head.headers.clone()
-        } else {
-            std::mem::take(&mut head.headers)
-        };
-        let step = attempt_once(
+        let body = (&replay, &mut once, shared.as_deref());
+        let ran = next_attempt(
             cluster,
-            ei,
-            (&head.method, &head.path_and_query, headers),
-            attempt_body(&replay, &mut once),
-            shared.as_deref(),
-            (policy, fresh),
+            (ei, fresh),
+            &mut head,
+            body,
+            policy,
+            (&mut tries, &mut held),
             journal,
         )
         .await;
-        journal.attempt_ended(step.outcome());
+        let (step, ei) = (ran.step, ran.ei);
+        let attempt = tries.attempt();
+        let can_retry = attempt < tries.max;
         let (why, reason) = match step {
             Step::Answer(resp, conn, at) => {
                 let status = resp.status().as_u16();
@@ -229,6 +237,7 @@ pub(crate) async fn send(
                 });
             }
             Step::Connect(why) => (why, RetryReason::ConnectFailed),
+            Step::TryTimeout => (Failure::UpstreamTimeout, RetryReason::PerTryTimeout),
             Step::Reset { reused } => {
                 journal.stamp_at(State::UpstreamReset, Instant::now());
                 if reused
@@ -308,6 +317,205 @@ impl Tries {
     }
 }
 
+/// The attempt to `ei`: alone, or [`hedged`] when the policy says so and another attempt
+/// is allowed; its ending goes to the journal and an adaptive limit.
+async fn next_attempt(
+    cluster: &Arc<Cluster>,
+    (ei, fresh): (usize, bool),
+    head: &mut Head,
+    (replay, once, shared): (&Option<Bytes>, &mut Option<ReqBody>, Option<&ReqShared>),
+    policy: &Policy<'_>,
+    (tries, held): (&mut Tries, &mut Held),
+    journal: &mut (impl Journal + Send),
+) -> Ran {
+    let sent = cluster.limit.is_adaptive().then(Instant::now);
+    let ran = match replay {
+        Some(r) if policy.hedge && tries.attempt() < tries.max => {
+            hedged(cluster, (ei, fresh), head, r, policy, tries, held, journal).await
+        }
+        _ => {
+            let attempt = tries.attempt();
+            // The head is kept for another attempt only when one may follow.
+            let keep = attempt < tries.max || replay.is_some() && !tries.raced.contains(&ei);
+            let headers = if keep {
+                head.headers.clone()
+            } else {
+                std::mem::take(&mut head.headers)
+            };
+            let step = attempt_once(
+                cluster,
+                ei,
+                (&head.method, &head.path_and_query, headers),
+                attempt_body(replay, once),
+                shared,
+                (policy, fresh),
+                journal,
+            )
+            .await;
+            Ran {
+                step,
+                ei,
+                attempt,
+                other: None,
+            }
+        }
+    };
+    if let Some((n, how)) = ran.other {
+        journal.attempt_ended(n, how);
+    }
+    journal.attempt_ended(ran.attempt, ran.step.outcome());
+    if let Some(sent) = sent {
+        observe(cluster, sent, &ran.step);
+    }
+    ran
+}
+
+/// Runs the attempt to `first` alone for the route's `per_try_timeout_ms`; if no response
+/// head came by then, races a second attempt (a hedge, under the retry budget) on another
+/// endpoint. The first response head wins and the other attempt is dropped; when one attempt
+/// fails, the other is waited for. Tail latency from one slow endpoint then costs
+/// `per_try_timeout_ms` plus a normal answer, instead of the slow endpoint's latency
+/// ("The Tail at Scale"; Finagle's backup requests, Envoy's hedging).
+#[allow(clippy::too_many_arguments)]
+async fn hedged<J: Journal + Send>(
+    cluster: &Arc<Cluster>,
+    (first, fresh): (usize, bool),
+    head: &Head,
+    replay: &Bytes,
+    policy: &Policy<'_>,
+    tries: &mut Tries,
+    held: &mut Held,
+    journal: &mut J,
+) -> Ran {
+    let n_first = tries.attempt();
+    let cell = std::sync::Mutex::new(journal);
+    let (mut ja, mut jb) = (Shared(&cell), Shared(&cell));
+    let target = (&head.method, &head.path_and_query);
+    let body = || attempt_body(&Some(replay.clone()), &mut None);
+    let a_started = Instant::now();
+    let a = attempt_once(
+        cluster,
+        first,
+        (target.0, target.1, head.headers.clone()),
+        body(),
+        None,
+        (policy, fresh),
+        &mut ja,
+    );
+    tokio::pin!(a);
+    let alone = policy.per_try.unwrap_or(policy.response_headers);
+    let ran = |step, ei, attempt, other| Ran {
+        step,
+        ei,
+        attempt,
+        other,
+    };
+    if let Ok(step) = tokio::time::timeout(alone, &mut a).await {
+        return ran(step, first, n_first, None);
+    }
+    let allowed = may_retry(
+        cluster,
+        Some(&tries.tried),
+        RetryReason::Hedge,
+        held,
+        &mut Shared(&cell),
+    );
+    let Some((second, fresh_b)) = allowed.then(|| tries.next(cluster)).flatten() else {
+        return ran(a.await, first, n_first, None);
+    };
+    let n_second = tries.attempt();
+    let b_started = Instant::now();
+    let b = attempt_once(
+        cluster,
+        second,
+        (target.0, target.1, head.headers.clone()),
+        body(),
+        None,
+        (policy, fresh_b),
+        &mut jb,
+    );
+    tokio::pin!(b);
+    let hedge_lost = Err("hedge-lost");
+    // The attempt that lost is dropped mid-wait, which records nothing for its endpoint (a
+    // client's impatience says nothing about an endpoint). A lost race does: the endpoint was
+    // slower than the other by at least this much, which the latency-aware balancers must see.
+    let lost = |ei: usize, since: Instant| {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(since);
+        cluster.stats[ei].record(
+            super::stats::Outcome {
+                latency,
+                failed: false,
+            },
+            now,
+        );
+    };
+    tokio::select! {
+        s = &mut a => match s {
+            Step::Answer(..) => {
+                lost(second, b_started);
+                ran(s, first, n_first, Some((n_second, hedge_lost)))
+            }
+            failed => {
+                let other = Some((n_first, failed.outcome()));
+                ran(b.await, second, n_second, other)
+            }
+        },
+        s = &mut b => match s {
+            Step::Answer(..) => {
+                lost(first, a_started);
+                ran(s, second, n_second, Some((n_first, hedge_lost)))
+            }
+            failed => {
+                let other = Some((n_second, failed.outcome()));
+                ran(a.await, first, n_first, other)
+            }
+        },
+    }
+}
+
+/// One journal shared by a hedge's two attempts, which run in the same task: each call
+/// holds it for its own duration only, never across an await, so the lock is never
+/// contended (a `Mutex` only because the request's future must be `Send`).
+struct Shared<'c, 'j, J>(&'c std::sync::Mutex<&'j mut J>);
+
+impl<'c, 'j, J: Journal> Shared<'c, 'j, J> {
+    fn get(&self) -> std::sync::MutexGuard<'c, &'j mut J> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<J: Journal> Journal for Shared<'_, '_, J> {
+    fn stamp_at(&mut self, state: State, at: Instant) {
+        self.get().stamp_at(state, at);
+    }
+    fn waited(&mut self, d: Duration) {
+        self.get().waited(d);
+    }
+    fn attempt(&mut self, endpoint: &Arc<str>, at: Instant) -> Option<HeaderValue> {
+        self.get().attempt(endpoint, at)
+    }
+    fn attempt_ended(&mut self, attempt: u32, how: Result<(u16, Instant), &'static str>) {
+        self.get().attempt_ended(attempt, how);
+    }
+    fn detail(&mut self, d: String) {
+        self.get().detail(d);
+    }
+}
+
+/// An adaptive `max_concurrency` learns from each attempt that waited on the endpoint: the
+/// time to its response head, or to the timeout that cut the wait short.
+fn observe(cluster: &Cluster, sent: Instant, step: &Step) {
+    let at = match step {
+        Step::Answer(_, _, at) => *at,
+        Step::Fatal(why) if why.is_timeout() => Instant::now(),
+        _ => return,
+    };
+    cluster
+        .limit
+        .observe(at.saturating_duration_since(sent), at);
+}
+
 /// This attempt's body: a replayable one again (a `Bytes` clone), a streamed one only once.
 fn attempt_body(replay: &Option<Bytes>, once: &mut Option<ReqBody>) -> UpBody {
     match (replay, once.take()) {
@@ -327,8 +535,19 @@ enum Step {
     Reset {
         reused: bool,
     },
+    /// The route's `retry.per_try_timeout_ms` passed without a response head: retryable.
+    TryTimeout,
     /// Not retried: a timeout waiting for the head, or the deadline.
     Fatal(Failure),
+}
+
+/// An attempt's step, which endpoint and attempt number it was, and how the other attempt of
+/// a hedge ended (its number and outcome), if there was one.
+struct Ran {
+    step: Step,
+    ei: usize,
+    attempt: u32,
+    other: Option<(u32, Result<(u16, Instant), &'static str>)>,
 }
 
 impl Step {
@@ -338,6 +557,7 @@ impl Step {
             Step::Answer(resp, _, at) => Ok((resp.status().as_u16(), *at)),
             Step::Connect(why) | Step::Fatal(why) => Err(why.code()),
             Step::Reset { .. } => Err(Failure::UpstreamReset.code()),
+            Step::TryTimeout => Err("per-try-timeout"),
         }
     }
 }
@@ -387,8 +607,15 @@ async fn attempt_once(
     };
 
     journal.stamp_at(State::ReqHeadersSent, sent);
+    let wait_until = (sent + policy.response_headers).min(policy.deadline);
+    // A hedged attempt runs to the end: the race in `hedged` watches the per-try timer.
+    let try_until = policy
+        .per_try
+        .filter(|_| !policy.hedge)
+        .map(|t| sent + t)
+        .filter(|t| *t < wait_until);
     let res = tokio::time::timeout_at(
-        (sent + policy.response_headers).min(policy.deadline).into(),
+        try_until.unwrap_or(wait_until).into(),
         conn.sender.send(req),
     )
     .await;
@@ -445,6 +672,9 @@ async fn attempt_once(
                 failed: true,
             });
             cluster.outlier.on_failure(ei, got);
+            if try_until.is_some() {
+                return Step::TryTimeout;
+            }
             Step::Fatal(if got >= policy.deadline {
                 Failure::DeadlineExceeded
             } else {

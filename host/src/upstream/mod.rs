@@ -193,7 +193,7 @@ impl Upstreams {
                 }
                 Ok((mut cl, previous)) => {
                     if let Some(p) = previous {
-                        p.limit.set_limit(c.max_concurrency);
+                        p.limit.configure(c.max_concurrency);
                         cl.limit = p.limit.clone();
                     }
                     clusters.push(Arc::new(cl));
@@ -324,7 +324,7 @@ impl Upstreams {
         }
         let mut f = w.family(
             "portcullis_retries_total",
-            "Retries that went ahead, by reason: connect_failed, reset or status.",
+            "Retries that went ahead, by reason: connect_failed, reset, status, per_try_timeout or hedge.",
             Kind::Counter,
         );
         for c in &self.clusters {

@@ -19,19 +19,27 @@ pub enum RetryReason {
     Reset,
     /// The upstream answered a status listed in the route's `retry.on_status`.
     Status,
+    /// An attempt waited its route's `retry.per_try_timeout_ms` for a response head.
+    PerTryTimeout,
+    /// A hedge: a second attempt raced against a first one past `per_try_timeout_ms`.
+    Hedge,
 }
 
 impl RetryReason {
-    pub const ALL: [RetryReason; 3] = [
+    pub const ALL: [RetryReason; 5] = [
         RetryReason::ConnectFailed,
         RetryReason::Reset,
         RetryReason::Status,
+        RetryReason::PerTryTimeout,
+        RetryReason::Hedge,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
             RetryReason::ConnectFailed => "connect_failed",
             RetryReason::Reset => "reset",
             RetryReason::Status => "status",
+            RetryReason::PerTryTimeout => "per_try_timeout",
+            RetryReason::Hedge => "hedge",
         }
     }
     fn index(self) -> usize {
@@ -44,7 +52,7 @@ pub struct RetryBudget {
     min_concurrency: usize,
     in_flight: Arc<AtomicUsize>,
     exhausted: AtomicU64,
-    retries: [AtomicU64; 3],
+    retries: [AtomicU64; RetryReason::ALL.len()],
 }
 
 /// Held while a retry is in flight; dropping it returns the budget.
