@@ -255,10 +255,10 @@ impl RedisStore {
         let connect = async {
             let mut ps = self.client.get_async_pubsub().await?;
             ps.subscribe(CHANNEL).await?;
-            Ok(ps)
+            Ok::<_, redis::RedisError>(ps)
         };
         match tokio::time::timeout(self.connect_timeout + self.timeout, connect).await {
-            Ok(r) => r.map_err(|e: redis::RedisError| StoreError::Unavailable(e.to_string())),
+            Ok(r) => r.map_err(|e| StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable("subscribe timed out".into())),
         }
     }
