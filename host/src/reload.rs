@@ -147,8 +147,16 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
                 quarantine_max_ms,
                 cache,
                 cache_dir,
-                cache_max_mb
+                cache_max_mb,
+                store,
+                store_poll_ms,
+                store_history,
+                store_timeout_ms
             );
+            // The fleet store's connection is made at boot from the `[redis]` of then.
+            if o.store == crate::config::PluginStoreKind::Redis && old.redis != new.redis {
+                out.push("redis (used by [plugins] store = \"redis\")".to_string());
+            }
         }
     }
     out
@@ -473,7 +481,7 @@ pub(crate) async fn boot(
     );
     let plugins = match &cfg.plugins {
         Some(p) => Some(
-            PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())
+            PluginRuntime::start(p, cfg.redis.as_ref(), &cfg.limits, cfg.http.path_policy())
                 .await
                 .context("starting the plugin runtime")?,
         ),

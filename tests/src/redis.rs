@@ -85,3 +85,25 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+impl Redis {
+    /// Sends one command in RESP and returns the first line of the reply (`:1`, `+OK`,
+    /// `-ERR ...`): enough for the tests' direct writes into the store.
+    pub fn command(&self, args: &[&[u8]]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+            .expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s.write_all(&req).expect("send command");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("reply");
+        line.trim_end().to_string()
+    }
+}

@@ -730,6 +730,28 @@ pub struct Plugins {
     /// Bound on the cache's size; the least recently used artifacts are evicted beyond it.
     #[serde(default = "defaults::cache_max_mb")]
     pub cache_max_mb: u64,
+    /// Where uploads go: `directory` (this gateway's `dir` only) or `redis` (the fleet store
+    /// in `[redis]`, mirrored into every gateway's `dir`; see `plugin::store`).
+    #[serde(default)]
+    pub store: PluginStoreKind,
+    /// How often the mirror polls the fleet store (pub/sub wakes it sooner).
+    #[serde(default = "defaults::store_poll_ms")]
+    pub store_poll_ms: u64,
+    /// Versions kept per plugin in the fleet store (what rollback can go back to).
+    #[serde(default = "defaults::store_history")]
+    pub store_history: usize,
+    /// Longest wait for one fleet store operation (an upload's transfer included).
+    #[serde(default = "defaults::store_timeout_ms")]
+    pub store_timeout_ms: u64,
+}
+
+/// `[plugins] store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginStoreKind {
+    #[default]
+    Directory,
+    Redis,
 }
 
 impl Config {
@@ -885,6 +907,15 @@ pub(crate) mod defaults {
     /// a componentize-js one 11–12 MiB: 32 MiB leaves room for their dependencies.
     pub(crate) fn max_upload_bytes() -> usize {
         32 * 1024 * 1024
+    }
+    pub(crate) fn store_poll_ms() -> u64 {
+        1_000
+    }
+    pub(crate) fn store_history() -> usize {
+        10
+    }
+    pub(crate) fn store_timeout_ms() -> u64 {
+        10_000
     }
     pub(crate) fn reload_debounce_ms() -> u64 {
         200

@@ -18,6 +18,35 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     rate_limits(cfg, &mut p);
     if let Some(pl) = &cfg.plugins {
         plugins(pl, &mut p);
+        plugin_store(pl, cfg.redis.is_some(), &mut p);
+    }
+}
+
+/// `[plugins] store` and its keys.
+fn plugin_store(pl: &super::Plugins, has_redis: bool, p: &mut impl FnMut(String, String)) {
+    if pl.store == super::PluginStoreKind::Redis && !has_redis {
+        p(
+            "plugins.store".into(),
+            "`redis` needs a [redis] section (the fleet store's url)".into(),
+        );
+    }
+    if !(100..=60_000).contains(&pl.store_poll_ms) {
+        p(
+            "plugins.store_poll_ms".into(),
+            "must be between 100 and 60000".into(),
+        );
+    }
+    if !(2..=100).contains(&pl.store_history) {
+        p(
+            "plugins.store_history".into(),
+            "must be between 2 and 100 (rollback needs a previous version)".into(),
+        );
+    }
+    if !(100..=120_000).contains(&pl.store_timeout_ms) {
+        p(
+            "plugins.store_timeout_ms".into(),
+            "must be between 100 and 120000".into(),
+        );
     }
 }
 

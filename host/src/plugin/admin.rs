@@ -6,6 +6,12 @@
 //!   `wasm`. Validated first (compile, type-check, instantiate); only a good upload is written
 //!   into the directory, atomically, and then loaded by the same path as any file change.
 //! * `DELETE /admin/plugins/{name}` — removes the files and unloads the plugin.
+//! * `POST /admin/plugins/{name}/rollback` — with `[plugins] store = "redis"`: the version
+//!   before the current one, everywhere (409 when there is none).
+//!
+//! With the fleet store, a mutation goes into Redis (`store`) and every gateway's mirror
+//! writes it into its own directory; the listing shows each plugin's `fleet_version` beside
+//! the loaded `version`.
 //!
 //! Mutations need `Authorization: Bearer <[admin] token>` (alias `[plugins] admin_token`);
 //! without a configured token they are refused outright. The admin listener checks it for
@@ -13,6 +19,7 @@
 
 use super::registry::{valid_name, Registry};
 use super::stats::{render_all, StatsSnapshot};
+use super::store::{Fleet, Head, Rollback, StoreError};
 use crate::telemetry::prom::{Kind, Writer};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -34,6 +41,12 @@ struct PluginView {
     last_error: Option<String>,
     last_error_at_unix_ms: Option<u64>,
     stats: Option<StatsSnapshot>,
+    /// What the fleet store says this gateway should run (short version or `deleted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet_version: Option<String>,
+    /// Why the fleet store could not be read for this listing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet_error: Option<String>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -95,13 +108,71 @@ fn list(reg: &Registry) -> Vec<PluginView> {
                 }),
                 last_error_at_unix_ms: e.error.as_ref().map(|(t, _)| unix_ms(*t)),
                 stats,
+                fleet_version: None,
+                fleet_error: None,
             }
         })
         .collect()
 }
 
+/// The listing, with the fleet store's versions beside the loaded ones when there is one.
+/// Names the store holds that this gateway has not loaded are listed as `not-mirrored`.
+async fn list_all(reg: &Registry, fleet: Option<&Fleet>) -> Vec<PluginView> {
+    let mut views = list(reg);
+    let Some(fleet) = fleet else { return views };
+    let heads = match fleet.heads().await {
+        Ok(h) => h,
+        Err(e) => {
+            for v in &mut views {
+                v.fleet_error = Some(e.to_string());
+            }
+            return views;
+        }
+    };
+    for v in &mut views {
+        v.fleet_version = heads.get(&v.name).map(|h| h.short().to_string());
+    }
+    for (name, head) in &heads {
+        if *head != Head::Deleted && !views.iter().any(|v| &v.name == name) {
+            views.push(not_mirrored(name, head));
+        }
+    }
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    views
+}
+
+fn not_mirrored(name: &str, head: &Head) -> PluginView {
+    PluginView {
+        name: name.to_string(),
+        state: "not-mirrored",
+        version: None,
+        wit: None,
+        kind: None,
+        order: None,
+        failure: None,
+        loaded_at_unix_ms: None,
+        last_error: None,
+        last_error_at_unix_ms: None,
+        stats: None,
+        fleet_version: Some(head.short().to_string()),
+        fleet_error: None,
+    }
+}
+
+async fn view(reg: &Registry, fleet: Option<&Fleet>, name: &str) -> Response<Full<Bytes>> {
+    match list_all(reg, fleet)
+        .await
+        .into_iter()
+        .find(|p| p.name == name)
+    {
+        Some(p) => json(StatusCode::OK, &p),
+        None => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
+    }
+}
+
 pub(super) async fn handle(
     reg: &Registry,
+    fleet: Option<&Fleet>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
@@ -110,12 +181,15 @@ pub(super) async fn handle(
         .map(|s| s.trim_start_matches('/'))
         .unwrap_or("")
         .to_string();
+    if let Some(target) = name.strip_suffix("/rollback") {
+        return match req.method() {
+            &Method::POST => rollback(reg, fleet, target).await,
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "use POST for a rollback"),
+        };
+    }
     match (req.method().clone(), name.is_empty()) {
-        (Method::GET, true) => json(StatusCode::OK, &list(reg)),
-        (Method::GET, false) => match list(reg).into_iter().find(|p| p.name == name) {
-            Some(p) => json(StatusCode::OK, &p),
-            None => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
-        },
+        (Method::GET, true) => json(StatusCode::OK, &list_all(reg, fleet).await),
+        (Method::GET, false) => view(reg, fleet, &name).await,
         (Method::PUT, false) => {
             if !valid_name(&name) {
                 return error(
@@ -123,18 +197,68 @@ pub(super) async fn handle(
                     "plugin names are 1-64 characters of a-z, 0-9, `-` and `_`",
                 );
             }
-            upload(reg, &name, req).await
+            upload(reg, fleet, &name, req).await
         }
-        (Method::DELETE, false) => match reg.remove(&name) {
-            Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
-            Ok(true) => match reg.rescan(false).await {
-                Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-            },
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        (Method::DELETE, false) => match fleet {
+            Some(f) => delete_fleet(reg, f, &name).await,
+            None => delete_local(reg, &name).await,
         },
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT or DELETE"),
     }
+}
+
+async fn delete_local(reg: &Registry, name: &str) -> Response<Full<Bytes>> {
+    match reg.remove(name) {
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no plugin `{name}`")),
+        Ok(true) => match reg.rescan(false).await {
+            Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        },
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn delete_fleet(reg: &Registry, fleet: &Fleet, name: &str) -> Response<Full<Bytes>> {
+    match fleet.delete(reg, name).await {
+        Ok(true) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "deleted": name, "fleet": true }),
+        ),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin `{name}` in the fleet store (files placed in a gateway's directory by hand are that gateway's own)"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn rollback(reg: &Registry, fleet: Option<&Fleet>, name: &str) -> Response<Full<Bytes>> {
+    let Some(fleet) = fleet else {
+        return error(
+            StatusCode::CONFLICT,
+            "rollback needs [plugins] store = \"redis\": the plugin directory keeps no history",
+        );
+    };
+    if !valid_name(name) {
+        return error(StatusCode::BAD_REQUEST, "not a plugin name");
+    }
+    match fleet.rollback(reg, name).await {
+        Ok(Rollback::To(head)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "rolled_back": name, "fleet_version": head.short() }),
+        ),
+        Ok(Rollback::NoPrevious) => error(
+            StatusCode::CONFLICT,
+            format!("no previous version of `{name}` in the fleet store to roll back to"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+/// The store could not be written: nothing changed anywhere, the caller may retry.
+fn store_error(e: StoreError) -> Response<Full<Bytes>> {
+    tracing::warn!(error = %e, "plugin store write failed");
+    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 /// The `wasm` and `manifest` parts of a buffered `multipart/form-data` upload; other parts
@@ -170,6 +294,7 @@ pub(super) async fn upload_parts(body: Bytes, boundary: String) -> Result<(Bytes
 
 async fn upload(
     reg: &Registry,
+    fleet: Option<&Fleet>,
     name: &str,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -216,6 +341,12 @@ async fn upload(
         reg.record_upload_failure(name, &e);
         return error(StatusCode::UNPROCESSABLE_ENTITY, e);
     }
+    if let Some(f) = fleet {
+        return match f.put(reg, name, &wasm, &manifest).await {
+            Ok(_) => view(reg, Some(f), name).await,
+            Err(e) => store_error(e),
+        };
+    }
     if let Err(e) = reg.write(name, &wasm, &manifest) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -238,9 +369,12 @@ async fn upload(
 }
 
 /// `/metrics` families for the plugin system, appended to `out`.
-pub(super) fn render_metrics(reg: &Registry, out: &mut String) {
+pub(super) fn render_metrics(reg: &Registry, fleet: Option<&Fleet>, out: &mut String) {
     use std::sync::atomic::Ordering;
     let mut w = Writer::new(out);
+    if let Some(f) = fleet {
+        f.render_metrics(&mut w);
+    }
     let entries = reg.entries.lock();
     let loaded: Vec<(&str, &super::call::Plugin)> = entries
         .iter()

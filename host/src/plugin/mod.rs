@@ -32,6 +32,7 @@ mod fuzz;
 pub(crate) mod manifest;
 mod registry;
 mod stats;
+mod store;
 mod ticker;
 mod upstream;
 mod versions;
@@ -711,9 +712,11 @@ pub fn check_dir(cfg: &config::Plugins) -> Vec<String> {
     out
 }
 
-/// The running plugin system: registry, watcher, admin API.
+/// The running plugin system: registry, watcher, admin API, and the fleet store's mirror
+/// when `[plugins] store = "redis"`.
 pub struct PluginRuntime {
     registry: Arc<Registry>,
+    fleet: Option<Arc<store::Fleet>>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -722,8 +725,10 @@ impl PluginRuntime {
     /// start (a missing auth filter must not silently open the door). Later reloads are
     /// forgiving: a bad version is reported and the old one keeps serving.
     /// `path`: how a path a filter sets is normalized (the gateway's `[http]` policy).
+    /// `redis`: the `[redis]` section, which `store = "redis"` needs (validation says so).
     pub async fn start(
         cfg: &config::Plugins,
+        redis: Option<&config::Redis>,
         limits: &config::Limits,
         path: PathPolicy,
     ) -> anyhow::Result<Arc<PluginRuntime>> {
@@ -757,10 +762,24 @@ impl PluginRuntime {
             None => None,
         };
         let registry = Arc::new(Registry::new(cfg, limits, path, host, disk));
+        let fleet = match (cfg.store, redis) {
+            (config::PluginStoreKind::Redis, Some(r)) => Some(store::Fleet::new(r, cfg)?),
+            (config::PluginStoreKind::Redis, None) => {
+                anyhow::bail!("plugins.store: `redis` needs a [redis] section")
+            }
+            (config::PluginStoreKind::Directory, _) => None,
+        };
+        if let Some(f) = &fleet {
+            f.catch_up(&registry).await;
+        }
         registry.rescan(true).await?;
         let watcher = registry.watch()?;
+        if let Some(f) = &fleet {
+            f.spawn(&registry);
+        }
         Ok(Arc::new(PluginRuntime {
             registry,
+            fleet,
             _watcher: watcher,
         }))
     }
@@ -781,13 +800,13 @@ impl PluginRuntime {
     }
 
     pub fn render_metrics(&self, out: &mut String) {
-        admin::render_metrics(&self.registry, out);
+        admin::render_metrics(&self.registry, self.fleet.as_deref(), out);
     }
 
     pub async fn admin(
         &self,
         req: http::Request<hyper::body::Incoming>,
     ) -> http::Response<http_body_util::Full<Bytes>> {
-        admin::handle(&self.registry, req).await
+        admin::handle(&self.registry, self.fleet.as_deref(), req).await
     }
 }

@@ -157,6 +157,11 @@ impl Registry {
         })
     }
 
+    /// The full version hash of `name`'s files in the directory, if both are readable.
+    pub(super) fn disk_version(&self, name: &str) -> Option<String> {
+        self.read_files(name).ok().map(|f| f.hash)
+    }
+
     /// Compiles, links, type-checks and test-instantiates one plugin.
     pub(super) async fn build(
         &self,
@@ -492,7 +497,8 @@ pub(super) fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn version_hash(wasm: &[u8], manifest: &[u8]) -> String {
+/// The full version hash of a plugin's files (the fleet store's artifact address too).
+pub(super) fn version_hash(wasm: &[u8], manifest: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(wasm);
     h.update([0u8]);
