@@ -147,7 +147,12 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
                 quarantine_max_ms,
                 cache,
                 cache_dir,
-                cache_max_mb
+                cache_max_mb,
+                kv,
+                kv_max_keys,
+                kv_max_key_bytes,
+                kv_max_value_bytes,
+                kv_max_ttl_ms
             );
         }
     }
@@ -240,6 +245,7 @@ fn apply_shared(s: &Services) {
         .set_slow(Duration::from_millis(cfg.admin.slow_request_ms));
     if let Some(p) = &s.plugins {
         p.set_policy(&cfg.limits, cfg.http.path_policy());
+        p.set_rate_limits(s.rate_limits.clone());
     }
 }
 
@@ -473,7 +479,7 @@ pub(crate) async fn boot(
     );
     let plugins = match &cfg.plugins {
         Some(p) => Some(
-            PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy())
+            PluginRuntime::start(p, &cfg.limits, cfg.http.path_policy(), cfg.redis.as_ref())
                 .await
                 .context("starting the plugin runtime")?,
         ),
@@ -487,7 +493,11 @@ pub(crate) async fn boot(
         tunnels: Default::default(),
     };
     let loaded = loaded.unwrap_or_else(|| Loaded::in_memory(&cfg));
-    build(Arc::new(cfg), loaded, shared, None, shutdown).map(|(s, _)| s)
+    let (svc, _) = build(Arc::new(cfg), loaded, shared, None, shutdown)?;
+    if let Some(p) = &svc.plugins {
+        p.set_rate_limits(svc.rate_limits.clone());
+    }
+    Ok(svc)
 }
 
 /// Reads a config file for `portcullis run`: parse and validate (the plugin directory is

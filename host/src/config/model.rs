@@ -719,6 +719,30 @@ pub struct Plugins {
     /// Bound on the cache's size; the least recently used artifacts are evicted beyond it.
     #[serde(default = "defaults::cache_max_mb")]
     pub cache_max_mb: u64,
+    /// Where the WIT 0.3 `kv` import keeps plugins' values: `local` (in process, per gateway)
+    /// or `redis` (in `[redis]`, shared by every gateway using it).
+    #[serde(default)]
+    pub kv: KvStore,
+    /// Ceilings of a manifest's `[kv]` limits (see `plugin::kv`).
+    #[serde(default = "defaults::kv_max_keys")]
+    pub kv_max_keys: u32,
+    #[serde(default = "defaults::kv_max_key_bytes")]
+    pub kv_max_key_bytes: u32,
+    #[serde(default = "defaults::kv_max_value_bytes")]
+    pub kv_max_value_bytes: u32,
+    #[serde(default = "defaults::kv_max_ttl_ms")]
+    pub kv_max_ttl_ms: u64,
+}
+
+/// `[plugins] kv`: where plugin KV values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KvStore {
+    /// A bounded map per plugin in this process.
+    #[default]
+    Local,
+    /// The `[redis]` server, keys `portcullis:kv:<plugin>:<key>`.
+    Redis,
 }
 
 impl Config {
@@ -825,6 +849,18 @@ pub(crate) mod defaults {
     }
     pub(crate) fn cache_max_mb() -> u64 {
         1_024
+    }
+    pub(crate) fn kv_max_keys() -> u32 {
+        100_000
+    }
+    pub(crate) fn kv_max_key_bytes() -> u32 {
+        1_024
+    }
+    pub(crate) fn kv_max_value_bytes() -> u32 {
+        1 << 20
+    }
+    pub(crate) fn kv_max_ttl_ms() -> u64 {
+        7 * 86_400_000
     }
     pub(crate) fn hc_interval_ms() -> u64 {
         5_000

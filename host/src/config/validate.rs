@@ -18,6 +18,12 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     rate_limits(cfg, &mut p);
     if let Some(pl) = &cfg.plugins {
         plugins(pl, &mut p);
+        if pl.kv == super::KvStore::Redis && cfg.redis.is_none() {
+            p(
+                "plugins.kv".into(),
+                "`redis` needs a [redis] section".into(),
+            );
+        }
     }
 }
 
@@ -456,6 +462,16 @@ fn plugins(pl: &super::Plugins, p: &mut impl FnMut(String, String)) {
         p(
             "plugins.cache_max_mb".into(),
             "must be at least 1 (use `cache = false` to turn the compile cache off)".into(),
+        );
+    }
+    if pl.kv_max_keys == 0
+        || pl.kv_max_key_bytes == 0
+        || pl.kv_max_value_bytes == 0
+        || pl.kv_max_ttl_ms == 0
+    {
+        p(
+            "plugins".into(),
+            "kv_max_keys, kv_max_key_bytes, kv_max_value_bytes and kv_max_ttl_ms must be greater than 0".into(),
         );
     }
     if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {

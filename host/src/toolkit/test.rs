@@ -175,7 +175,7 @@ async fn run_all(plugin: &Located, spec: &Spec) -> anyhow::Result<Run> {
         .context("internal test config: no [plugins]")?;
 
     let t0 = Instant::now();
-    let rt = PluginRuntime::start(&plugins, &cfg.limits, cfg.http.path_policy())
+    let rt = PluginRuntime::start(&plugins, &cfg.limits, cfg.http.path_policy(), None)
         .await
         .with_context(|| format!("{} did not load", plugin.wasm().display()))?;
     let load = t0.elapsed();
