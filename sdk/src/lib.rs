@@ -68,10 +68,10 @@ pub mod types {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        config, export_endpoint, export_filter, fetch, fetch_all, kv, log, metrics, rate_limit, reject,
-        reject_with, respond, Call, CallError, Config, Endpoint, Filter, Header, InboundAction,
-        OutboundAction, Priority, Reply, Request, RequestEdit, RequestView, Response, ResponseEdit,
-        ResponseView,
+        config, export_endpoint, export_filter, fetch, fetch_all, kv, log, metrics, rate_limit,
+        reject, reject_with, respond, Call, CallError, Config, Endpoint, Filter, Header,
+        InboundAction, OutboundAction, Priority, Reply, Request, RequestEdit, RequestView,
+        Response, ResponseEdit, ResponseView,
     };
 }
 

@@ -1,8 +1,10 @@
 //! WIT versions served side by side: a plugin built against `portcullis:plugin@0.1.0` (the
 //! `legacy-v01*` fixtures, `wit-bindgen` straight from the frozen `wit/v0.1`, no SDK) loads
-//! and acts next to 0.2.0 plugins built with the SDK, in one gateway, and behaves as 0.1.0
-//! always did; a component for a version the gateway does not serve is refused with the
-//! versions it does.
+//! and acts next to plugins built with the SDK (0.3.0 now) and `legacy-v02` (0.2.0, no SDK),
+//! in one gateway, and behaves as 0.1.0 always did; a component for a version the gateway
+//! does not serve is refused with the versions it does. And what 0.3.0 adds, through the
+//! `kvbox` fixture: the local `kv` store and a plugin's `rate-limit.check` (the Redis side is
+//! in `rate_limits.rs`, next to the Redis it needs).
 
 use http::Request;
 use portcullis_tests::*;
@@ -278,7 +280,12 @@ async fn a_component_for_a_version_not_served_is_refused_naming_the_served_ones(
 /// One request to a `kvbox` filter (mounted at `/<name>`): the text of its answer.
 async fn kv(addr: std::net::SocketAddr, name: &str, query: &str) -> String {
     let (p, b) = send(addr, get(addr, &format!("/{name}?{query}"))).await;
-    assert_eq!(p.status, 200, "{name}?{query}: {}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        p.status,
+        200,
+        "{name}?{query}: {}",
+        String::from_utf8_lossy(&b)
+    );
     String::from_utf8_lossy(&b).trim_end().to_string()
 }
 
@@ -292,7 +299,12 @@ async fn plugins_of_all_three_versions_load_and_act_side_by_side() {
     let up = Upstream::start("echo").await;
     let dir = temp_dir("versions3");
     install_plugin(&dir, "legacy-in", "legacy-v01", LEGACY_IN);
-    install_plugin(&dir, "v02", "legacy-v02", "kind = \"inbound\"\norder = 20\n");
+    install_plugin(
+        &dir,
+        "v02",
+        "legacy-v02",
+        "kind = \"inbound\"\norder = 20\n",
+    );
     install_plugin(&dir, "box", "kvbox", &kvbox_manifest("box", ""));
     let cfg = basic_config(
         &[("echo", up.addr)],
@@ -309,7 +321,10 @@ async fn plugins_of_all_three_versions_load_and_act_side_by_side() {
     assert_eq!(seen["headers"]["x-legacy"], "0.1.0", "{seen}");
     assert_eq!(seen["headers"]["x-v02"], "1", "{seen}");
     let (p, _) = send(addr, req(addr, "/echo/x", &[("x-v02-reject", "1")])).await;
-    assert_eq!((p.status.as_u16(), header(&p, "www-authenticate")), (401, "Bearer".into()));
+    assert_eq!(
+        (p.status.as_u16(), header(&p, "www-authenticate")),
+        (401, "Bearer".into())
+    );
     assert_eq!(kv(addr, "box", "op=set&k=a&v=1").await, "ok");
     assert_eq!(kv(addr, "box", "op=get&k=a").await, "some:1");
 }
@@ -329,7 +344,11 @@ async fn kv_values_are_bounded_expire_and_are_namespaced_per_plugin() {
     assert_eq!(kv(addr, "one", "op=get&k=a").await, "none");
     assert_eq!(kv(addr, "one", "op=set&k=a&v=hello").await, "ok");
     assert_eq!(kv(addr, "one", "op=get&k=a").await, "some:hello");
-    assert_eq!(kv(addr, "two", "op=get&k=a").await, "none", "another plugin's namespace");
+    assert_eq!(
+        kv(addr, "two", "op=get&k=a").await,
+        "none",
+        "another plugin's namespace"
+    );
     assert_eq!(kv(addr, "two", "op=set&k=a&v=other").await, "ok");
     assert_eq!(kv(addr, "one", "op=get&k=a").await, "some:hello");
 
@@ -337,7 +356,10 @@ async fn kv_values_are_bounded_expire_and_are_namespaced_per_plugin() {
     assert_eq!(kv(addr, "one", "op=get&k=123456789").await, "err:too-large");
     assert_eq!(kv(addr, "one", "op=set&k=b&v=@17").await, "err:too-large");
     assert_eq!(kv(addr, "one", "op=set&k=b&v=@16").await, "ok");
-    assert_eq!(kv(addr, "one", "op=set&k=c&v=1").await, "err:limit-exceeded");
+    assert_eq!(
+        kv(addr, "one", "op=set&k=c&v=1").await,
+        "err:limit-exceeded"
+    );
     assert_eq!(kv(addr, "one", "op=set&k=a&v=again").await, "ok");
 
     // Delete frees the place; increment counts from 0 and refuses text.
@@ -351,17 +373,16 @@ async fn kv_values_are_bounded_expire_and_are_namespaced_per_plugin() {
     // A TTL expires the value and frees its place.
     assert_eq!(kv(addr, "two", "op=set&k=t&v=soon&ttl=50").await, "ok");
     assert_eq!(kv(addr, "two", "op=get&k=t").await, "some:soon");
-    let mut expired = false;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < until {
-        if kv(addr, "two", "op=get&k=t").await == "none" {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let expired = eventually_async(std::time::Duration::from_secs(3), || async move {
+        kv(addr, "two", "op=get&k=t").await == "none"
+    })
+    .await;
     assert!(expired, "a 50 ms TTL expired within 3 s");
-    assert_eq!(kv(addr, "two", "op=set&k=u&v=1").await, "ok", "its place is free");
+    assert_eq!(
+        kv(addr, "two", "op=set&k=u&v=1").await,
+        "ok",
+        "its place is free"
+    );
 }
 
 /// `rate-limit.check` from a plugin: a local limit of 3 allows 3 checks of one key, then
@@ -396,10 +417,23 @@ async fn a_plugin_rate_limit_check_denies_after_n() {
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("a denial: {denied}"));
     assert!((19_000..=20_000).contains(&retry), "{denied}");
-    assert!(kv(addr, "one", "op=rl&name=tenant&k=other").await.starts_with("allowed=true"));
-    assert!(kv(addr, "two", "op=rl&name=tenant&k=acme").await.starts_with("allowed=true"));
-    assert_eq!(kv(addr, "one", "op=rl&name=nope&k=acme").await, "err:unknown-limit");
-    assert_eq!(kv(addr, "one", "op=rl&name=tenant&k=").await, "err:invalid-key");
+    assert!(kv(addr, "one", "op=rl&name=tenant&k=other")
+        .await
+        .starts_with("allowed=true"));
+    assert!(kv(addr, "two", "op=rl&name=tenant&k=acme")
+        .await
+        .starts_with("allowed=true"));
+    assert_eq!(
+        kv(addr, "one", "op=rl&name=nope&k=acme").await,
+        "err:unknown-limit"
+    );
+    assert_eq!(
+        kv(addr, "one", "op=rl&name=tenant&k=").await,
+        "err:invalid-key"
+    );
     let m = metrics(gw.admin_addr()).await;
-    assert_eq!(sample(&m, "portcullis_rate_limited_total{limit=\"tenant\"}"), Some(1.0));
+    assert_eq!(
+        sample(&m, "portcullis_rate_limited_total{limit=\"tenant\"}"),
+        Some(1.0)
+    );
 }

@@ -228,15 +228,23 @@ async fn kv_in_redis_is_shared_by_two_gateways_and_unavailable_when_redis_dies()
     let b = g2.listener_addr("main").expect("listener");
 
     assert_eq!(kv(a, "op=set&k=flag&v=on").await.0, "ok");
-    assert_eq!(kv(b, "op=get&k=flag").await.0, "some:on", "seen by the other gateway");
+    assert_eq!(
+        kv(b, "op=get&k=flag").await.0,
+        "some:on",
+        "seen by the other gateway"
+    );
     for (i, addr) in [a, b, a, b].iter().enumerate() {
         assert_eq!(kv(*addr, "op=incr&k=n&d=1").await.0, (i + 1).to_string());
     }
     assert_eq!(kv(b, "op=set&k=third&v=1").await.0, "ok");
-    assert_eq!(kv(a, "op=set&k=fourth&v=1").await.0, "err:limit-exceeded", "3 keys in all");
+    assert_eq!(
+        kv(a, "op=set&k=fourth&v=1").await.0,
+        "err:limit-exceeded",
+        "3 keys in all"
+    );
     assert_eq!(kv(a, "op=del&k=third").await.0, "true");
     assert_eq!(kv(b, "op=set&k=fourth&v=1&ttl=50").await.0, "ok");
-    let expired = eventually_async(Duration::from_secs(3), || async {
+    let expired = eventually_async(Duration::from_secs(3), || async move {
         kv(a, "op=get&k=fourth").await.0 == "none"
     })
     .await;
@@ -246,7 +254,11 @@ async fn kv_in_redis_is_shared_by_two_gateways_and_unavailable_when_redis_dies()
     let allowed = [a, b, a, b, a, b].iter().enumerate();
     let mut n = 0;
     for (_, addr) in allowed {
-        if kv(*addr, "op=rl&name=tenant&k=acme").await.0.starts_with("allowed=true") {
+        if kv(*addr, "op=rl&name=tenant&k=acme")
+            .await
+            .0
+            .starts_with("allowed=true")
+        {
             n += 1;
         }
     }
@@ -256,11 +268,20 @@ async fn kv_in_redis_is_shared_by_two_gateways_and_unavailable_when_redis_dies()
     for addr in [a, b] {
         let (text, took) = kv(addr, "op=get&k=flag").await;
         assert!(text.starts_with("err:unavailable"), "{text}");
-        assert!(took < Duration::from_millis(500), "took {took:?} with Redis down");
+        assert!(
+            took < Duration::from_millis(500),
+            "took {took:?} with Redis down"
+        );
         let (text, _) = kv(addr, "op=set&k=flag&v=off").await;
         assert!(text.starts_with("err:unavailable"), "{text}");
         let (text, took) = kv(addr, "op=rl&name=tenant&k=other").await;
-        assert!(text.starts_with("allowed=false") && text.ends_with("fallback=true"), "{text}");
-        assert!(took < Duration::from_millis(500), "took {took:?} with Redis down");
+        assert!(
+            text.starts_with("allowed=false") && text.ends_with("fallback=true"),
+            "{text}"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "took {took:?} with Redis down"
+        );
     }
 }

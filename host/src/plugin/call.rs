@@ -367,7 +367,11 @@ impl Plugin {
     /// instance then serves the first call.
     pub async fn validate(&self, host: &WasmHost) -> anyhow::Result<()> {
         let mut warm = Warm::new(host, self).map_err(|r| anyhow::anyhow!(r.0))?;
-        StoreData::arm(&mut warm.store, None, Instant::now() + self.manifest.timeout);
+        StoreData::arm(
+            &mut warm.store,
+            None,
+            Instant::now() + self.manifest.timeout,
+        );
         let fut = async {
             warm.instance = Some(self.pre.instantiate(&mut warm.store).await?);
             wasmtime::Result::Ok(())

@@ -48,8 +48,16 @@ impl StoreData {
         self.services.kv.get(&self.kv_scope(), key).await
     }
 
-    pub(crate) async fn kv_set(&mut self, key: &str, value: Vec<u8>, ttl_ms: u64) -> Result<(), KvError> {
-        self.services.kv.set(&self.kv_scope(), key, value, ttl_ms).await
+    pub(crate) async fn kv_set(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
+        self.services
+            .kv
+            .set(&self.kv_scope(), key, value, ttl_ms)
+            .await
     }
 
     pub(crate) async fn kv_delete(&mut self, key: &str) -> Result<bool, KvError> {
@@ -67,7 +75,11 @@ impl StoreData {
     }
 
     /// `rate-limit.check`: one counted check of this plugin's `key` against limit `name`.
-    pub(crate) async fn rate_check(&mut self, name: &str, key: &str) -> Result<Decision, CheckError> {
+    pub(crate) async fn rate_check(
+        &mut self,
+        name: &str,
+        key: &str,
+    ) -> Result<Decision, CheckError> {
         if key.is_empty() || key.len() > MAX_RATE_KEY_BYTES {
             return Err(CheckError::InvalidKey);
         }

@@ -318,8 +318,12 @@ fn kv_limits(raw: &RawKv, ceilings: &config::Plugins, problems: &mut Vec<String>
     let c = ceilings;
     KvLimits {
         max_keys: check("max_keys", raw.max_keys, 1024, c.kv_max_keys.into()) as usize,
-        max_key_bytes: check("max_key_bytes", raw.max_key_bytes, 256, c.kv_max_key_bytes.into())
-            as usize,
+        max_key_bytes: check(
+            "max_key_bytes",
+            raw.max_key_bytes,
+            256,
+            c.kv_max_key_bytes.into(),
+        ) as usize,
         max_value_bytes: check(
             "max_value_bytes",
             raw.max_value_bytes,
@@ -408,9 +412,12 @@ mod tests {
         assert_eq!(m.kv.max_ttl, Duration::from_secs(86_400));
         let e = Manifest::parse("kind='inbound'\n[kv]\nmax_keys=1000000\n", &ceilings())
             .expect_err("over the ceiling");
-        assert!(e.contains("kv.max_keys") && e.contains("kv_max_keys = 100000"), "{e}");
-        let e = Manifest::parse("kind='inbound'\n[kv]\nmax_ttl_ms=0\n", &ceilings())
-            .expect_err("zero");
+        assert!(
+            e.contains("kv.max_keys") && e.contains("kv_max_keys = 100000"),
+            "{e}"
+        );
+        let e =
+            Manifest::parse("kind='inbound'\n[kv]\nmax_ttl_ms=0\n", &ceilings()).expect_err("zero");
         assert!(e.contains("kv.max_ttl_ms: must be greater than 0"), "{e}");
     }
 }

@@ -132,7 +132,9 @@ impl Remote {
         let mut inv = self.del.prepare_invoke();
         inv.key(value_key(s.plugin, key)).key(index_key(s.plugin));
         inv.arg(key);
-        let n: i64 = self.bounded(s.deadline, inv.invoke_async(&mut conn)).await?;
+        let n: i64 = self
+            .bounded(s.deadline, inv.invoke_async(&mut conn))
+            .await?;
         Ok(n > 0)
     }
 

@@ -33,12 +33,16 @@ async fn the_local_store_bounds_keys_values_and_count_per_plugin() {
         kv.get(&a, "123456789").await,
         Err(KvError::TooLarge(_))
     ));
-    kv.set(&a, "k2", b"v".to_vec(), 0).await.expect("second key");
+    kv.set(&a, "k2", b"v".to_vec(), 0)
+        .await
+        .expect("second key");
     assert!(matches!(
         kv.set(&a, "k3", b"v".to_vec(), 0).await,
         Err(KvError::LimitExceeded(_))
     ));
-    kv.set(&a, "k2", b"w".to_vec(), 0).await.expect("an existing key can be set");
+    kv.set(&a, "k2", b"w".to_vec(), 0)
+        .await
+        .expect("an existing key can be set");
     assert_eq!(kv.delete(&a, "k2").await, Ok(true));
     assert_eq!(kv.increment(&a, "k3", 5, 0).await, Ok(5), "room again");
     assert_eq!(kv.increment(&a, "k3", -7, 0).await, Ok(-2));

@@ -413,12 +413,13 @@ macro_rules! common_imports {
     };
 }
 
-
 /// The conversions between `api` and the types of 0.2.0, unchanged in every version since
 /// (0.3.0 only added interfaces): one copy for all of them. Expects the version's `t`
 /// (`types`) and `wit_up` (`upstream`) modules in scope.
 macro_rules! conversions_since_0_2 {
     () => {
+        use $crate::plugin::api;
+
         // ---- guest → host ----
 
         impl From<t::Priority> for $crate::config::Priority {
@@ -432,9 +433,9 @@ macro_rules! conversions_since_0_2 {
             }
         }
 
-        impl From<t::Response> for $crate::plugin::api::Response {
+        impl From<t::Response> for api::Response {
             fn from(r: t::Response) -> Self {
-                $crate::plugin::api::Response {
+                api::Response {
                     status: r.status,
                     headers: r.headers,
                     body: r.body,
@@ -442,20 +443,22 @@ macro_rules! conversions_since_0_2 {
             }
         }
 
-        impl From<t::InboundAction> for $crate::plugin::api::InboundAction {
+        impl From<t::InboundAction> for api::InboundAction {
             fn from(a: t::InboundAction) -> Self {
                 match a {
-                    t::InboundAction::Continue => $crate::plugin::api::InboundAction::Continue,
-                    t::InboundAction::Modify(ch) => $crate::plugin::api::InboundAction::Modify($crate::plugin::api::RequestChanges {
-                        set_headers: ch.set_headers,
-                        remove_headers: ch.remove_headers,
-                        path: ch.path,
-                        cluster: ch.cluster,
-                        priority: ch.priority.map(Into::into),
-                        metadata: ch.metadata,
-                    }),
-                    t::InboundAction::Respond(r) => $crate::plugin::api::InboundAction::Respond(r.into()),
-                    t::InboundAction::Reject(rj) => $crate::plugin::api::InboundAction::Reject($crate::plugin::api::Rejection {
+                    t::InboundAction::Continue => api::InboundAction::Continue,
+                    t::InboundAction::Modify(ch) => {
+                        api::InboundAction::Modify(api::RequestChanges {
+                            set_headers: ch.set_headers,
+                            remove_headers: ch.remove_headers,
+                            path: ch.path,
+                            cluster: ch.cluster,
+                            priority: ch.priority.map(Into::into),
+                            metadata: ch.metadata,
+                        })
+                    }
+                    t::InboundAction::Respond(r) => api::InboundAction::Respond(r.into()),
+                    t::InboundAction::Reject(rj) => api::InboundAction::Reject(api::Rejection {
                         status: rj.status,
                         reason: rj.reason,
                         headers: rj.headers,
@@ -464,22 +467,24 @@ macro_rules! conversions_since_0_2 {
             }
         }
 
-        impl From<t::OutboundAction> for $crate::plugin::api::OutboundAction {
+        impl From<t::OutboundAction> for api::OutboundAction {
             fn from(a: t::OutboundAction) -> Self {
                 match a {
-                    t::OutboundAction::Continue => $crate::plugin::api::OutboundAction::Continue,
-                    t::OutboundAction::Modify(ch) => $crate::plugin::api::OutboundAction::Modify($crate::plugin::api::ResponseChanges {
-                        status: ch.status,
-                        set_headers: ch.set_headers,
-                        remove_headers: ch.remove_headers,
-                    }),
+                    t::OutboundAction::Continue => api::OutboundAction::Continue,
+                    t::OutboundAction::Modify(ch) => {
+                        api::OutboundAction::Modify(api::ResponseChanges {
+                            status: ch.status,
+                            set_headers: ch.set_headers,
+                            remove_headers: ch.remove_headers,
+                        })
+                    }
                 }
             }
         }
 
-        impl From<wit_up::Call> for $crate::plugin::api::Call {
+        impl From<wit_up::Call> for api::Call {
             fn from(c: wit_up::Call) -> Self {
-                $crate::plugin::api::Call {
+                api::Call {
                     cluster: c.cluster,
                     method: c.method,
                     path: c.path,
@@ -492,8 +497,8 @@ macro_rules! conversions_since_0_2 {
 
         // ---- host → guest ----
 
-        impl From<$crate::plugin::api::Request> for t::Request {
-            fn from(r: $crate::plugin::api::Request) -> Self {
+        impl From<api::Request> for t::Request {
+            fn from(r: api::Request) -> Self {
                 t::Request {
                     method: r.method,
                     path: r.path,
@@ -507,8 +512,8 @@ macro_rules! conversions_since_0_2 {
             }
         }
 
-        impl From<$crate::plugin::api::Reply> for wit_up::Reply {
-            fn from(r: $crate::plugin::api::Reply) -> Self {
+        impl From<api::Reply> for wit_up::Reply {
+            fn from(r: api::Reply) -> Self {
                 wit_up::Reply {
                     status: r.status,
                     headers: r.headers,
@@ -517,16 +522,16 @@ macro_rules! conversions_since_0_2 {
             }
         }
 
-        impl From<$crate::plugin::api::CallError> for wit_up::CallError {
-            fn from(e: $crate::plugin::api::CallError) -> Self {
+        impl From<api::CallError> for wit_up::CallError {
+            fn from(e: api::CallError) -> Self {
                 match e {
-                    $crate::plugin::api::CallError::Timeout => wit_up::CallError::Timeout,
-                    $crate::plugin::api::CallError::ConnectFailed => wit_up::CallError::ConnectFailed,
-                    $crate::plugin::api::CallError::Overloaded => wit_up::CallError::Overloaded,
-                    $crate::plugin::api::CallError::UnknownCluster => wit_up::CallError::UnknownCluster,
-                    $crate::plugin::api::CallError::LimitExceeded(why) => wit_up::CallError::LimitExceeded(why),
-                    $crate::plugin::api::CallError::UpstreamReset => wit_up::CallError::UpstreamReset,
-                    $crate::plugin::api::CallError::InvalidCall(why) => wit_up::CallError::InvalidCall(why),
+                    api::CallError::Timeout => wit_up::CallError::Timeout,
+                    api::CallError::ConnectFailed => wit_up::CallError::ConnectFailed,
+                    api::CallError::Overloaded => wit_up::CallError::Overloaded,
+                    api::CallError::UnknownCluster => wit_up::CallError::UnknownCluster,
+                    api::CallError::LimitExceeded(why) => wit_up::CallError::LimitExceeded(why),
+                    api::CallError::UpstreamReset => wit_up::CallError::UpstreamReset,
+                    api::CallError::InvalidCall(why) => wit_up::CallError::InvalidCall(why),
                 }
             }
         }
@@ -561,7 +566,9 @@ macro_rules! kv_and_rate_limit_imports {
                 delta: i64,
                 ttl_ms: u64,
             ) -> Result<i64, wit_if::kv::KvError> {
-                self.kv_increment(&key, delta, ttl_ms).await.map_err(Into::into)
+                self.kv_increment(&key, delta, ttl_ms)
+                    .await
+                    .map_err(Into::into)
             }
         }
 
