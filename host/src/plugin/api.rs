@@ -146,7 +146,7 @@ pub enum KvError {
 
 /// A plugin's rate-limit check (WIT 0.3 `rate-limit.decision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub allowed: bool,
     pub remaining: u64,
     pub retry_after_ms: u64,
@@ -158,7 +158,7 @@ pub struct Decision {
 
 /// Why a rate-limit check made no decision (WIT 0.3 `rate-limit.check-error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     UnknownLimit(String),
     InvalidKey,
 }

@@ -64,7 +64,7 @@ pub struct WasmHost {
     /// Linear memory all live instances hold, against `[plugins] memory_budget_mb`.
     pub budget: Arc<MemBudget>,
     /// What the 0.3 imports reach (KV, rate limits); every store holds it.
-    pub services: Arc<HostServices>,
+    pub(crate) services: Arc<HostServices>,
 }
 
 /// The gateway-wide budget of guest linear memory (`[plugins] memory_budget_mb`).
