@@ -151,7 +151,12 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
                 store,
                 store_poll_ms,
                 store_history,
-                store_timeout_ms
+                store_timeout_ms,
+                kv,
+                kv_max_keys,
+                kv_max_key_bytes,
+                kv_max_value_bytes,
+                kv_max_ttl_ms
             );
             // The fleet store's connection is made at boot from the `[redis]` of then.
             if o.store == crate::config::PluginStoreKind::Redis && old.redis != new.redis {
@@ -248,6 +253,7 @@ fn apply_shared(s: &Services) {
         .set_slow(Duration::from_millis(cfg.admin.slow_request_ms));
     if let Some(p) = &s.plugins {
         p.set_policy(&cfg.limits, cfg.http.path_policy());
+        p.set_rate_limits(s.rate_limits.clone());
     }
 }
 
@@ -495,7 +501,11 @@ pub(crate) async fn boot(
         tunnels: Default::default(),
     };
     let loaded = loaded.unwrap_or_else(|| Loaded::in_memory(&cfg));
-    build(Arc::new(cfg), loaded, shared, None, shutdown).map(|(s, _)| s)
+    let (svc, _) = build(Arc::new(cfg), loaded, shared, None, shutdown)?;
+    if let Some(p) = &svc.plugins {
+        p.set_rate_limits(svc.rate_limits.clone());
+    }
+    Ok(svc)
 }
 
 /// Reads a config file for `portcullis run`: parse and validate (the plugin directory is

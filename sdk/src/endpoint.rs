@@ -6,7 +6,7 @@ use std::fmt;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.2",
+        path: "../wit/v0.3",
         world: "portcullis:plugin/endpoint",
         pub_export_macro: true,
         export_macro_name: "__export_endpoint_world",
@@ -14,10 +14,12 @@ pub mod bindings {
         runtime_path: "portcullis_sdk::__private::wit_bindgen::rt",
         type_section_suffix: "endpoint",
         with: {
-            "portcullis:plugin/types@0.2.0": crate::filter::bindings::portcullis::plugin::types,
-            "portcullis:plugin/log@0.2.0": crate::filter::bindings::portcullis::plugin::log,
-            "portcullis:plugin/metrics@0.2.0": crate::filter::bindings::portcullis::plugin::metrics,
-            "portcullis:plugin/config@0.2.0": crate::filter::bindings::portcullis::plugin::config,
+            "portcullis:plugin/types@0.3.0": crate::filter::bindings::portcullis::plugin::types,
+            "portcullis:plugin/log@0.3.0": crate::filter::bindings::portcullis::plugin::log,
+            "portcullis:plugin/metrics@0.3.0": crate::filter::bindings::portcullis::plugin::metrics,
+            "portcullis:plugin/config@0.3.0": crate::filter::bindings::portcullis::plugin::config,
+            "portcullis:plugin/kv@0.3.0": crate::filter::bindings::portcullis::plugin::kv,
+            "portcullis:plugin/rate-limit@0.3.0": crate::filter::bindings::portcullis::plugin::rate_limit,
         },
         additional_derives: [Clone, PartialEq],
     });

@@ -5,7 +5,7 @@ use crate::types::{InboundAction, OutboundAction, RequestView, ResponseView};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.2",
+        path: "../wit/v0.3",
         world: "portcullis:plugin/filter",
         pub_export_macro: true,
         export_macro_name: "__export_filter_world",

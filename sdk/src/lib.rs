@@ -32,10 +32,11 @@
 //!
 //! The pieces: [`Config`] (the manifest's `[config]`, typed, parsed once per instance),
 //! [`RequestEdit`] / [`ResponseEdit`] (what an inbound / outbound filter changes),
-//! [`respond`], [`reject`], [`reject_with`], [`fetch`] / [`fetch_all`] (endpoints), [`log`]
-//! and [`metrics`].
+//! [`respond`], [`reject`], [`reject_with`], [`fetch`] / [`fetch_all`] (endpoints), [`log`],
+//! [`metrics`], and, new in WIT 0.3.0, [`kv`] (small state shared by every instance of the
+//! plugin) and [`rate_limit`] (a gateway `[[rate_limit]]` on a key the plugin computes).
 //!
-//! This SDK targets `portcullis:plugin@0.2.0` (`wit/v0.2`). The full contract (when each function runs, what it may do, what its return means) is in
+//! This SDK targets `portcullis:plugin@0.3.0` (`wit/v0.3`). The full contract (when each function runs, what it may do, what its return means) is in
 //! the WIT files under `wit/`; the plugin-author guide is `docs/plugins.md`.
 
 #![warn(missing_docs)]
@@ -48,6 +49,8 @@ pub mod endpoint;
 pub mod filter;
 mod helpers;
 pub mod json;
+pub mod kv;
+pub mod rate_limit;
 
 pub use changes::{RequestEdit, ResponseEdit};
 pub use config::Config;
@@ -56,7 +59,7 @@ pub use filter::Filter;
 pub use helpers::{log, metrics, reject, reject_with, respond};
 pub use types::*;
 
-/// The shared WIT types (`portcullis:plugin/types@0.2.0`), generated once and used by both
+/// The shared WIT types (`portcullis:plugin/types@0.3.0`), generated once and used by both
 /// worlds.
 pub mod types {
     pub use crate::filter::bindings::portcullis::plugin::types::*;
@@ -65,10 +68,10 @@ pub mod types {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        config, export_endpoint, export_filter, fetch, fetch_all, log, metrics, reject,
-        reject_with, respond, Call, CallError, Config, Endpoint, Filter, Header, InboundAction,
-        OutboundAction, Priority, Reply, Request, RequestEdit, RequestView, Response, ResponseEdit,
-        ResponseView,
+        config, export_endpoint, export_filter, fetch, fetch_all, kv, log, metrics, rate_limit,
+        reject, reject_with, respond, Call, CallError, Config, Endpoint, Filter, Header,
+        InboundAction, OutboundAction, Priority, Reply, Request, RequestEdit, RequestView,
+        Response, ResponseEdit, ResponseView,
     };
 }
 

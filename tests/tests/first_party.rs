@@ -323,3 +323,30 @@ async fn guard_refuses_methods_and_oversized_bodies_and_headers_are_injected() {
         Some(1.0)
     );
 }
+
+/// `quota` (WIT 0.3 `kv`): 3 requests per API key per window, counted across the plugin's
+/// instances; the fourth is a 429 with `retry-after`; another key and keyless requests are
+/// not counted against it.
+#[tokio::test]
+async fn quota_counts_requests_per_api_key_in_kv() {
+    let e = env(&[(
+        "quota",
+        "quota",
+        "kind = \"inbound\"\n[config]\nlimit = 3\nwindow_ms = 60000\n",
+    )])
+    .await;
+    for left in ["2", "1", "0"] {
+        let (p, b) = send(e.addr, req(e.addr, "GET", "/x", &[("x-api-key", "k1")])).await;
+        assert_eq!(p.status, 200);
+        assert_eq!(echo(&b)["headers"]["x-quota-remaining"], left);
+    }
+    let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[("x-api-key", "k1")])).await;
+    assert_eq!(p.status, 429);
+    assert_eq!(header(&p, "retry-after"), "60");
+    assert_eq!(header(&p, "portcullis-error"), "plugin-rejected");
+    let (p, b) = send(e.addr, req(e.addr, "GET", "/x", &[("x-api-key", "k2")])).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(echo(&b)["headers"]["x-quota-remaining"], "2");
+    let (p, _) = send(e.addr, req(e.addr, "GET", "/x", &[])).await;
+    assert_eq!(p.status, 200, "no key: not counted");
+}

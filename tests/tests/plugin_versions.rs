@@ -1,8 +1,10 @@
 //! WIT versions served side by side: a plugin built against `portcullis:plugin@0.1.0` (the
 //! `legacy-v01*` fixtures, `wit-bindgen` straight from the frozen `wit/v0.1`, no SDK) loads
-//! and acts next to 0.2.0 plugins built with the SDK, in one gateway, and behaves as 0.1.0
-//! always did; a component for a version the gateway does not serve is refused with the
-//! versions it does.
+//! and acts next to plugins built with the SDK (0.3.0 now) and `legacy-v02` (0.2.0, no SDK),
+//! in one gateway, and behaves as 0.1.0 always did; a component for a version the gateway
+//! does not serve is refused with the versions it does. And what 0.3.0 adds, through the
+//! `kvbox` fixture: the local `kv` store and a plugin's `rate-limit.check` (the Redis side is
+//! in `rate_limits.rs`, next to the Redis it needs).
 
 use http::Request;
 use portcullis_tests::*;
@@ -76,8 +78,9 @@ async fn a_0_1_filter_and_0_2_filters_act_side_by_side() {
     };
     assert_eq!(wit("legacy-in"), "0.1.0", "{listed}");
     assert_eq!(wit("legacy-out"), "0.1.0", "{listed}");
-    assert_eq!(wit("stamp"), "0.2.0", "{listed}");
-    assert_eq!(wit("auth"), "0.2.0", "{listed}");
+    // The SDK targets 0.3.0 now; the 0.2.0 side is `legacy-v02`, built without it.
+    assert_eq!(wit("stamp"), "0.3.0", "{listed}");
+    assert_eq!(wit("auth"), "0.3.0", "{listed}");
 
     // Both versions change the request (and the 0.1.0 metadata reaches the upstream side
     // unchanged), and the 0.1.0 outbound filter changes the response.
@@ -272,4 +275,165 @@ async fn a_component_for_a_version_not_served_is_refused_naming_the_served_ones(
     );
     let err = boot_error(&mixed).await;
     assert!(err.contains("versions 0.1.0 and 0.2.0 at once"), "{err}");
+}
+
+/// One request to a `kvbox` filter (mounted at `/<name>`): the text of its answer.
+async fn kv(addr: std::net::SocketAddr, name: &str, query: &str) -> String {
+    let (p, b) = send(addr, get(addr, &format!("/{name}?{query}"))).await;
+    assert_eq!(
+        p.status,
+        200,
+        "{name}?{query}: {}",
+        String::from_utf8_lossy(&b)
+    );
+    String::from_utf8_lossy(&b).trim_end().to_string()
+}
+
+fn kvbox_manifest(name: &str, kv: &str) -> String {
+    format!("kind = \"inbound\"\n[match]\npath_prefix = \"/{name}\"\n[kv]\n{kv}")
+}
+
+/// A 0.1.0, a 0.2.0 and a 0.3.0 plugin in one gateway, each bound with its own version.
+#[tokio::test]
+async fn plugins_of_all_three_versions_load_and_act_side_by_side() {
+    let up = Upstream::start("echo").await;
+    let dir = temp_dir("versions3");
+    install_plugin(&dir, "legacy-in", "legacy-v01", LEGACY_IN);
+    install_plugin(
+        &dir,
+        "v02",
+        "legacy-v02",
+        "kind = \"inbound\"\norder = 20\n",
+    );
+    install_plugin(&dir, "box", "kvbox", &kvbox_manifest("box", ""));
+    let cfg = basic_config(
+        &[("echo", up.addr)],
+        &format!("[plugins]\ndir = \"{}\"\n", dir.display()),
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let (addr, admin) = (gw.listener_addr("main").expect("listener"), gw.admin_addr());
+    for (name, v) in [("legacy-in", "0.1.0"), ("v02", "0.2.0"), ("box", "0.3.0")] {
+        assert_eq!(admin_plugin(admin, name).await["wit"], v, "{name}");
+    }
+    let (p, b) = send(addr, req(addr, "/echo/x", &[])).await;
+    assert_eq!(p.status, 200);
+    let seen = json(&b);
+    assert_eq!(seen["headers"]["x-legacy"], "0.1.0", "{seen}");
+    assert_eq!(seen["headers"]["x-v02"], "1", "{seen}");
+    let (p, _) = send(addr, req(addr, "/echo/x", &[("x-v02-reject", "1")])).await;
+    assert_eq!(
+        (p.status.as_u16(), header(&p, "www-authenticate")),
+        (401, "Bearer".into())
+    );
+    assert_eq!(kv(addr, "box", "op=set&k=a&v=1").await, "ok");
+    assert_eq!(kv(addr, "box", "op=get&k=a").await, "some:1");
+}
+
+/// The local store: set, get, delete, increment, TTL expiry, the manifest's bounds, and one
+/// namespace per plugin (the same component under two names shares nothing).
+#[tokio::test]
+async fn kv_values_are_bounded_expire_and_are_namespaced_per_plugin() {
+    let dir = temp_dir("kv-local");
+    let limits = "max_keys = 2\nmax_key_bytes = 8\nmax_value_bytes = 16\nmax_ttl_ms = 60000\n";
+    install_plugin(&dir, "one", "kvbox", &kvbox_manifest("one", limits));
+    install_plugin(&dir, "two", "kvbox", &kvbox_manifest("two", limits));
+    let cfg = basic_config(&[], &format!("[plugins]\ndir = \"{}\"\n", dir.display()));
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+
+    assert_eq!(kv(addr, "one", "op=get&k=a").await, "none");
+    assert_eq!(kv(addr, "one", "op=set&k=a&v=hello").await, "ok");
+    assert_eq!(kv(addr, "one", "op=get&k=a").await, "some:hello");
+    assert_eq!(
+        kv(addr, "two", "op=get&k=a").await,
+        "none",
+        "another plugin's namespace"
+    );
+    assert_eq!(kv(addr, "two", "op=set&k=a&v=other").await, "ok");
+    assert_eq!(kv(addr, "one", "op=get&k=a").await, "some:hello");
+
+    // Bounds: key size, value size, key count (an existing key can still be set).
+    assert_eq!(kv(addr, "one", "op=get&k=123456789").await, "err:too-large");
+    assert_eq!(kv(addr, "one", "op=set&k=b&v=@17").await, "err:too-large");
+    assert_eq!(kv(addr, "one", "op=set&k=b&v=@16").await, "ok");
+    assert_eq!(
+        kv(addr, "one", "op=set&k=c&v=1").await,
+        "err:limit-exceeded"
+    );
+    assert_eq!(kv(addr, "one", "op=set&k=a&v=again").await, "ok");
+
+    // Delete frees the place; increment counts from 0 and refuses text.
+    assert_eq!(kv(addr, "one", "op=del&k=b").await, "true");
+    assert_eq!(kv(addr, "one", "op=del&k=b").await, "false");
+    assert_eq!(kv(addr, "one", "op=incr&k=n&d=5").await, "5");
+    assert_eq!(kv(addr, "one", "op=incr&k=n&d=-2").await, "3");
+    assert_eq!(kv(addr, "one", "op=get&k=n").await, "some:3");
+    assert_eq!(kv(addr, "one", "op=incr&k=a&d=1").await, "err:not-a-number");
+
+    // A TTL expires the value and frees its place.
+    assert_eq!(kv(addr, "two", "op=set&k=t&v=soon&ttl=50").await, "ok");
+    assert_eq!(kv(addr, "two", "op=get&k=t").await, "some:soon");
+    let expired = eventually_async(std::time::Duration::from_secs(3), || async move {
+        kv(addr, "two", "op=get&k=t").await == "none"
+    })
+    .await;
+    assert!(expired, "a 50 ms TTL expired within 3 s");
+    assert_eq!(
+        kv(addr, "two", "op=set&k=u&v=1").await,
+        "ok",
+        "its place is free"
+    );
+}
+
+/// `rate-limit.check` from a plugin: a local limit of 3 allows 3 checks of one key, then
+/// denies with a retry time; another key, and another plugin's same key, have their own
+/// budgets; an unknown limit is an error, not a decision.
+#[tokio::test]
+async fn a_plugin_rate_limit_check_denies_after_n() {
+    let dir = temp_dir("kv-rl");
+    install_plugin(&dir, "one", "kvbox", &kvbox_manifest("one", ""));
+    install_plugin(&dir, "two", "kvbox", &kvbox_manifest("two", ""));
+    let cfg = basic_config(
+        &[],
+        &format!(
+            "[plugins]\ndir = \"{}\"\n[[rate_limit]]\nname = \"tenant\"\nlimit = 3\nwindow_ms = 60000\n\
+             match = {{ path_prefix = \"/nothing-routes-here\" }}\n",
+            dir.display()
+        ),
+    );
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").expect("listener");
+    for left in [2, 1, 0] {
+        assert_eq!(
+            kv(addr, "one", "op=rl&name=tenant&k=acme").await,
+            format!("allowed=true remaining={left} retry=0 fallback=false")
+        );
+    }
+    // Denied, with the time until the next check fits: one window / limit = 20 s.
+    let denied = kv(addr, "one", "op=rl&name=tenant&k=acme").await;
+    let retry: u64 = denied
+        .strip_prefix("allowed=false remaining=0 retry=")
+        .and_then(|r| r.strip_suffix(" fallback=false"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("a denial: {denied}"));
+    assert!((19_000..=20_000).contains(&retry), "{denied}");
+    assert!(kv(addr, "one", "op=rl&name=tenant&k=other")
+        .await
+        .starts_with("allowed=true"));
+    assert!(kv(addr, "two", "op=rl&name=tenant&k=acme")
+        .await
+        .starts_with("allowed=true"));
+    assert_eq!(
+        kv(addr, "one", "op=rl&name=nope&k=acme").await,
+        "err:unknown-limit"
+    );
+    assert_eq!(
+        kv(addr, "one", "op=rl&name=tenant&k=").await,
+        "err:invalid-key"
+    );
+    let m = metrics(gw.admin_addr()).await;
+    assert_eq!(
+        sample(&m, "portcullis_rate_limited_total{limit=\"tenant\"}"),
+        Some(1.0)
+    );
 }

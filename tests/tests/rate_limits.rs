@@ -186,3 +186,102 @@ async fn a_global_limit_holds_across_three_gateways_and_survives_redis_dying() {
     assert_eq!(allowed_across(&addrs, "/up/allow/z", "c3", 15).await, 5);
     assert_eq!(allowed_across(&addrs, "/up/deny/z", "c3", 15).await, 5);
 }
+
+/// One request to the `kvbox` filter mounted at `/box`: its answer's text, and how long it
+/// took.
+async fn kv(addr: SocketAddr, query: &str) -> (String, Duration) {
+    let t = Instant::now();
+    let (p, b) = send(addr, with(addr, &format!("/box?{query}"), &[])).await;
+    let text = String::from_utf8_lossy(&b).trim_end().to_string();
+    assert_eq!(p.status, 200, "{query}: {text}");
+    (text, t.elapsed())
+}
+
+/// `[plugins] kv = "redis"`: two gateways share one plugin's values, counters and key
+/// count through a real Redis; a plugin's global `rate-limit.check` is shared too; with Redis
+/// killed, kv calls answer `unavailable` within the command timeout and the check falls back
+/// to the limit's policy.
+#[tokio::test]
+async fn kv_in_redis_is_shared_by_two_gateways_and_unavailable_when_redis_dies() {
+    let mut redis = Redis::start();
+    let dir = temp_dir("kv-redis");
+    install_plugin(
+        &dir,
+        "box",
+        "kvbox",
+        "kind = \"inbound\"\n[match]\npath_prefix = \"/box\"\n[kv]\nmax_keys = 3\n",
+    );
+    let cfg = basic_config(
+        &[],
+        &format!(
+            "[plugins]\ndir = \"{}\"\nkv = \"redis\"\n[redis]\nurl = \"{}\"\ncommand_timeout_ms = 50\n\
+             [[rate_limit]]\nname = \"tenant\"\nmatch = {{ path_prefix = \"/none\" }}\nlimit = 4\nwindow_ms = 60000\nscope = \"global\"\non_backend_error = \"deny\"\n",
+            dir.display(),
+            redis.url()
+        ),
+    );
+    let (g1, g2) = (
+        gateway(&cfg, Path::new(".")).await,
+        gateway(&cfg, Path::new(".")).await,
+    );
+    let a = g1.listener_addr("main").expect("listener");
+    let b = g2.listener_addr("main").expect("listener");
+
+    assert_eq!(kv(a, "op=set&k=flag&v=on").await.0, "ok");
+    assert_eq!(
+        kv(b, "op=get&k=flag").await.0,
+        "some:on",
+        "seen by the other gateway"
+    );
+    for (i, addr) in [a, b, a, b].iter().enumerate() {
+        assert_eq!(kv(*addr, "op=incr&k=n&d=1").await.0, (i + 1).to_string());
+    }
+    assert_eq!(kv(b, "op=set&k=third&v=1").await.0, "ok");
+    assert_eq!(
+        kv(a, "op=set&k=fourth&v=1").await.0,
+        "err:limit-exceeded",
+        "3 keys in all"
+    );
+    assert_eq!(kv(a, "op=del&k=third").await.0, "true");
+    assert_eq!(kv(b, "op=set&k=fourth&v=1&ttl=50").await.0, "ok");
+    let expired = eventually_async(Duration::from_secs(3), || async move {
+        kv(a, "op=get&k=fourth").await.0 == "none"
+    })
+    .await;
+    assert!(expired, "a 50 ms TTL expires in Redis");
+
+    // A global plugin check: 4 across both gateways.
+    let allowed = [a, b, a, b, a, b].iter().enumerate();
+    let mut n = 0;
+    for (_, addr) in allowed {
+        if kv(*addr, "op=rl&name=tenant&k=acme")
+            .await
+            .0
+            .starts_with("allowed=true")
+        {
+            n += 1;
+        }
+    }
+    assert_eq!(n, 4, "the limit holds across gateways");
+
+    redis.kill();
+    for addr in [a, b] {
+        let (text, took) = kv(addr, "op=get&k=flag").await;
+        assert!(text.starts_with("err:unavailable"), "{text}");
+        assert!(
+            took < Duration::from_millis(500),
+            "took {took:?} with Redis down"
+        );
+        let (text, _) = kv(addr, "op=set&k=flag&v=off").await;
+        assert!(text.starts_with("err:unavailable"), "{text}");
+        let (text, took) = kv(addr, "op=rl&name=tenant&k=other").await;
+        assert!(
+            text.starts_with("allowed=false") && text.ends_with("fallback=true"),
+            "{text}"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "took {took:?} with Redis down"
+        );
+    }
+}

@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         .plugins
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no [plugins]"))?;
-    let rt = PluginRuntime::start(&plugins, &cfg.limits, cfg.http.path_policy()).await?;
+    let rt = PluginRuntime::start(&plugins, None, &cfg.limits, cfg.http.path_policy()).await?;
     let chain = rt.chain();
     // A filter that continues leaves no trace on the request: make sure it is loaded.
     anyhow::ensure!(!chain.is_empty(), "the filter did not load");

@@ -743,6 +743,19 @@ pub struct Plugins {
     /// Longest wait for one fleet store operation (an upload's transfer included).
     #[serde(default = "defaults::store_timeout_ms")]
     pub store_timeout_ms: u64,
+    /// Where the WIT 0.3 `kv` import keeps plugins' values: `local` (in process, per gateway)
+    /// or `redis` (in `[redis]`, shared by every gateway using it).
+    #[serde(default)]
+    pub kv: KvStore,
+    /// Ceilings of a manifest's `[kv]` limits (see `plugin::kv`).
+    #[serde(default = "defaults::kv_max_keys")]
+    pub kv_max_keys: u32,
+    #[serde(default = "defaults::kv_max_key_bytes")]
+    pub kv_max_key_bytes: u32,
+    #[serde(default = "defaults::kv_max_value_bytes")]
+    pub kv_max_value_bytes: u32,
+    #[serde(default = "defaults::kv_max_ttl_ms")]
+    pub kv_max_ttl_ms: u64,
 }
 
 /// `[plugins] store`.
@@ -751,6 +764,18 @@ pub struct Plugins {
 pub enum PluginStoreKind {
     #[default]
     Directory,
+    Redis,
+}
+
+
+/// `[plugins] kv`: where plugin KV values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KvStore {
+    /// A bounded map per plugin in this process.
+    #[default]
+    Local,
+    /// The `[redis]` server, keys `portcullis:kv:<plugin>:<key>`.
     Redis,
 }
 
@@ -960,6 +985,18 @@ pub(crate) mod defaults {
     }
     pub(crate) fn cache_max_mb() -> u64 {
         1_024
+    }
+    pub(crate) fn kv_max_keys() -> u32 {
+        100_000
+    }
+    pub(crate) fn kv_max_key_bytes() -> u32 {
+        1_024
+    }
+    pub(crate) fn kv_max_value_bytes() -> u32 {
+        1 << 20
+    }
+    pub(crate) fn kv_max_ttl_ms() -> u64 {
+        7 * 86_400_000
     }
     pub(crate) fn hc_interval_ms() -> u64 {
         5_000

@@ -22,13 +22,16 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     }
 }
 
-/// `[plugins] store` and its keys.
+/// `[plugins] store`, `kv` and their keys.
 fn plugin_store(pl: &super::Plugins, has_redis: bool, p: &mut impl FnMut(String, String)) {
     if pl.store == super::PluginStoreKind::Redis && !has_redis {
         p(
             "plugins.store".into(),
             "`redis` needs a [redis] section (the fleet store's url)".into(),
         );
+    }
+    if pl.kv == super::KvStore::Redis && !has_redis {
+        p("plugins.kv".into(), "`redis` needs a [redis] section".into());
     }
     if !(100..=60_000).contains(&pl.store_poll_ms) {
         p(
@@ -498,6 +501,16 @@ fn plugins(pl: &super::Plugins, p: &mut impl FnMut(String, String)) {
         p(
             "plugins.cache_max_mb".into(),
             "must be at least 1 (use `cache = false` to turn the compile cache off)".into(),
+        );
+    }
+    if pl.kv_max_keys == 0
+        || pl.kv_max_key_bytes == 0
+        || pl.kv_max_value_bytes == 0
+        || pl.kv_max_ttl_ms == 0
+    {
+        p(
+            "plugins".into(),
+            "kv_max_keys, kv_max_key_bytes, kv_max_value_bytes and kv_max_ttl_ms must be greater than 0".into(),
         );
     }
     if pl.max_cpu_ms == 0 || pl.max_memory_mb == 0 || pl.max_timeout_ms == 0 {

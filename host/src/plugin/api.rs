@@ -1,11 +1,12 @@
 //! What a plugin call means to the host, whatever WIT version the plugin targets.
 //!
-//! Each served version (`versions::v0_1`, `versions::v0_2`) converts its generated types into
+//! Each served version (`versions::v0_1`, `v0_2`, `v0_3`) converts its generated types into
 //! these and back, by moving fields (no copies, no allocation): the chain, `convert` and the
 //! fan-out code are written once, against this module, and a new WIT version is a new
 //! conversion, not a second chain. A type grows here only when a version adds a capability
-//! (0.2.0: `Rejection::headers`, `CallError::InvalidCall`); older versions fill the new field
-//! with its neutral default (an empty `Vec`, which allocates nothing).
+//! (0.2.0: `Rejection::headers`, `CallError::InvalidCall`; 0.3.0: the `kv` and `rate-limit`
+//! types); older versions fill the new field with its neutral default (an empty `Vec`, which
+//! allocates nothing).
 
 use crate::config::Priority;
 
@@ -132,4 +133,32 @@ impl CallError {
             CallError::InvalidCall(_) => "invalid-call",
         }
     }
+}
+
+/// Why a `kv` call did nothing (WIT 0.3 `kv.kv-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    TooLarge(String),
+    LimitExceeded(String),
+    Unavailable(String),
+    NotANumber,
+}
+
+/// A plugin's rate-limit check (WIT 0.3 `rate-limit.decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub retry_after_ms: u64,
+    pub reset_ms: u64,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub fallback: bool,
+}
+
+/// Why a rate-limit check made no decision (WIT 0.3 `rate-limit.check-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CheckError {
+    UnknownLimit(String),
+    InvalidKey,
 }

@@ -185,7 +185,7 @@ impl Plugin {
                 return Err(fail);
             }
         };
-        StoreData::arm(&mut warm.store, fanout);
+        StoreData::arm(&mut warm.store, fanout, t0 + self.manifest.timeout);
         let lend = |d: &mut StoreData,
                     req: &mut Option<&mut ReqData>,
                     resp: &mut Option<&mut RespData>| {
@@ -367,7 +367,11 @@ impl Plugin {
     /// instance then serves the first call.
     pub async fn validate(&self, host: &WasmHost) -> anyhow::Result<()> {
         let mut warm = Warm::new(host, self).map_err(|r| anyhow::anyhow!(r.0))?;
-        StoreData::arm(&mut warm.store, None);
+        StoreData::arm(
+            &mut warm.store,
+            None,
+            Instant::now() + self.manifest.timeout,
+        );
         let fut = async {
             warm.instance = Some(self.pre.instantiate(&mut warm.store).await?);
             wasmtime::Result::Ok(())

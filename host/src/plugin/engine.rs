@@ -25,6 +25,8 @@
 //! * **A per-plugin instance cap** (manifest `[limits] max_instances`): live instances of
 //!   one plugin version; a call past it fails the same way, at once (no queue to wait in).
 
+use super::imports::HostServices;
+use super::kv::Kv;
 use super::manifest::Manifest;
 use super::stats::PluginStats;
 use super::ticker::Ticker;
@@ -33,7 +35,7 @@ use super::view::CallView;
 use crate::config;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -61,6 +63,8 @@ pub struct WasmHost {
     idle_slots_left: Arc<AtomicUsize>,
     /// Linear memory all live instances hold, against `[plugins] memory_budget_mb`.
     pub budget: Arc<MemBudget>,
+    /// What the 0.3 imports reach (KV, rate limits); every store holds it.
+    pub(crate) services: Arc<HostServices>,
 }
 
 /// The gateway-wide budget of guest linear memory (`[plugins] memory_budget_mb`).
@@ -133,7 +137,8 @@ impl Drop for InstanceTicket {
 }
 
 impl WasmHost {
-    pub fn new(cfg: &config::Plugins) -> anyhow::Result<WasmHost> {
+    /// `redis`: the gateway's `[redis]`, for `[plugins] kv = "redis"`.
+    pub fn new(cfg: &config::Plugins, redis: Option<&config::Redis>) -> anyhow::Result<WasmHost> {
         let max_memory = (cfg.max_memory_mb as usize) << 20;
         let mut pool = PoolingAllocationConfig::new();
         let slots = cfg.max_instances.max(1);
@@ -178,6 +183,7 @@ impl WasmHost {
             budget: Arc::new(MemBudget::new(
                 (cfg.memory_budget_mb as usize).saturating_mul(1 << 20),
             )),
+            services: Arc::new(HostServices::new(Kv::new(cfg.kv, redis)?)),
         })
     }
 
@@ -229,6 +235,8 @@ impl WasmHost {
             cpu_exceeded: false,
             fanout: None,
             view: CallView::default(),
+            services: self.services.clone(),
+            deadline: Instant::now() + manifest.timeout,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limiter);
@@ -294,14 +302,19 @@ pub struct StoreData {
     pub fanout: Option<FanoutCtx>,
     /// Present for filter calls: the request (and response) head the guest's views read.
     pub view: CallView,
+    /// The KV store and rate limits the 0.3 imports use.
+    pub(super) services: Arc<HostServices>,
+    /// When the current call's `timeout_ms` runs out: host imports that wait stop there.
+    pub(super) deadline: Instant,
     /// This store's place under the manifest's `max_instances`.
     _ticket: InstanceTicket,
 }
 
 impl StoreData {
     /// Resets the per-call budget of a store before a call (fresh or reused instance).
-    pub fn arm(store: &mut Store<StoreData>, fanout: Option<FanoutCtx>) {
+    pub fn arm(store: &mut Store<StoreData>, fanout: Option<FanoutCtx>, deadline: Instant) {
         let d = store.data_mut();
+        d.deadline = deadline;
         d.ticks = 0;
         d.cpu_exceeded = false;
         d.limiter.denied = false;
@@ -397,7 +410,7 @@ mod tests {
         )
         .expect("config");
         let plugins = cfg.plugins.expect("plugins");
-        let host = WasmHost::new(&plugins).expect("engine");
+        let host = WasmHost::new(&plugins, None).expect("engine");
         let manifest =
             Manifest::parse("kind='inbound'\n[limits]\ncpu_ms=20\n", &plugins).expect("manifest");
         let (store, _) = host

@@ -63,6 +63,8 @@ struct Raw {
     #[serde(default)]
     fanout: RawFanout,
     #[serde(default)]
+    kv: RawKv,
+    #[serde(default)]
     config: toml::Table,
 }
 
@@ -86,6 +88,28 @@ struct RawFanout {
     max_calls: Option<u32>,
     max_fanout: Option<u32>,
     max_response_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKv {
+    max_keys: Option<u64>,
+    max_key_bytes: Option<u64>,
+    max_value_bytes: Option<u64>,
+    max_ttl_ms: Option<u64>,
+}
+
+/// Bounds on a plugin's `kv` namespace (WIT 0.3), each capped by `[plugins] kv_max_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Live keys at most (default 1024).
+    pub max_keys: usize,
+    /// Bytes per key (default 256).
+    pub max_key_bytes: usize,
+    /// Bytes per value (default 4096).
+    pub max_value_bytes: usize,
+    /// Longest life of an entry; a TTL of 0 or more means this (default one day).
+    pub max_ttl: Duration,
 }
 
 /// Per-request bounds on an endpoint's upstream calls.
@@ -125,6 +149,7 @@ pub struct Manifest {
     /// need one more fails at once as `overloaded` (503 `plugin-overloaded`).
     pub max_instances: Option<u32>,
     pub fanout: FanoutLimits,
+    pub kv: KvLimits,
     /// The `[config]` table as JSON, handed to the guest by the `config` import.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -233,6 +258,7 @@ impl Manifest {
                 .unwrap_or(1024 * 1024)
                 .min(ceilings.max_body_bytes.max(1024 * 1024)),
         };
+        let kv = kv_limits(&raw.kv, ceilings, &mut problems);
         let config = match serde_json::to_value(&raw.config) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => {
@@ -257,6 +283,7 @@ impl Manifest {
             max_body_bytes,
             max_instances,
             fanout,
+            kv,
             config,
         })
     }
@@ -267,6 +294,48 @@ impl Manifest {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         })
+    }
+}
+
+/// The `[kv]` table against the gateway's `kv_max_*` ceilings.
+fn kv_limits(raw: &RawKv, ceilings: &config::Plugins, problems: &mut Vec<String>) -> KvLimits {
+    let mut check = |key: &str, asked: Option<u64>, default: u64, ceiling: u64| -> u64 {
+        match asked {
+            Some(0) => {
+                problems.push(format!("kv.{key}: must be greater than 0"));
+                default.min(ceiling)
+            }
+            Some(v) if v > ceiling => {
+                problems.push(format!(
+                    "kv.{key}: {v} exceeds the gateway's ceiling [plugins] kv_{key} = {ceiling}"
+                ));
+                ceiling
+            }
+            Some(v) => v,
+            None => default.min(ceiling),
+        }
+    };
+    let c = ceilings;
+    KvLimits {
+        max_keys: check("max_keys", raw.max_keys, 1024, c.kv_max_keys.into()) as usize,
+        max_key_bytes: check(
+            "max_key_bytes",
+            raw.max_key_bytes,
+            256,
+            c.kv_max_key_bytes.into(),
+        ) as usize,
+        max_value_bytes: check(
+            "max_value_bytes",
+            raw.max_value_bytes,
+            4096,
+            c.kv_max_value_bytes.into(),
+        ) as usize,
+        max_ttl: Duration::from_millis(check(
+            "max_ttl_ms",
+            raw.max_ttl_ms,
+            86_400_000,
+            c.kv_max_ttl_ms,
+        )),
     }
 }
 
@@ -332,5 +401,23 @@ mod tests {
         )
         .expect_err("over the pool");
         assert!(e.contains("[plugins] max_instances = 1000"), "{e}");
+    }
+
+    #[test]
+    fn kv_limits_default_and_stop_at_the_ceilings() {
+        let m = Manifest::parse("kind='inbound'\n", &ceilings()).expect("valid");
+        assert_eq!(m.kv.max_keys, 1024);
+        assert_eq!(m.kv.max_key_bytes, 256);
+        assert_eq!(m.kv.max_value_bytes, 4096);
+        assert_eq!(m.kv.max_ttl, Duration::from_secs(86_400));
+        let e = Manifest::parse("kind='inbound'\n[kv]\nmax_keys=1000000\n", &ceilings())
+            .expect_err("over the ceiling");
+        assert!(
+            e.contains("kv.max_keys") && e.contains("kv_max_keys = 100000"),
+            "{e}"
+        );
+        let e =
+            Manifest::parse("kind='inbound'\n[kv]\nmax_ttl_ms=0\n", &ceilings()).expect_err("zero");
+        assert!(e.contains("kv.max_ttl_ms: must be greater than 0"), "{e}");
     }
 }

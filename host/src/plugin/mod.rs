@@ -29,6 +29,8 @@ mod convert;
 mod engine;
 #[cfg(test)]
 mod fuzz;
+mod imports;
+mod kv;
 pub(crate) mod manifest;
 mod registry;
 mod stats;
@@ -725,7 +727,8 @@ impl PluginRuntime {
     /// start (a missing auth filter must not silently open the door). Later reloads are
     /// forgiving: a bad version is reported and the old one keeps serving.
     /// `path`: how a path a filter sets is normalized (the gateway's `[http]` policy).
-    /// `redis`: the `[redis]` section, which `store = "redis"` needs (validation says so).
+    /// `redis`: the `[redis]` section, which `store = "redis"` and `kv = "redis"` need
+    /// (validation says so; read at start only).
     pub async fn start(
         cfg: &config::Plugins,
         redis: Option<&config::Redis>,
@@ -735,7 +738,7 @@ impl PluginRuntime {
         if !cfg.dir.is_dir() {
             anyhow::bail!("plugins.dir: `{}` is not a directory", cfg.dir.display());
         }
-        let host = Arc::new(WasmHost::new(cfg)?);
+        let host = Arc::new(WasmHost::new(cfg, redis)?);
         let disk = match cfg.cache_dir() {
             Some(dir) => {
                 let engine = host.engine.clone();
@@ -792,6 +795,12 @@ impl PluginRuntime {
     /// (requests that already took a chain keep theirs).
     pub fn set_policy(&self, limits: &config::Limits, path: PathPolicy) {
         self.registry.set_policy(limits, path);
+    }
+
+    /// The config's `[[rate_limit]]`s, which the `rate-limit` import checks by name: set at
+    /// boot and by each reload (calls in flight keep the limits they loaded).
+    pub(crate) fn set_rate_limits(&self, limits: Arc<crate::ratelimit::RateLimits>) {
+        self.registry.host.services.set_rate_limits(limits);
     }
 
     /// What `GET /admin/plugins` lists (no config values), for the dashboard.

@@ -242,6 +242,67 @@ impl RateLimits {
     }
 }
 
+/// A plugin's check of one limit (WIT 0.3 `rate-limit.check`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PluginCheck {
+    pub outcome: Outcome,
+    /// The limit's `limit` and `window_ms`.
+    pub limit: u64,
+    pub window: Duration,
+    /// Redis failed and `on_backend_error` decided.
+    pub fallback: bool,
+}
+
+impl RateLimits {
+    /// Counts one check of `plugin` for its `key` against the limit `name`; `None` when no
+    /// limit has that name. The bucket is the plugin's own (`\0plugin\0key`: no request
+    /// key can contain a NUL), so a plugin spends neither clients' budgets nor another
+    /// plugin's. Bounded by `command_timeout_ms` for a global limit.
+    pub(crate) async fn check_for_plugin(
+        &self,
+        name: &str,
+        plugin: &str,
+        key: &str,
+    ) -> Option<PluginCheck> {
+        let l = self.limits.iter().find(|l| &*l.name == name)?;
+        let bucket = format!("\0{plugin}\0{key}");
+        let (outcome, fallback) = match (l.scope, &self.global) {
+            (RateLimitScope::Global, Some(g)) => {
+                match g.check(&redis_key(&l.name, &bucket), l.gcra).await {
+                    Ok(o) => (o, false),
+                    Err(e) => {
+                        l.counters.backend_error();
+                        tracing::debug!(limit = %l.name, error = %e, "rate limit backend failed");
+                        (fallback(l.on_backend_error), true)
+                    }
+                }
+            }
+            _ => (l.local.check(&bucket, l.gcra, Instant::now()), false),
+        };
+        if !outcome.allowed {
+            l.counters.limited();
+        }
+        Some(PluginCheck {
+            outcome,
+            limit: l.gcra.limit,
+            window: l.window,
+            fallback,
+        })
+    }
+}
+
+/// What `on_backend_error` answers when Redis does not.
+fn fallback(policy: OnBackendError) -> Outcome {
+    let second = Duration::from_secs(1);
+    let allowed = policy == OnBackendError::Allow;
+    Outcome {
+        allowed,
+        retry_after: if allowed { Duration::ZERO } else { second },
+        remaining: 0,
+        reset: second,
+    }
+}
+
 fn verdict(results: &[(&Limit, Outcome)]) -> Verdict {
     let strictest = results
         .iter()

@@ -1,6 +1,6 @@
 //! The WIT versions the gateway serves, and which one a component gets.
 //!
-//! One module per served version (`v0_1`, `v0_2`): its `bindgen!` output, the host imports
+//! One module per served version (`v0_1`, `v0_2`, `v0_3`): its `bindgen!` output, the host imports
 //! for it, and the conversion of its types into the version-neutral ones in `api`. The rest
 //! of the plugin runtime sees only [`Pre`], [`Instance`] and `api`.
 //!
@@ -9,8 +9,9 @@
 //! an endpoint at least `upstream` once it calls anything. A component importing none is
 //! type-checked against each served world, newest first.
 //!
-//! Adding a version (say 0.3.0): `wit/v0.3/`, a `v0_3.rs` written like `v0_2.rs` (its new
-//! imports implemented by hand next to [`common_imports!`]), one variant in [`Pre`] and
+//! Adding a version (say 0.4.0): `wit/v0.4/`, a `v0_4.rs` written like `v0_3.rs` (its new
+//! imports in a macro next to [`common_imports!`], as 0.3.0's are in
+//! [`kv_and_rate_limit_imports!`]), one variant in [`Pre`] and
 //! [`Instance`] with one arm in each `match` below, and its row in [`SERVED`]. Retiring one
 //! is the reverse; its components are then refused at load with the versions still served.
 
@@ -21,25 +22,28 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
 /// The served versions, oldest first (what error messages list).
-pub(crate) const SERVED: [&str; 2] = [v0_1::VERSION, v0_2::VERSION];
+pub(crate) const SERVED: [&str; 3] = [v0_1::VERSION, v0_2::VERSION, v0_3::VERSION];
 
 /// A component type-checked and pre-linked against one served version's world.
 #[derive(Clone)]
 pub enum Pre {
     V01(v0_1::Pre),
     V02(v0_2::Pre),
+    V03(v0_3::Pre),
 }
 
 /// A live instance, of the same version as its [`Pre`].
 pub enum Instance {
     V01(v0_1::Instance),
     V02(v0_2::Instance),
+    V03(v0_3::Instance),
 }
 
 /// Adds every served version's host imports (and WASI) to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     v0_1::add_to_linker(linker)?;
-    v0_2::add_to_linker(linker)
+    v0_2::add_to_linker(linker)?;
+    v0_3::add_to_linker(linker)
 }
 
 /// Picks the WIT version `component` targets and links it as a `kind` plugin. The error
@@ -67,6 +71,7 @@ pub(crate) fn link(
     match versions.as_slice() {
         [v] if v == v0_1::VERSION => typed(v, v0_1::Pre::new(ipre()?, kind).map(Pre::V01)),
         [v] if v == v0_2::VERSION => typed(v, v0_2::Pre::new(ipre()?, kind).map(Pre::V02)),
+        [v] if v == v0_3::VERSION => typed(v, v0_3::Pre::new(ipre()?, kind).map(Pre::V03)),
         [v] => Err(format!(
             "targets portcullis:plugin@{v}, which this gateway does not serve (it serves {})",
             SERVED.join(", ")
@@ -75,8 +80,9 @@ pub(crate) fn link(
             // Nothing imported from the contract: whichever world the exports fit, newest
             // first.
             let ipre = ipre()?;
-            v0_2::Pre::new(ipre.clone(), kind)
-                .map(Pre::V02)
+            v0_3::Pre::new(ipre.clone(), kind)
+                .map(Pre::V03)
+                .or_else(|_| v0_2::Pre::new(ipre.clone(), kind).map(Pre::V02))
                 .or_else(|_| v0_1::Pre::new(ipre, kind).map(Pre::V01))
                 .map_err(|e| {
                     format!(
@@ -124,6 +130,7 @@ impl Pre {
         match self {
             Pre::V01(_) => v0_1::VERSION,
             Pre::V02(_) => v0_2::VERSION,
+            Pre::V03(_) => v0_3::VERSION,
         }
     }
 
@@ -131,6 +138,7 @@ impl Pre {
         match self {
             Pre::V01(p) => p.is_filter(),
             Pre::V02(p) => p.is_filter(),
+            Pre::V03(p) => p.is_filter(),
         }
     }
 
@@ -138,6 +146,7 @@ impl Pre {
         Ok(match self {
             Pre::V01(p) => Instance::V01(p.instantiate(store).await?),
             Pre::V02(p) => Instance::V02(p.instantiate(store).await?),
+            Pre::V03(p) => Instance::V03(p.instantiate(store).await?),
         })
     }
 }
@@ -151,6 +160,7 @@ impl Instance {
         match self {
             Instance::V01(i) => i.on_request(store).await,
             Instance::V02(i) => i.on_request(store).await,
+            Instance::V03(i) => i.on_request(store).await,
         }
     }
 
@@ -162,6 +172,7 @@ impl Instance {
         match self {
             Instance::V01(i) => i.on_response(store).await,
             Instance::V02(i) => i.on_response(store).await,
+            Instance::V03(i) => i.on_response(store).await,
         }
     }
 
@@ -174,6 +185,7 @@ impl Instance {
         match self {
             Instance::V01(i) => i.handle(store, req).await,
             Instance::V02(i) => i.handle(store, req).await,
+            Instance::V03(i) => i.handle(store, req).await,
         }
     }
 }
@@ -401,9 +413,208 @@ macro_rules! common_imports {
     };
 }
 
+/// The conversions between `api` and the types of 0.2.0, unchanged in every version since
+/// (0.3.0 only added interfaces): one copy for all of them. Expects the version's `t`
+/// (`types`) and `wit_up` (`upstream`) modules in scope.
+macro_rules! conversions_since_0_2 {
+    () => {
+        use $crate::plugin::api;
+
+        // ---- guest → host ----
+
+        impl From<t::Priority> for $crate::config::Priority {
+            fn from(p: t::Priority) -> Self {
+                use $crate::config::Priority;
+                match p {
+                    t::Priority::Critical => Priority::Critical,
+                    t::Priority::Normal => Priority::Normal,
+                    t::Priority::Sheddable => Priority::Sheddable,
+                }
+            }
+        }
+
+        impl From<t::Response> for api::Response {
+            fn from(r: t::Response) -> Self {
+                api::Response {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                }
+            }
+        }
+
+        impl From<t::InboundAction> for api::InboundAction {
+            fn from(a: t::InboundAction) -> Self {
+                match a {
+                    t::InboundAction::Continue => api::InboundAction::Continue,
+                    t::InboundAction::Modify(ch) => {
+                        api::InboundAction::Modify(api::RequestChanges {
+                            set_headers: ch.set_headers,
+                            remove_headers: ch.remove_headers,
+                            path: ch.path,
+                            cluster: ch.cluster,
+                            priority: ch.priority.map(Into::into),
+                            metadata: ch.metadata,
+                        })
+                    }
+                    t::InboundAction::Respond(r) => api::InboundAction::Respond(r.into()),
+                    t::InboundAction::Reject(rj) => api::InboundAction::Reject(api::Rejection {
+                        status: rj.status,
+                        reason: rj.reason,
+                        headers: rj.headers,
+                    }),
+                }
+            }
+        }
+
+        impl From<t::OutboundAction> for api::OutboundAction {
+            fn from(a: t::OutboundAction) -> Self {
+                match a {
+                    t::OutboundAction::Continue => api::OutboundAction::Continue,
+                    t::OutboundAction::Modify(ch) => {
+                        api::OutboundAction::Modify(api::ResponseChanges {
+                            status: ch.status,
+                            set_headers: ch.set_headers,
+                            remove_headers: ch.remove_headers,
+                        })
+                    }
+                }
+            }
+        }
+
+        impl From<wit_up::Call> for api::Call {
+            fn from(c: wit_up::Call) -> Self {
+                api::Call {
+                    cluster: c.cluster,
+                    method: c.method,
+                    path: c.path,
+                    headers: c.headers,
+                    body: c.body,
+                    timeout_ms: c.timeout_ms,
+                }
+            }
+        }
+
+        // ---- host → guest ----
+
+        impl From<api::Request> for t::Request {
+            fn from(r: api::Request) -> Self {
+                t::Request {
+                    method: r.method,
+                    path: r.path,
+                    authority: r.authority,
+                    headers: r.headers,
+                    client_addr: r.client_addr,
+                    body: r.body,
+                    metadata: r.metadata,
+                    route: r.route,
+                }
+            }
+        }
+
+        impl From<api::Reply> for wit_up::Reply {
+            fn from(r: api::Reply) -> Self {
+                wit_up::Reply {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                }
+            }
+        }
+
+        impl From<api::CallError> for wit_up::CallError {
+            fn from(e: api::CallError) -> Self {
+                match e {
+                    api::CallError::Timeout => wit_up::CallError::Timeout,
+                    api::CallError::ConnectFailed => wit_up::CallError::ConnectFailed,
+                    api::CallError::Overloaded => wit_up::CallError::Overloaded,
+                    api::CallError::UnknownCluster => wit_up::CallError::UnknownCluster,
+                    api::CallError::LimitExceeded(why) => wit_up::CallError::LimitExceeded(why),
+                    api::CallError::UpstreamReset => wit_up::CallError::UpstreamReset,
+                    api::CallError::InvalidCall(why) => wit_up::CallError::InvalidCall(why),
+                }
+            }
+        }
+    };
+}
+
+/// The imports new in 0.3.0 (`kv`, `rate-limit`), for the version whose generated interfaces
+/// the invoking module names `wit_if` (as for [`common_imports!`]). Each delegates to the
+/// version-neutral implementation in `imports`.
+macro_rules! kv_and_rate_limit_imports {
+    () => {
+        use $crate::plugin::api::{CheckError, KvError};
+
+        impl wit_if::kv::Host for StoreData {
+            async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit_if::kv::KvError> {
+                self.kv_get(&key).await.map_err(Into::into)
+            }
+            async fn set(
+                &mut self,
+                key: String,
+                value: Vec<u8>,
+                ttl_ms: u64,
+            ) -> Result<(), wit_if::kv::KvError> {
+                self.kv_set(&key, value, ttl_ms).await.map_err(Into::into)
+            }
+            async fn delete(&mut self, key: String) -> Result<bool, wit_if::kv::KvError> {
+                self.kv_delete(&key).await.map_err(Into::into)
+            }
+            async fn increment(
+                &mut self,
+                key: String,
+                delta: i64,
+                ttl_ms: u64,
+            ) -> Result<i64, wit_if::kv::KvError> {
+                self.kv_increment(&key, delta, ttl_ms)
+                    .await
+                    .map_err(Into::into)
+            }
+        }
+
+        impl wit_if::rate_limit::Host for StoreData {
+            async fn check(
+                &mut self,
+                name: String,
+                key: String,
+            ) -> Result<wit_if::rate_limit::Decision, wit_if::rate_limit::CheckError> {
+                use wit_if::rate_limit as rl;
+                match self.rate_check(&name, &key).await {
+                    Ok(d) => Ok(rl::Decision {
+                        allowed: d.allowed,
+                        remaining: d.remaining,
+                        retry_after_ms: d.retry_after_ms,
+                        reset_ms: d.reset_ms,
+                        limit: d.limit,
+                        window_ms: d.window_ms,
+                        fallback: d.fallback,
+                    }),
+                    Err(CheckError::UnknownLimit(n)) => Err(rl::CheckError::UnknownLimit(n)),
+                    Err(CheckError::InvalidKey) => Err(rl::CheckError::InvalidKey),
+                }
+            }
+        }
+
+        impl From<KvError> for wit_if::kv::KvError {
+            fn from(e: KvError) -> Self {
+                use wit_if::kv::KvError as W;
+                match e {
+                    KvError::TooLarge(why) => W::TooLarge(why),
+                    KvError::LimitExceeded(why) => W::LimitExceeded(why),
+                    KvError::Unavailable(why) => W::Unavailable(why),
+                    KvError::NotANumber => W::NotANumber,
+                }
+            }
+        }
+    };
+}
+
 pub(crate) use common_imports;
+pub(crate) use conversions_since_0_2;
+pub(crate) use kv_and_rate_limit_imports;
 pub(crate) use worlds;
 
 // After the macros they use.
 pub(crate) mod v0_1;
 pub(crate) mod v0_2;
+pub(crate) mod v0_3;

@@ -1,9 +1,7 @@
 //! `portcullis:plugin@0.2.0` (`wit/v0.2`), the current version. Adds to 0.1.0: rejection
 //! headers and the `invalid-call` error, both of which the neutral types carry as they are.
 
-use super::super::api;
 use super::super::engine::StoreData;
-use crate::config::Priority;
 
 pub(crate) const VERSION: &str = "0.2.0";
 
@@ -41,113 +39,4 @@ use wit_if::types as t;
 super::worlds!();
 super::common_imports!();
 
-// ---- guest → host ----
-
-impl From<t::Priority> for Priority {
-    fn from(p: t::Priority) -> Self {
-        match p {
-            t::Priority::Critical => Priority::Critical,
-            t::Priority::Normal => Priority::Normal,
-            t::Priority::Sheddable => Priority::Sheddable,
-        }
-    }
-}
-
-impl From<t::Response> for api::Response {
-    fn from(r: t::Response) -> Self {
-        api::Response {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        }
-    }
-}
-
-impl From<t::InboundAction> for api::InboundAction {
-    fn from(a: t::InboundAction) -> Self {
-        match a {
-            t::InboundAction::Continue => api::InboundAction::Continue,
-            t::InboundAction::Modify(ch) => api::InboundAction::Modify(api::RequestChanges {
-                set_headers: ch.set_headers,
-                remove_headers: ch.remove_headers,
-                path: ch.path,
-                cluster: ch.cluster,
-                priority: ch.priority.map(Into::into),
-                metadata: ch.metadata,
-            }),
-            t::InboundAction::Respond(r) => api::InboundAction::Respond(r.into()),
-            t::InboundAction::Reject(rj) => api::InboundAction::Reject(api::Rejection {
-                status: rj.status,
-                reason: rj.reason,
-                headers: rj.headers,
-            }),
-        }
-    }
-}
-
-impl From<t::OutboundAction> for api::OutboundAction {
-    fn from(a: t::OutboundAction) -> Self {
-        match a {
-            t::OutboundAction::Continue => api::OutboundAction::Continue,
-            t::OutboundAction::Modify(ch) => api::OutboundAction::Modify(api::ResponseChanges {
-                status: ch.status,
-                set_headers: ch.set_headers,
-                remove_headers: ch.remove_headers,
-            }),
-        }
-    }
-}
-
-impl From<wit_up::Call> for api::Call {
-    fn from(c: wit_up::Call) -> Self {
-        api::Call {
-            cluster: c.cluster,
-            method: c.method,
-            path: c.path,
-            headers: c.headers,
-            body: c.body,
-            timeout_ms: c.timeout_ms,
-        }
-    }
-}
-
-// ---- host → guest ----
-
-impl From<api::Request> for t::Request {
-    fn from(r: api::Request) -> Self {
-        t::Request {
-            method: r.method,
-            path: r.path,
-            authority: r.authority,
-            headers: r.headers,
-            client_addr: r.client_addr,
-            body: r.body,
-            metadata: r.metadata,
-            route: r.route,
-        }
-    }
-}
-
-impl From<api::Reply> for wit_up::Reply {
-    fn from(r: api::Reply) -> Self {
-        wit_up::Reply {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        }
-    }
-}
-
-impl From<api::CallError> for wit_up::CallError {
-    fn from(e: api::CallError) -> Self {
-        match e {
-            api::CallError::Timeout => wit_up::CallError::Timeout,
-            api::CallError::ConnectFailed => wit_up::CallError::ConnectFailed,
-            api::CallError::Overloaded => wit_up::CallError::Overloaded,
-            api::CallError::UnknownCluster => wit_up::CallError::UnknownCluster,
-            api::CallError::LimitExceeded(why) => wit_up::CallError::LimitExceeded(why),
-            api::CallError::UpstreamReset => wit_up::CallError::UpstreamReset,
-            api::CallError::InvalidCall(why) => wit_up::CallError::InvalidCall(why),
-        }
-    }
-}
+super::conversions_since_0_2!();
