@@ -12,7 +12,7 @@
 use super::pool::Conn;
 use super::retry::{RetryPermit, RetryReason};
 use super::stats::Outcome;
-use super::Cluster;
+use super::{Cluster, Endpoint, EndpointSet};
 use crate::config::{self, Priority};
 use crate::core::body::{ReqBody, ReqBodyFault, ReqShared, UpBody};
 use crate::core::failure::Failure;
@@ -118,7 +118,8 @@ pub(crate) struct Answered {
     /// The connection the body arrives on, returned to its pool after the last byte.
     pub conn: Conn,
     pub cluster: Arc<Cluster>,
-    pub endpoint: usize,
+    /// The endpoint that answered; its pool takes the connection back.
+    pub endpoint: Arc<Endpoint>,
     /// Attempts made, this one included.
     pub attempts: u32,
     /// When the response head arrived.
@@ -173,12 +174,15 @@ pub(crate) async fn send(
     } else {
         1
     });
+    // One snapshot of the endpoint set for the whole call: indices stay valid across its
+    // attempts while DNS discovery may swap the cluster's set.
+    let set = cluster.endpoints.load();
     let mut last = Failure::NoHealthyUpstream;
     loop {
         if Instant::now() >= policy.deadline {
             return Err(Failure::DeadlineExceeded);
         }
-        let Some((ei, fresh)) = tries.next(cluster) else {
+        let Some((ei, fresh)) = tries.next(&set) else {
             return Err(last);
         };
         let attempt = tries.attempt();
@@ -190,7 +194,7 @@ pub(crate) async fn send(
             std::mem::take(&mut head.headers)
         };
         let step = attempt_once(
-            cluster,
+            (cluster, &set),
             ei,
             (&head.method, &head.path_and_query, headers),
             attempt_body(&replay, &mut once),
@@ -206,7 +210,7 @@ pub(crate) async fn send(
                 if can_retry
                     && policy.retry_on_status.contains(&status)
                     && may_retry(
-                        cluster,
+                        (cluster, &set),
                         Some(&tries.tried),
                         RetryReason::Status,
                         &mut held,
@@ -222,7 +226,7 @@ pub(crate) async fn send(
                     response: resp,
                     conn,
                     cluster: cluster.clone(),
-                    endpoint: ei,
+                    endpoint: set.endpoints[ei].clone(),
                     attempts: attempt,
                     at,
                     permits: held,
@@ -234,7 +238,7 @@ pub(crate) async fn send(
                 if reused
                     && replay.is_some()
                     && tries.replay_fresh(ei, || {
-                        may_retry(cluster, None, RetryReason::Reset, &mut held, journal)
+                        may_retry((cluster, &set), None, RetryReason::Reset, &mut held, journal)
                     })
                 {
                     last = Failure::UpstreamReset;
@@ -246,7 +250,7 @@ pub(crate) async fn send(
         };
         let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry(cluster, Some(&tries.tried), reason, &mut held, journal);
+            && may_retry((cluster, &set), Some(&tries.tried), reason, &mut held, journal);
         if !retry {
             return Err(why);
         }
@@ -279,9 +283,9 @@ impl Tries {
 
     /// The next attempt's endpoint, and whether it must be a fresh connection: the race
     /// replay's endpoint if one is due, else the balancer's pick among the untried.
-    fn next(&mut self, cluster: &Cluster) -> Option<(usize, bool)> {
+    fn next(&mut self, set: &EndpointSet) -> Option<(usize, bool)> {
         let fresh = self.fresh.is_some();
-        let ei = self.fresh.take().or_else(|| cluster.pick(&self.tried))?;
+        let ei = self.fresh.take().or_else(|| set.pick(&self.tried))?;
         self.tried.push(ei);
         Some((ei, fresh))
     }
@@ -343,7 +347,7 @@ impl Step {
 }
 
 async fn attempt_once(
-    cluster: &Arc<Cluster>,
+    (cluster, set): (&Cluster, &EndpointSet),
     ei: usize,
     (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
     body: UpBody,
@@ -351,7 +355,7 @@ async fn attempt_once(
     (policy, fresh): (&Policy<'_>, bool),
     journal: &mut impl Journal,
 ) -> Step {
-    let ep = &cluster.endpoints[ei];
+    let ep = &set.endpoints[ei];
     // One clock reading per step: the stamps and bookkeeping below happen back to back.
     let picked = Instant::now();
     if let Some(tp) = journal.attempt(&ep.addr, picked) {
@@ -359,7 +363,7 @@ async fn attempt_once(
     }
     journal.stamp_at(State::UpstreamPicked, picked);
     journal.stamp_at(State::ConnAcquireStart, picked);
-    let inflight = cluster.stats[ei].begin_at(picked);
+    let inflight = set.stats[ei].begin_at(picked);
     let mut conn = match ep
         .pool
         .acquire((picked + policy.connect).min(policy.deadline), fresh)
@@ -371,7 +375,7 @@ async fn attempt_once(
                 latency: Duration::ZERO,
                 failed: true,
             });
-            return Step::Connect(connect_failed(cluster, ei, &e, policy, journal));
+            return Step::Connect(connect_failed((cluster, set), ei, &e, policy, journal));
         }
     };
     journal.waited(conn.connect_time);
@@ -408,9 +412,9 @@ async fn attempt_once(
                 got,
             );
             if status.is_server_error() && cluster.outlier_cfg.eject_on_5xx {
-                cluster.outlier.on_failure(ei, got);
+                set.outlier.on_failure(ei, got);
             } else {
-                cluster.outlier.on_success(ei);
+                set.outlier.on_success(ei);
             }
             Step::Answer(resp, conn, got)
         }
@@ -434,7 +438,7 @@ async fn attempt_once(
                 latency,
                 failed: true,
             });
-            cluster.outlier.on_failure(ei, got);
+            set.outlier.on_failure(ei, got);
             Step::Reset {
                 reused: conn.reused,
             }
@@ -444,7 +448,7 @@ async fn attempt_once(
                 latency,
                 failed: true,
             });
-            cluster.outlier.on_failure(ei, got);
+            set.outlier.on_failure(ei, got);
             Step::Fatal(if got >= policy.deadline {
                 Failure::DeadlineExceeded
             } else {
@@ -456,15 +460,15 @@ async fn attempt_once(
 
 /// Records a failed connect against the endpoint and names the failure.
 fn connect_failed(
-    cluster: &Cluster,
+    (cluster, set): (&Cluster, &EndpointSet),
     ei: usize,
     e: &super::connect::ConnectError,
     policy: &Policy<'_>,
     journal: &mut impl Journal,
 ) -> Failure {
     let now = Instant::now();
-    cluster.outlier.on_failure(ei, now);
-    let ep = &cluster.endpoints[ei];
+    set.outlier.on_failure(ei, now);
+    let ep = &set.endpoints[ei];
     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
     if e.is_tls() {
         tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
@@ -486,7 +490,7 @@ fn connect_failed(
 /// pseudo-headers taken from the URI (`Host` moves there); HTTP/1.1 keeps origin-form and
 /// gets a `Host` if the caller had none (fan-out calls).
 fn build_request(
-    ep: &super::Endpoint,
+    ep: &Endpoint,
     h2: bool,
     method: &Method,
     path_q: &http::uri::PathAndQuery,
@@ -520,13 +524,13 @@ fn build_request(
 /// allows it (measured against the requests in flight to the cluster, proxied and fan-out
 /// alike); the budget permit is held until the request ends.
 fn may_retry(
-    cluster: &Cluster,
+    (cluster, set): (&Cluster, &EndpointSet),
     tried: Option<&[usize]>,
     why: RetryReason,
     held: &mut Held,
     journal: &mut impl Journal,
 ) -> bool {
-    if tried.is_some_and(|t| !cluster.has_eligible(t)) {
+    if tried.is_some_and(|t| !set.has_eligible(t)) {
         return false;
     }
     match cluster.retry_budget.try_acquire(cluster.limit.in_flight()) {
