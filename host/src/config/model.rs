@@ -375,7 +375,7 @@ impl DnsEndpoints {
     /// The name to look up and, for A/AAAA, the port; `None` when it is not of that shape.
     pub fn target(&self) -> Option<(&str, Option<u16>)> {
         if self.is_srv() {
-            return Some((&self.dns, None));
+            return Some((self.dns.as_str(), None));
         }
         let (host, port) = self.dns.rsplit_once(':')?;
         let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;

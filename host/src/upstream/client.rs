@@ -194,7 +194,7 @@ pub(crate) async fn send(
             std::mem::take(&mut head.headers)
         };
         let step = attempt_once(
-            (cluster, &set),
+            (&**cluster, &*set),
             ei,
             (&head.method, &head.path_and_query, headers),
             attempt_body(&replay, &mut once),
@@ -210,7 +210,7 @@ pub(crate) async fn send(
                 if can_retry
                     && policy.retry_on_status.contains(&status)
                     && may_retry(
-                        (cluster, &set),
+                        (&**cluster, &*set),
                         Some(&tries.tried),
                         RetryReason::Status,
                         &mut held,
@@ -238,7 +238,7 @@ pub(crate) async fn send(
                 if reused
                     && replay.is_some()
                     && tries.replay_fresh(ei, || {
-                        may_retry((cluster, &set), None, RetryReason::Reset, &mut held, journal)
+                        may_retry((&**cluster, &*set), None, RetryReason::Reset, &mut held, journal)
                     })
                 {
                     last = Failure::UpstreamReset;
@@ -250,7 +250,7 @@ pub(crate) async fn send(
         };
         let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry((cluster, &set), Some(&tries.tried), reason, &mut held, journal);
+            && may_retry((&**cluster, &*set), Some(&tries.tried), reason, &mut held, journal);
         if !retry {
             return Err(why);
         }

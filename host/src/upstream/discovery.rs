@@ -13,9 +13,7 @@
 
 use super::endpoints::Endpoints;
 use crate::config::{self, DnsEndpoints};
-use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -193,18 +191,18 @@ fn refreshed(
             found.sort();
             found.dedup_by(|a, b| a.0 == b.0);
             if found.len() > d.spec.max_endpoints {
-                tracing::warn!(cluster, name = %d.spec.dns, found = found.len(), max = d.spec.max_endpoints, "DNS answer has more endpoints than max_endpoints; the rest are ignored");
+                tracing::warn!(cluster, dns = %d.spec.dns, found = found.len(), max = d.spec.max_endpoints, "DNS answer has more endpoints than max_endpoints; the rest are ignored");
                 found.truncate(d.spec.max_endpoints);
             }
             let change = endpoints.replace(&found);
             if change != Default::default() {
-                tracing::info!(cluster, name = %d.spec.dns, endpoints = found.len(), added = change.added, removed = change.removed, "DNS discovery changed the endpoint set");
+                tracing::info!(cluster, dns = %d.spec.dns, endpoints = found.len(), added = change.added, removed = change.removed, "DNS discovery changed the endpoint set");
             }
         }
         Err(o) => {
             d.count(o);
             let kept = endpoints.load().endpoints.len();
-            tracing::warn!(cluster, name = %d.spec.dns, result = o.as_str(), kept, "DNS lookup failed; keeping the last good endpoint set");
+            tracing::warn!(cluster, dns = %d.spec.dns, result = o.as_str(), kept, "DNS lookup failed; keeping the last good endpoint set");
         }
     }
 }
@@ -266,7 +264,7 @@ async fn srv(
         match addresses(r, &target, s.port, weight, max).await {
             Ok(found) => out.extend(found),
             Err(o) => {
-                tracing::warn!(name, target, result = o.as_str(), "SRV target does not resolve")
+                tracing::warn!(dns = name, srv_target = %target, result = o.as_str(), "SRV target does not resolve")
             }
         }
         if out.len() >= max {

@@ -201,3 +201,63 @@ fn build(b: &SetBuilder, wanted: &[(Arc<str>, u32)], old: Option<&EndpointSet>) 
         health,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(initial: &[(&str, u32)]) -> Endpoints {
+        let cfg = config::Config::parse(
+            "[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n",
+            std::path::Path::new("."),
+        )
+        .expect("config");
+        let c = &cfg.clusters[0];
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let builder = SetBuilder {
+            connector: Connector::new(c).expect("connector"),
+            pool: PoolConfig::from(&c.pool),
+            outlier: c.outlier.clone(),
+            balancer: c.balancer,
+            seed: 1,
+            health: None,
+            shutdown: rx,
+        };
+        Endpoints::new(builder, &wanted(initial))
+    }
+
+    fn wanted(list: &[(&str, u32)]) -> Vec<(Arc<str>, u32)> {
+        list.iter().map(|(a, w)| (Arc::from(*a), *w)).collect()
+    }
+
+    #[test]
+    fn a_changed_answer_keeps_the_kept_and_drains_the_removed() {
+        let eps = endpoints(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]);
+        let old = eps.load();
+        let kept_stats = old.stats[0].clone();
+        let _busy = kept_stats.begin();
+        let unchanged = eps.replace(&wanted(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]));
+        assert_eq!(unchanged, Change::default());
+        assert!(Arc::ptr_eq(&old, &eps.load()), "an unchanged answer swaps nothing");
+
+        let change = eps.replace(&wanted(&[("10.0.0.1:80", 5), ("10.0.0.3:80", 1)]));
+        assert_eq!(change, Change { added: 1, removed: 1 });
+        let new = eps.load();
+        assert!(Arc::ptr_eq(&new.stats[0], &kept_stats), "stats kept");
+        assert!(Arc::ptr_eq(&new.endpoints[0], &old.endpoints[0]), "pool kept");
+        assert_eq!(new.stats[0].weight(), 5, "the new weight applies");
+        assert_eq!(new.in_flight(), 1, "the kept endpoint's in-flight count goes on");
+        assert_eq!(new.stats[1].requests_total(), 0, "the added one starts fresh");
+        // The old snapshot, which in-flight requests hold, still reaches the removed endpoint.
+        assert_eq!(&*old.endpoints[1].addr, "10.0.0.2:80");
+        let picks: Vec<_> = (0..4).filter_map(|_| new.pick(&[])).collect();
+        assert!(picks.iter().all(|&i| i < 2), "{picks:?}");
+    }
+
+    #[test]
+    fn an_empty_set_picks_nothing() {
+        let eps = endpoints(&[]);
+        assert_eq!(eps.load().pick(&[]), None);
+        assert!(!eps.load().has_eligible(&[]));
+    }
+}
