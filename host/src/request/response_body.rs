@@ -25,7 +25,7 @@ pub(crate) struct Streaming {
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Returned to its pool only after the body was read to the end.
-    conn: Option<(Conn, Arc<crate::upstream::Cluster>, usize)>,
+    conn: Option<(Conn, Arc<crate::upstream::Endpoint>)>,
     finisher: Option<Finisher>,
     body_started: Instant,
     /// A gRPC call: a stream the gateway cuts ends with `grpc-status` trailers, not a reset.

@@ -117,7 +117,6 @@ pub(crate) struct Answered {
     pub response: Response<Incoming>,
     /// The connection the body arrives on, returned to its pool after the last byte.
     pub conn: Conn,
-    pub cluster: Arc<Cluster>,
     /// The endpoint that answered; its pool takes the connection back.
     pub endpoint: Arc<Endpoint>,
     /// Attempts made, this one included.
@@ -225,7 +224,6 @@ pub(crate) async fn send(
                 return Ok(Answered {
                     response: resp,
                     conn,
-                    cluster: cluster.clone(),
                     endpoint: set.endpoints[ei].clone(),
                     attempts: attempt,
                     at,

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use endpoints::{Endpoint, EndpointSet, Endpoints};
+pub(crate) use endpoints::{Endpoint, EndpointSet, Endpoints};
 
 pub struct Cluster {
     pub name: Arc<str>,
