@@ -75,22 +75,14 @@ impl DnsServer {
 
     /// The A and AAAA records of `name` become `ips` (empty: the name has none).
     pub fn set_ips(&self, name: &str, ips: &[IpAddr]) {
-        let (v4, v6): (Vec<_>, Vec<_>) = ips.iter().partition(|ip| ip.is_ipv4());
         let mut z = self.zone.lock().expect("zone");
-        let v4 = v4
-            .into_iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(RData::A(A(*a))),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let v6 = v6
-            .into_iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V6(a) => Some(RData::AAAA(AAAA(*a))),
-                IpAddr::V4(_) => None,
-            })
-            .collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for ip in ips {
+            match *ip {
+                IpAddr::V4(a) => v4.push(RData::A(A(a))),
+                IpAddr::V6(a) => v6.push(RData::AAAA(AAAA(a))),
+            }
+        }
         z.insert((fqdn(name), RecordType::A), v4);
         z.insert((fqdn(name), RecordType::AAAA), v6);
     }
