@@ -92,7 +92,12 @@ impl DnsServer {
         let rs = records
             .iter()
             .map(|(p, w, port, t)| {
-                RData::SRV(SRV::new(*p, *w, *port, Name::from_ascii(fqdn(t)).expect("target")))
+                RData::SRV(SRV::new(
+                    *p,
+                    *w,
+                    *port,
+                    Name::from_ascii(fqdn(t)).expect("target"),
+                ))
             })
             .collect();
         self.zone
@@ -125,7 +130,9 @@ async fn serve_tcp(
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                     return;
                 };
-                let Ok(n) = u16::try_from(reply.len()) else { return };
+                let Ok(n) = u16::try_from(reply.len()) else {
+                    return;
+                };
                 if s.write_u16(n).await.is_err() || s.write_all(&reply).await.is_err() {
                     return;
                 }

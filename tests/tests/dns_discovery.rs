@@ -130,7 +130,10 @@ async fn a_records_are_balanced_and_a_changed_answer_keeps_stats_and_drains_the_
         !text.contains(&format!("endpoint=\"{}\"", b.addr)),
         "b left the set:\n{text}"
     );
-    let a_requests = sample(&text, &ep_series("portcullis_upstream_requests_total", a.addr));
+    let a_requests = sample(
+        &text,
+        &ep_series("portcullis_upstream_requests_total", a.addr),
+    );
     assert!(
         a_requests.is_some_and(|v| v >= 20.0),
         "a's stats are kept: {a_requests:?}"
@@ -147,10 +150,16 @@ async fn a_records_are_balanced_and_a_changed_answer_keeps_stats_and_drains_the_
     for i in 0..20 {
         get_ok(addr, &format!("/y{i}")).await;
     }
-    assert_eq!(b.requests(), b_before, "no new request to a removed endpoint");
+    assert_eq!(
+        b.requests(),
+        b_before,
+        "no new request to a removed endpoint"
+    );
     assert_eq!(c.requests(), 10, "c gets its share");
     assert!(
-        eventually(Duration::from_secs(3), || b.open.load(Ordering::SeqCst) == 0).await,
+        eventually(Duration::from_secs(3), || b.open.load(Ordering::SeqCst)
+            == 0)
+        .await,
         "the removed endpoint's pooled connections are closed: {} open",
         b.open.load(Ordering::SeqCst)
     );

@@ -726,7 +726,11 @@ async fn a_dns_cluster_whose_name_never_resolved_is_a_503_no_healthy_upstream_un
         (503, "no-healthy-upstream"),
         "{seen:?}"
     );
-    assert!(t.elapsed() < Duration::from_secs(1), "fast: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "fast: {:?}",
+        t.elapsed()
+    );
     let (states, status, _) = passport(admin, "/never").await;
     assert_eq!(status, 503);
     assert!(

@@ -481,11 +481,7 @@ fn static_endpoints(
 /// Most endpoints one DNS answer may give a cluster (`max_endpoints`' ceiling).
 const MAX_DNS_ENDPOINTS: usize = 4096;
 
-fn dns_endpoints(
-    d: &DnsEndpoints,
-    k: &dyn Fn(&str) -> String,
-    p: &mut impl FnMut(String, String),
-) {
+fn dns_endpoints(d: &DnsEndpoints, k: &dyn Fn(&str) -> String, p: &mut impl FnMut(String, String)) {
     let name_ok = match d.target() {
         Some((name, None)) => valid_dns_name(name.trim_end_matches('.')),
         Some((host, Some(_))) => valid_dns_name(host.trim_end_matches('.')),
@@ -493,9 +489,15 @@ fn dns_endpoints(
     };
     if !name_ok {
         let why = if d.is_srv() {
-            format!("`{}` is not a DNS name (an SRV name carries no port)", d.dns)
+            format!(
+                "`{}` is not a DNS name (an SRV name carries no port)",
+                d.dns
+            )
         } else if d.target().is_none() {
-            format!("`{}` needs a port: `name:port` (or an `_http._tcp.` SRV name)", d.dns)
+            format!(
+                "`{}` needs a port: `name:port` (or an `_http._tcp.` SRV name)",
+                d.dns
+            )
         } else {
             format!("`{}` is not a DNS name with a port", d.dns)
         };
@@ -508,7 +510,10 @@ fn dns_endpoints(
         );
     }
     if !(1..=60_000).contains(&d.timeout_ms) {
-        p(k("endpoints.timeout_ms"), "must be between 1 and 60000".into());
+        p(
+            k("endpoints.timeout_ms"),
+            "must be between 1 and 60000".into(),
+        );
     }
     if !(1..=MAX_DNS_ENDPOINTS).contains(&d.max_endpoints) {
         p(

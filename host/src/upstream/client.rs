@@ -236,7 +236,13 @@ pub(crate) async fn send(
                 if reused
                     && replay.is_some()
                     && tries.replay_fresh(ei, || {
-                        may_retry((&**cluster, &*set), None, RetryReason::Reset, &mut held, journal)
+                        may_retry(
+                            (&**cluster, &*set),
+                            None,
+                            RetryReason::Reset,
+                            &mut held,
+                            journal,
+                        )
                     })
                 {
                     last = Failure::UpstreamReset;
@@ -248,7 +254,13 @@ pub(crate) async fn send(
         };
         let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry((&**cluster, &*set), Some(&tries.tried), reason, &mut held, journal);
+            && may_retry(
+                (&**cluster, &*set),
+                Some(&tries.tried),
+                reason,
+                &mut held,
+                journal,
+            );
         if !retry {
             return Err(why);
         }

@@ -208,10 +208,7 @@ fn refreshed(
 }
 
 /// One lookup: `(address, weight)` endpoints, or why there are none.
-async fn lookup(
-    r: &TokioResolver,
-    spec: &DnsEndpoints,
-) -> Result<Vec<(Arc<str>, u32)>, Outcome> {
+async fn lookup(r: &TokioResolver, spec: &DnsEndpoints) -> Result<Vec<(Arc<str>, u32)>, Outcome> {
     let found = match spec.target() {
         Some((name, Some(port))) => addresses(r, name, port, 1, spec.max_endpoints).await?,
         Some((name, None)) => srv(r, name, spec.max_endpoints).await?,
@@ -240,11 +237,7 @@ async fn addresses(
 }
 
 /// SRV records of `name` at their lowest priority, each target resolved to its addresses.
-async fn srv(
-    r: &TokioResolver,
-    name: &str,
-    max: usize,
-) -> Result<Vec<(Arc<str>, u32)>, Outcome> {
+async fn srv(r: &TokioResolver, name: &str, max: usize) -> Result<Vec<(Arc<str>, u32)>, Outcome> {
     let answer = r.srv_lookup(name).await.map_err(|e| Outcome::of(&e))?;
     let records: Vec<_> = answer
         .answers()

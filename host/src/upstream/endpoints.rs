@@ -238,16 +238,36 @@ mod tests {
         let _busy = kept_stats.begin();
         let unchanged = eps.replace(&wanted(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]));
         assert_eq!(unchanged, Change::default());
-        assert!(Arc::ptr_eq(&old, &eps.load()), "an unchanged answer swaps nothing");
+        assert!(
+            Arc::ptr_eq(&old, &eps.load()),
+            "an unchanged answer swaps nothing"
+        );
 
         let change = eps.replace(&wanted(&[("10.0.0.1:80", 5), ("10.0.0.3:80", 1)]));
-        assert_eq!(change, Change { added: 1, removed: 1 });
+        assert_eq!(
+            change,
+            Change {
+                added: 1,
+                removed: 1
+            }
+        );
         let new = eps.load();
         assert!(Arc::ptr_eq(&new.stats[0], &kept_stats), "stats kept");
-        assert!(Arc::ptr_eq(&new.endpoints[0], &old.endpoints[0]), "pool kept");
+        assert!(
+            Arc::ptr_eq(&new.endpoints[0], &old.endpoints[0]),
+            "pool kept"
+        );
         assert_eq!(new.stats[0].weight(), 5, "the new weight applies");
-        assert_eq!(new.in_flight(), 1, "the kept endpoint's in-flight count goes on");
-        assert_eq!(new.stats[1].requests_total(), 0, "the added one starts fresh");
+        assert_eq!(
+            new.in_flight(),
+            1,
+            "the kept endpoint's in-flight count goes on"
+        );
+        assert_eq!(
+            new.stats[1].requests_total(),
+            0,
+            "the added one starts fresh"
+        );
         // The old snapshot, which in-flight requests hold, still reaches the removed endpoint.
         assert_eq!(&*old.endpoints[1].addr, "10.0.0.2:80");
         let picks: Vec<_> = (0..4).filter_map(|_| new.pick(&[])).collect();

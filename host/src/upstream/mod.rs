@@ -83,7 +83,11 @@ struct Start<'a> {
 }
 
 impl Cluster {
-    fn new(cfg: &config::Cluster, global: &config::Timeouts, st: Start<'_>) -> anyhow::Result<Self> {
+    fn new(
+        cfg: &config::Cluster,
+        global: &config::Timeouts,
+        st: Start<'_>,
+    ) -> anyhow::Result<Self> {
         let timeouts = CallTimeouts::resolve(cfg, global);
         let connector = connect::Connector::new(cfg)
             .map_err(|e| anyhow::anyhow!("cluster `{}`: {e:#}", cfg.name))?;
@@ -249,8 +253,11 @@ impl Upstreams {
     /// Writes the per-endpoint, retry and ejection families.
     pub(crate) fn render(&self, w: &mut Writer) {
         type Getter = fn(&EndpointSet, usize) -> Num;
-        let sets: Vec<(&Cluster, Arc<EndpointSet>)> =
-            self.clusters.iter().map(|c| (&**c, c.endpoints.load())).collect();
+        let sets: Vec<(&Cluster, Arc<EndpointSet>)> = self
+            .clusters
+            .iter()
+            .map(|c| (&**c, c.endpoints.load()))
+            .collect();
         let series: [(&'static str, Kind, &str, Getter); 12] = [
             (
                 "portcullis_upstream_requests_total",
@@ -401,7 +408,10 @@ impl Upstreams {
         for c in &self.clusters {
             let Some(d) = &c.discovery else { continue };
             for o in discovery::Outcome::ALL {
-                f.sample(&[("cluster", &c.name), ("result", o.as_str())], d.lookups(o));
+                f.sample(
+                    &[("cluster", &c.name), ("result", o.as_str())],
+                    d.lookups(o),
+                );
             }
         }
     }
