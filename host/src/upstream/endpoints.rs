@@ -201,4 +201,3 @@ fn build(b: &SetBuilder, wanted: &[(Arc<str>, u32)], old: Option<&EndpointSet>) 
         health,
     }
 }
-
