@@ -24,6 +24,7 @@ enum Proto {
 
 pub mod browser;
 mod debian;
+pub mod dns;
 pub mod faulty;
 pub mod otlp;
 pub mod redis;
@@ -881,6 +882,8 @@ pub struct Controlled {
     pub status: Arc<std::sync::atomic::AtomicU16>,
     pub reset: Arc<std::sync::atomic::AtomicBool>,
     pub health_status: Arc<std::sync::atomic::AtomicU16>,
+    /// Connections open now.
+    pub open: Arc<AtomicU64>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -900,6 +903,16 @@ impl Controlled {
         let l = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::serve(name, l)
+    }
+
+    /// Listens on `addr` (another loopback address, say `127.0.0.2:port`), or `None` when that
+    /// address is taken.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Option<Controlled> {
+        Some(Self::serve(name, TcpListener::bind(addr).await.ok()?))
+    }
+
+    fn serve(name: &str, l: TcpListener) -> Controlled {
         let addr = l.local_addr().expect("addr");
         let k = Knobs {
             name: name.to_string(),
@@ -911,12 +924,16 @@ impl Controlled {
             health_status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
         };
         let knobs = k.clone();
+        let open = Arc::new(AtomicU64::new(0));
+        let o = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
                 let k = knobs.clone();
+                let o = o.clone();
+                o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let k = k.clone();
@@ -925,6 +942,7 @@ impl Controlled {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -937,6 +955,7 @@ impl Controlled {
             status: k.status,
             reset: k.reset,
             health_status: k.health_status,
+            open,
             _task: task,
         }
     }

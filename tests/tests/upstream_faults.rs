@@ -697,6 +697,60 @@ async fn a_name_that_does_not_resolve_is_a_bounded_502_connect_failed_with_the_r
     gw.shutdown().await;
 }
 
+/// DNS failure (DNS discovery): a cluster whose name has never resolved boots with no
+/// endpoints; its requests are a fast 503 `no-healthy-upstream`, the failed lookups are
+/// counted, and it serves once the name appears (lookups go on while it has no endpoints).
+#[tokio::test]
+async fn a_dns_cluster_whose_name_never_resolved_is_a_503_no_healthy_upstream_until_it_does() {
+    let dns = portcullis_tests::dns::DnsServer::start().await;
+    let up = Faulty::start("up").await;
+    let cfg = config(&["x:1".to_string()], "", "").replace(
+        "endpoints = [\"x:1\"]",
+        &format!(
+            "endpoints = {{ dns = \"svc.test:{}\", refresh_ms = 200 }}",
+            up.addr.port()
+        ),
+    ) + &format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr);
+    let gw = gateway(&cfg, Path::new(".")).await;
+    let addr = gw.listener_addr("main").unwrap();
+    let admin = gw.admin_addr();
+    let nx = "portcullis_dns_lookups_total{cluster=\"c\",result=\"nxdomain\"}";
+    assert!(
+        wait_for_metric(admin, nx, Duration::from_secs(5), |v| v >= 1.0).await,
+        "the failed lookup is counted"
+    );
+    let t = Instant::now();
+    let seen = call(addr, "GET", "/never", b"").await;
+    assert_eq!(
+        (seen.status, seen.error_code.as_str()),
+        (503, "no-healthy-upstream"),
+        "{seen:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "fast: {:?}",
+        t.elapsed()
+    );
+    let (states, status, _) = passport(admin, "/never").await;
+    assert_eq!(status, 503);
+    assert!(
+        states.iter().any(|s| s == "NO_HEALTHY_UPSTREAM"),
+        "{states:?}"
+    );
+    let gauge = "portcullis_upstream_endpoints{cluster=\"c\"}";
+    assert_eq!(metric(admin, gauge).await, 0.0);
+    assert_eq!(up.total(), 0);
+    // The name appears: the retrying lookups find it.
+    dns.set_ips("svc.test", &[up.addr.ip()]);
+    assert!(
+        wait_for_metric(admin, gauge, Duration::from_secs(4), |v| v == 1.0).await,
+        "found once it resolves"
+    );
+    let seen = call(addr, "GET", "/later", b"").await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_stale_pooled_connection_is_replayed_fresh_on_any_attempt_whatever_the_balancer() {
     // Every pooled connection the one-shot upstream holds is closed when reused: each request

@@ -36,6 +36,19 @@ pub struct Config {
     /// `[redis]`: the store of `scope = "global"` rate limits. Absent: global limits are
     /// refused by validation.
     pub redis: Option<Redis>,
+    /// `[dns]`: the resolver of clusters whose endpoints come from DNS.
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+/// `[dns]`: how `endpoints = { dns = ... }` clusters resolve their names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// `ip:port` of the name servers to ask (UDP, then TCP for truncated answers). Empty: the
+    /// system's, from `/etc/resolv.conf`. `/etc/hosts` is read either way.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// One `[[rate_limit]]` entry (see `crate::ratelimit`).
@@ -305,11 +318,76 @@ impl EndpointSpec {
     }
 }
 
+/// A cluster's endpoints: a fixed list, or discovered through DNS.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a list of endpoints (\"host:port\" or { addr, weight }), or a table { dns = \"name:port\", refresh_ms = 5000 }"
+)]
+pub enum Endpoints {
+    Static(Vec<EndpointSpec>),
+    Dns(DnsEndpoints),
+}
+
+impl Endpoints {
+    /// The configured list; empty for a DNS cluster, whose endpoints are found at run time.
+    pub fn listed(&self) -> &[EndpointSpec] {
+        match self {
+            Endpoints::Static(v) => v,
+            Endpoints::Dns(_) => &[],
+        }
+    }
+
+    pub fn dns(&self) -> Option<&DnsEndpoints> {
+        match self {
+            Endpoints::Static(_) => None,
+            Endpoints::Dns(d) => Some(d),
+        }
+    }
+}
+
+/// `endpoints = { dns = "users.internal:8080", refresh_ms = 5000 }`: A/AAAA lookups of the
+/// name, each address with the given port; or SRV records for a `_http._tcp.` name, which
+/// carry ports and weights themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsEndpoints {
+    pub dns: String,
+    /// How often the name is looked up again (the record TTLs are not used).
+    #[serde(default = "defaults::dns_refresh_ms")]
+    pub refresh_ms: u64,
+    /// Longest wait for one lookup (all name servers and attempts included).
+    #[serde(default = "defaults::dns_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most endpoints taken from one answer; the rest are ignored (and logged).
+    #[serde(default = "defaults::dns_max_endpoints")]
+    pub max_endpoints: usize,
+}
+
+/// The prefix that makes a `dns` name an SRV lookup.
+pub const SRV_PREFIX: &str = "_http._tcp.";
+
+impl DnsEndpoints {
+    pub fn is_srv(&self) -> bool {
+        self.dns.starts_with(SRV_PREFIX)
+    }
+
+    /// The name to look up and, for A/AAAA, the port; `None` when it is not of that shape.
+    pub fn target(&self) -> Option<(&str, Option<u16>)> {
+        if self.is_srv() {
+            return Some((self.dns.as_str(), None));
+        }
+        let (host, port) = self.dns.rsplit_once(':')?;
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+        Some((host, Some(port)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
-    pub endpoints: Vec<EndpointSpec>,
+    pub endpoints: Endpoints,
     #[serde(default)]
     pub balancer: BalancerKind,
     #[serde(default)]
@@ -767,7 +845,6 @@ pub enum PluginStoreKind {
     Redis,
 }
 
-
 /// `[plugins] kv`: where plugin KV values live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -897,6 +974,15 @@ pub(crate) mod defaults {
     }
     pub(crate) fn redis_command_timeout_ms() -> u64 {
         20
+    }
+    pub(crate) fn dns_refresh_ms() -> u64 {
+        5_000
+    }
+    pub(crate) fn dns_timeout_ms() -> u64 {
+        2_000
+    }
+    pub(crate) fn dns_max_endpoints() -> usize {
+        256
     }
     pub(crate) fn weight() -> u32 {
         1

@@ -1,6 +1,6 @@
 //! Semantic checks that serde cannot express. Collects every problem; never stops at the first.
 
-use super::{Config, Problem};
+use super::{Config, DnsEndpoints, EndpointSpec, Endpoints, Problem};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -16,6 +16,7 @@ pub(super) fn validate(cfg: &Config, out: &mut Vec<Problem>) {
     routes(cfg, &names, &mut p);
     globals(cfg, &mut p);
     rate_limits(cfg, &mut p);
+    dns(cfg, &mut p);
     if let Some(pl) = &cfg.plugins {
         plugins(pl, &mut p);
         plugin_store(pl, cfg.redis.is_some(), &mut p);
@@ -31,7 +32,10 @@ fn plugin_store(pl: &super::Plugins, has_redis: bool, p: &mut impl FnMut(String,
         );
     }
     if pl.kv == super::KvStore::Redis && !has_redis {
-        p("plugins.kv".into(), "`redis` needs a [redis] section".into());
+        p(
+            "plugins.kv".into(),
+            "`redis` needs a [redis] section".into(),
+        );
     }
     if !(100..=60_000).contains(&pl.store_poll_ms) {
         p(
@@ -198,22 +202,9 @@ fn clusters<'a>(cfg: &'a Config, p: &mut impl FnMut(String, String)) -> HashSet<
         if c.name.is_empty() || !clusters.insert(c.name.as_str()) {
             p(k("name"), format!("`{}` is empty or used twice", c.name));
         }
-        if c.endpoints.is_empty() {
-            p(k("endpoints"), "at least one endpoint is required".into());
-        }
-        for (j, e) in c.endpoints.iter().enumerate() {
-            if !valid_host_port(e.addr()) {
-                p(
-                    k(&format!("endpoints[{j}]")),
-                    format!("`{}` is not host:port", e.addr()),
-                );
-            }
-            if e.weight() == 0 || e.weight() > 1000 {
-                p(
-                    k(&format!("endpoints[{j}].weight")),
-                    "must be between 1 and 1000".into(),
-                );
-            }
+        match &c.endpoints {
+            Endpoints::Static(list) => static_endpoints(list, &k, p),
+            Endpoints::Dns(d) => dns_endpoints(d, &k, p),
         }
         if c.pool.max_connections_per_endpoint == 0 {
             p(
@@ -518,6 +509,105 @@ fn plugins(pl: &super::Plugins, p: &mut impl FnMut(String, String)) {
             "plugins".into(),
             "max_cpu_ms, max_memory_mb and max_timeout_ms must be greater than 0".into(),
         );
+    }
+}
+
+fn static_endpoints(
+    list: &[EndpointSpec],
+    k: &dyn Fn(&str) -> String,
+    p: &mut impl FnMut(String, String),
+) {
+    if list.is_empty() {
+        p(k("endpoints"), "at least one endpoint is required".into());
+    }
+    for (j, e) in list.iter().enumerate() {
+        if !valid_host_port(e.addr()) {
+            p(
+                k(&format!("endpoints[{j}]")),
+                format!("`{}` is not host:port", e.addr()),
+            );
+        }
+        if e.weight() == 0 || e.weight() > 1000 {
+            p(
+                k(&format!("endpoints[{j}].weight")),
+                "must be between 1 and 1000".into(),
+            );
+        }
+    }
+}
+
+/// Most endpoints one DNS answer may give a cluster (`max_endpoints`' ceiling).
+const MAX_DNS_ENDPOINTS: usize = 4096;
+
+fn dns_endpoints(d: &DnsEndpoints, k: &dyn Fn(&str) -> String, p: &mut impl FnMut(String, String)) {
+    let name_ok = match d.target() {
+        Some((name, None)) => valid_dns_name(name.trim_end_matches('.')),
+        Some((host, Some(_))) => valid_dns_name(host.trim_end_matches('.')),
+        None => false,
+    };
+    if !name_ok {
+        let why = if d.is_srv() {
+            format!(
+                "`{}` is not a DNS name (an SRV name carries no port)",
+                d.dns
+            )
+        } else if d.target().is_none() {
+            format!(
+                "`{}` needs a port: `name:port` (or an `_http._tcp.` SRV name)",
+                d.dns
+            )
+        } else {
+            format!("`{}` is not a DNS name with a port", d.dns)
+        };
+        p(k("endpoints.dns"), why);
+    }
+    if !(100..=86_400_000).contains(&d.refresh_ms) {
+        p(
+            k("endpoints.refresh_ms"),
+            "must be between 100 and 86400000".into(),
+        );
+    }
+    if !(1..=60_000).contains(&d.timeout_ms) {
+        p(
+            k("endpoints.timeout_ms"),
+            "must be between 1 and 60000".into(),
+        );
+    }
+    if !(1..=MAX_DNS_ENDPOINTS).contains(&d.max_endpoints) {
+        p(
+            k("endpoints.max_endpoints"),
+            format!("must be between 1 and {MAX_DNS_ENDPOINTS}"),
+        );
+    }
+}
+
+/// Letters, digits, `-` and `_` (SRV labels) in dot-separated labels of 1 to 63 bytes, 253 in
+/// all; or an IP address.
+fn valid_dns_name(s: &str) -> bool {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `[dns]`.
+fn dns(cfg: &Config, p: &mut impl FnMut(String, String)) {
+    if cfg.dns.nameservers.len() > 16 {
+        p("dns.nameservers".into(), "at most 16 name servers".into());
+    }
+    for (i, n) in cfg.dns.nameservers.iter().enumerate() {
+        if n.parse::<SocketAddr>().is_err() {
+            p(
+                format!("dns.nameservers[{i}]"),
+                format!("`{n}` is not an ip:port socket address"),
+            );
+        }
     }
 }
 

@@ -299,9 +299,7 @@ async fn dispatch(
     .map_err(call_error)?;
     let (parts, incoming) = answered.response.into_parts();
     let body = read_capped(incoming, max_response_bytes, deadline).await?;
-    cluster.endpoints[answered.endpoint]
-        .pool
-        .release(answered.conn);
+    answered.endpoint.pool.release(answered.conn);
     let headers = parts
         .headers
         .iter()

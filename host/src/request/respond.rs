@@ -89,7 +89,7 @@ impl Exchange<'_> {
             rbody,
             idle,
             deadline,
-            (a.conn, a.cluster, a.endpoint),
+            (a.conn, a.endpoint),
             self.f.take(),
             head_done,
             self.grpc.is_some(),

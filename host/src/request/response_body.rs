@@ -25,7 +25,7 @@ pub(crate) struct Streaming {
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Returned to its pool only after the body was read to the end.
-    conn: Option<(Conn, Arc<crate::upstream::Cluster>, usize)>,
+    conn: Option<(Conn, Arc<crate::upstream::Endpoint>)>,
     finisher: Option<Finisher>,
     body_started: Instant,
     /// A gRPC call: a stream the gateway cuts ends with `grpc-status` trailers, not a reset.
@@ -46,7 +46,7 @@ impl RespBody {
         inner: Incoming,
         idle: Duration,
         deadline: Instant,
-        conn: (Conn, Arc<crate::upstream::Cluster>, usize),
+        conn: (Conn, Arc<crate::upstream::Endpoint>),
         finisher: Finisher,
         now: Instant,
         grpc: bool,
@@ -70,8 +70,8 @@ impl RespBody {
 
 impl Streaming {
     fn complete(&mut self) {
-        if let Some((conn, cluster, i)) = self.conn.take() {
-            cluster.endpoints[i].pool.release(conn);
+        if let Some((conn, endpoint)) = self.conn.take() {
+            endpoint.pool.release(conn);
         }
         if let Some(mut f) = self.finisher.take() {
             let now = Instant::now();

@@ -148,10 +148,7 @@ impl Exchange<'_> {
         if !route.websocket {
             return Answer::Failed(Failure::WebsocketRefused);
         }
-        let h1 = cluster
-            .endpoints
-            .first()
-            .is_some_and(|e| e.pool.connector().protocol() == UpstreamProtocol::H1);
+        let h1 = cluster.endpoints.protocol() == UpstreamProtocol::H1;
         // hyper hands the client's connection over only where it can (not over HTTP/3).
         let client = ClientUpgrade::take(&mut self.parts.extensions);
         let (true, Some(client)) = (h1, client) else {

@@ -12,7 +12,7 @@
 use super::pool::Conn;
 use super::retry::{RetryPermit, RetryReason};
 use super::stats::Outcome;
-use super::Cluster;
+use super::{Cluster, Endpoint, EndpointSet};
 use crate::config::{self, Priority};
 use crate::core::body::{ReqBody, ReqBodyFault, ReqShared, UpBody};
 use crate::core::failure::Failure;
@@ -129,8 +129,8 @@ pub(crate) struct Answered {
     pub response: Response<Incoming>,
     /// The connection the body arrives on, returned to its pool after the last byte.
     pub conn: Conn,
-    pub cluster: Arc<Cluster>,
-    pub endpoint: usize,
+    /// The endpoint that answered; its pool takes the connection back.
+    pub endpoint: Arc<Endpoint>,
     /// Attempts made, this one included.
     pub attempts: u32,
     /// When the response head arrived.
@@ -186,17 +186,20 @@ pub(crate) async fn send(
     } else {
         1
     });
+    // One snapshot of the endpoint set for the whole call: indices stay valid across its
+    // attempts while DNS discovery may swap the cluster's set.
+    let set = cluster.endpoints.load();
     let mut last = Failure::NoHealthyUpstream;
     loop {
         if Instant::now() >= policy.deadline {
             return Err(Failure::DeadlineExceeded);
         }
-        let Some((ei, fresh)) = tries.next(cluster) else {
+        let Some((ei, fresh)) = tries.next(&set) else {
             return Err(last);
         };
         let body = (&replay, &mut once, shared.as_deref());
         let ran = next_attempt(
-            cluster,
+            (cluster, &set),
             (ei, fresh),
             &mut head,
             body,
@@ -214,7 +217,7 @@ pub(crate) async fn send(
                 if can_retry
                     && policy.retry_on_status.contains(&status)
                     && may_retry(
-                        cluster,
+                        (&**cluster, &*set),
                         Some(&tries.tried),
                         RetryReason::Status,
                         &mut held,
@@ -229,8 +232,7 @@ pub(crate) async fn send(
                 return Ok(Answered {
                     response: resp,
                     conn,
-                    cluster: cluster.clone(),
-                    endpoint: ei,
+                    endpoint: set.endpoints[ei].clone(),
                     attempts: attempt,
                     at,
                     permits: held,
@@ -243,7 +245,13 @@ pub(crate) async fn send(
                 if reused
                     && replay.is_some()
                     && tries.replay_fresh(ei, || {
-                        may_retry(cluster, None, RetryReason::Reset, &mut held, journal)
+                        may_retry(
+                            (&**cluster, &*set),
+                            None,
+                            RetryReason::Reset,
+                            &mut held,
+                            journal,
+                        )
                     })
                 {
                     last = Failure::UpstreamReset;
@@ -255,7 +263,13 @@ pub(crate) async fn send(
         };
         let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry(cluster, Some(&tries.tried), reason, &mut held, journal);
+            && may_retry(
+                (&**cluster, &*set),
+                Some(&tries.tried),
+                reason,
+                &mut held,
+                journal,
+            );
         if !retry {
             return Err(why);
         }
@@ -288,9 +302,9 @@ impl Tries {
 
     /// The next attempt's endpoint, and whether it must be a fresh connection: the race
     /// replay's endpoint if one is due, else the balancer's pick among the untried.
-    fn next(&mut self, cluster: &Cluster) -> Option<(usize, bool)> {
+    fn next(&mut self, set: &EndpointSet) -> Option<(usize, bool)> {
         let fresh = self.fresh.is_some();
-        let ei = self.fresh.take().or_else(|| cluster.pick(&self.tried))?;
+        let ei = self.fresh.take().or_else(|| set.pick(&self.tried))?;
         self.tried.push(ei);
         Some((ei, fresh))
     }
@@ -320,7 +334,7 @@ impl Tries {
 /// The attempt to `ei`: alone, or [`hedged`] when the policy says so and another attempt
 /// is allowed; its ending goes to the journal and an adaptive limit.
 async fn next_attempt(
-    cluster: &Arc<Cluster>,
+    (cluster, set): (&Arc<Cluster>, &EndpointSet),
     (ei, fresh): (usize, bool),
     head: &mut Head,
     (replay, once, shared): (&Option<Bytes>, &mut Option<ReqBody>, Option<&ReqShared>),
@@ -331,7 +345,17 @@ async fn next_attempt(
     let sent = cluster.limit.is_adaptive().then(Instant::now);
     let ran = match replay {
         Some(r) if policy.hedge && tries.attempt() < tries.max => {
-            hedged(cluster, (ei, fresh), head, r, policy, tries, held, journal).await
+            hedged(
+                (cluster, set),
+                (ei, fresh),
+                head,
+                r,
+                policy,
+                tries,
+                held,
+                journal,
+            )
+            .await
         }
         _ => {
             let attempt = tries.attempt();
@@ -343,7 +367,7 @@ async fn next_attempt(
                 std::mem::take(&mut head.headers)
             };
             let step = attempt_once(
-                cluster,
+                (&**cluster, set),
                 ei,
                 (&head.method, &head.path_and_query, headers),
                 attempt_body(replay, once),
@@ -378,7 +402,7 @@ async fn next_attempt(
 /// ("The Tail at Scale"; Finagle's backup requests, Envoy's hedging).
 #[allow(clippy::too_many_arguments)]
 async fn hedged<J: Journal + Send>(
-    cluster: &Arc<Cluster>,
+    (cluster, set): (&Arc<Cluster>, &EndpointSet),
     (first, fresh): (usize, bool),
     head: &Head,
     replay: &Bytes,
@@ -394,7 +418,7 @@ async fn hedged<J: Journal + Send>(
     let body = || attempt_body(&Some(replay.clone()), &mut None);
     let a_started = Instant::now();
     let a = attempt_once(
-        cluster,
+        (&**cluster, set),
         first,
         (target.0, target.1, head.headers.clone()),
         body(),
@@ -414,19 +438,19 @@ async fn hedged<J: Journal + Send>(
         return ran(step, first, n_first, None);
     }
     let allowed = may_retry(
-        cluster,
+        (&**cluster, set),
         Some(&tries.tried),
         RetryReason::Hedge,
         held,
         &mut Shared(&cell),
     );
-    let Some((second, fresh_b)) = allowed.then(|| tries.next(cluster)).flatten() else {
+    let Some((second, fresh_b)) = allowed.then(|| tries.next(set)).flatten() else {
         return ran(a.await, first, n_first, None);
     };
     let n_second = tries.attempt();
     let b_started = Instant::now();
     let b = attempt_once(
-        cluster,
+        (&**cluster, set),
         second,
         (target.0, target.1, head.headers.clone()),
         body(),
@@ -442,7 +466,7 @@ async fn hedged<J: Journal + Send>(
     let lost = |ei: usize, since: Instant| {
         let now = Instant::now();
         let latency = now.saturating_duration_since(since);
-        cluster.stats[ei].record(
+        set.stats[ei].record(
             super::stats::Outcome {
                 latency,
                 failed: false,
@@ -563,7 +587,7 @@ impl Step {
 }
 
 async fn attempt_once(
-    cluster: &Arc<Cluster>,
+    (cluster, set): (&Cluster, &EndpointSet),
     ei: usize,
     (method, path_q, mut headers): (&Method, &http::uri::PathAndQuery, HeaderMap),
     body: UpBody,
@@ -571,7 +595,7 @@ async fn attempt_once(
     (policy, fresh): (&Policy<'_>, bool),
     journal: &mut impl Journal,
 ) -> Step {
-    let ep = &cluster.endpoints[ei];
+    let ep = &set.endpoints[ei];
     // One clock reading per step: the stamps and bookkeeping below happen back to back.
     let picked = Instant::now();
     if let Some(tp) = journal.attempt(&ep.addr, picked) {
@@ -579,7 +603,7 @@ async fn attempt_once(
     }
     journal.stamp_at(State::UpstreamPicked, picked);
     journal.stamp_at(State::ConnAcquireStart, picked);
-    let inflight = cluster.stats[ei].begin_at(picked);
+    let inflight = set.stats[ei].begin_at(picked);
     let mut conn = match ep
         .pool
         .acquire((picked + policy.connect).min(policy.deadline), fresh)
@@ -591,7 +615,7 @@ async fn attempt_once(
                 latency: Duration::ZERO,
                 failed: true,
             });
-            return Step::Connect(connect_failed(cluster, ei, &e, policy, journal));
+            return Step::Connect(connect_failed((cluster, set), ei, &e, policy, journal));
         }
     };
     journal.waited(conn.connect_time);
@@ -635,9 +659,9 @@ async fn attempt_once(
                 got,
             );
             if status.is_server_error() && cluster.outlier_cfg.eject_on_5xx {
-                cluster.outlier.on_failure(ei, got);
+                set.outlier.on_failure(ei, got);
             } else {
-                cluster.outlier.on_success(ei);
+                set.outlier.on_success(ei);
             }
             Step::Answer(resp, conn, got)
         }
@@ -661,7 +685,7 @@ async fn attempt_once(
                 latency,
                 failed: true,
             });
-            cluster.outlier.on_failure(ei, got);
+            set.outlier.on_failure(ei, got);
             Step::Reset {
                 reused: conn.reused,
             }
@@ -671,7 +695,7 @@ async fn attempt_once(
                 latency,
                 failed: true,
             });
-            cluster.outlier.on_failure(ei, got);
+            set.outlier.on_failure(ei, got);
             if try_until.is_some() {
                 return Step::TryTimeout;
             }
@@ -686,15 +710,15 @@ async fn attempt_once(
 
 /// Records a failed connect against the endpoint and names the failure.
 fn connect_failed(
-    cluster: &Cluster,
+    (cluster, set): (&Cluster, &EndpointSet),
     ei: usize,
     e: &super::connect::ConnectError,
     policy: &Policy<'_>,
     journal: &mut impl Journal,
 ) -> Failure {
     let now = Instant::now();
-    cluster.outlier.on_failure(ei, now);
-    let ep = &cluster.endpoints[ei];
+    set.outlier.on_failure(ei, now);
+    let ep = &set.endpoints[ei];
     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
     if e.is_tls() {
         tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS handshake failed");
@@ -716,7 +740,7 @@ fn connect_failed(
 /// pseudo-headers taken from the URI (`Host` moves there); HTTP/1.1 keeps origin-form and
 /// gets a `Host` if the caller had none (fan-out calls).
 fn build_request(
-    ep: &super::Endpoint,
+    ep: &Endpoint,
     h2: bool,
     method: &Method,
     path_q: &http::uri::PathAndQuery,
@@ -750,13 +774,13 @@ fn build_request(
 /// allows it (measured against the requests in flight to the cluster, proxied and fan-out
 /// alike); the budget permit is held until the request ends.
 fn may_retry(
-    cluster: &Cluster,
+    (cluster, set): (&Cluster, &EndpointSet),
     tried: Option<&[usize]>,
     why: RetryReason,
     held: &mut Held,
     journal: &mut impl Journal,
 ) -> bool {
-    if tried.is_some_and(|t| !cluster.has_eligible(t)) {
+    if tried.is_some_and(|t| !set.has_eligible(t)) {
         return false;
     }
     match cluster.retry_budget.try_acquire(cluster.limit.in_flight()) {

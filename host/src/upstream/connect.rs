@@ -131,7 +131,13 @@ impl Connector {
                     UpstreamProtocol::H1 => vec![b"http/1.1".to_vec()],
                     UpstreamProtocol::H2 => vec![b"h2".to_vec()],
                 };
-                let sni = match &t.sni {
+                // A DNS cluster's endpoints are addresses: the name looked up is the server's.
+                let dns_name = cluster.endpoints.dns().and_then(|d| {
+                    let (name, _) = d.target()?;
+                    let name = name.strip_prefix(config::SRV_PREFIX).unwrap_or(name);
+                    Some(name.trim_end_matches('.').to_string())
+                });
+                let sni = match t.sni.as_ref().or(dns_name.as_ref()) {
                     Some(n) => Some(
                         ServerName::try_from(n.clone())
                             .map_err(|e| anyhow!("tls.sni `{n}`: {e}"))?,

@@ -42,9 +42,23 @@ impl HealthChecker {
         addrs: Vec<String>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<HealthChecker> {
+        let healthy = vec![true; addrs.len()];
+        Self::spawn_from(cfg, addrs, &healthy, shutdown)
+    }
+
+    /// As [`HealthChecker::spawn`], each endpoint starting as `healthy[i]` says: a changed
+    /// DNS answer's checker keeps what the previous one knew of the endpoints kept.
+    pub fn spawn_from(
+        cfg: HealthCheck,
+        addrs: Vec<String>,
+        healthy: &[bool],
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<HealthChecker> {
         let hc = Arc::new(HealthChecker {
             task: std::sync::OnceLock::new(),
-            healthy: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
+            healthy: (0..addrs.len())
+                .map(|i| AtomicBool::new(healthy.get(i).copied().unwrap_or(true)))
+                .collect(),
             checks: AtomicU64::new(0),
             failures: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
         });

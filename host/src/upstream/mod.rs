@@ -4,6 +4,8 @@
 pub(crate) mod balancer;
 pub(crate) mod client;
 pub(crate) mod connect;
+pub(crate) mod discovery;
+pub(crate) mod endpoints;
 pub(crate) mod health;
 pub(crate) mod outlier;
 pub(crate) mod pool;
@@ -13,29 +15,22 @@ pub(crate) mod stats;
 use crate::config;
 use crate::shed::Shedder;
 use crate::telemetry::prom::{Kind, Num, Writer};
-use balancer::Balancer;
-use outlier::OutlierDetector;
-use pool::{Pool, PoolConfig};
+use pool::PoolConfig;
 use retry::RetryBudget;
-use stats::EndpointStats;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub struct Endpoint {
-    pub addr: Arc<str>,
-    pub pool: Pool,
-}
+pub(crate) use endpoints::{Endpoint, EndpointSet, Endpoints};
 
 pub struct Cluster {
     pub name: Arc<str>,
-    pub endpoints: Vec<Endpoint>,
-    pub stats: Vec<Arc<EndpointStats>>,
-    balancer: Box<dyn Balancer>,
-    pub outlier: OutlierDetector,
+    /// The endpoint set serving now: fixed for a listed cluster, swapped by DNS discovery.
+    pub endpoints: Arc<Endpoints>,
+    /// Present for `endpoints = { dns = ... }`.
+    pub discovery: Option<Arc<discovery::Discovery>>,
     pub outlier_cfg: config::Outlier,
-    pub health: Option<Arc<health::HealthChecker>>,
     pub retry_budget: RetryBudget,
     /// Per-cluster concurrency limit, shedding by priority. Kept by a reload that redefines
     /// the cluster, so its in-flight count carries over.
@@ -47,7 +42,10 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(h) = &self.health {
+        if let Some(d) = &self.discovery {
+            d.stop();
+        }
+        if let Some(h) = &self.endpoints.load().health {
             h.stop();
         }
     }
@@ -73,63 +71,85 @@ impl CallTimeouts {
     }
 }
 
+/// What a new cluster starts from besides its config.
+struct Start<'a> {
+    seed: u64,
+    shutdown: &'a tokio::sync::watch::Receiver<bool>,
+    /// The resolver, for a DNS cluster.
+    resolver: Option<&'a hickory_resolver::TokioResolver>,
+    /// A DNS cluster redefined by a reload starts from the old one's discovered endpoints
+    /// (looked up again at once) rather than from none.
+    previous: Option<&'a Cluster>,
+}
+
 impl Cluster {
-    fn new(cfg: &config::Cluster, global: &config::Timeouts, seed: u64) -> anyhow::Result<Self> {
+    fn new(
+        cfg: &config::Cluster,
+        global: &config::Timeouts,
+        st: Start<'_>,
+    ) -> anyhow::Result<Self> {
         let timeouts = CallTimeouts::resolve(cfg, global);
-        let pool_cfg = PoolConfig::from(&cfg.pool);
         let connector = connect::Connector::new(cfg)
             .map_err(|e| anyhow::anyhow!("cluster `{}`: {e:#}", cfg.name))?;
-        let endpoints: Vec<Endpoint> = cfg
-            .endpoints
-            .iter()
-            .map(|e| {
-                let addr: Arc<str> = Arc::from(e.addr());
-                Endpoint {
-                    pool: Pool::new(addr.clone(), pool_cfg, connector.clone()),
-                    addr,
-                }
-            })
-            .collect();
+        let builder = endpoints::SetBuilder {
+            connector,
+            pool: PoolConfig::from(&cfg.pool),
+            outlier: cfg.outlier.clone(),
+            balancer: cfg.balancer,
+            seed: st.seed,
+            health: cfg.health_check.clone(),
+            shutdown: st.shutdown.clone(),
+        };
+        let initial = initial_endpoints(cfg, st.previous);
+        let endpoints = Arc::new(Endpoints::new(builder, &initial));
+        let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let discovery = match (cfg.endpoints.dns(), st.resolver) {
+            (Some(spec), Some(r)) => Some(discovery::spawn(
+                name.clone(),
+                spec.clone(),
+                r.clone(),
+                endpoints.clone(),
+                st.shutdown.clone(),
+            )),
+            _ => None,
+        };
         Ok(Cluster {
-            name: Arc::from(cfg.name.as_str()),
-            stats: cfg
-                .endpoints
-                .iter()
-                .map(|e| Arc::new(EndpointStats::new(e.weight())))
-                .collect(),
-            balancer: balancer::new_balancer(cfg.balancer, seed),
-            outlier: OutlierDetector::new(&cfg.outlier, endpoints.len()),
+            name,
+            endpoints,
+            discovery,
             outlier_cfg: cfg.outlier.clone(),
-            health: None,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
             limit: Arc::new(Shedder::new(cfg.max_concurrency)),
             timeouts: arc_swap::ArcSwap::from_pointee(timeouts),
-            endpoints,
         })
     }
 
-    fn eligible(&self, i: usize, tried: &[usize], now: Instant) -> bool {
-        !tried.contains(&i)
-            && self.outlier.is_available(i, now)
-            && self.health.as_ref().is_none_or(|h| h.is_healthy(i))
-    }
-
-    /// Picks an endpoint that is healthy, not ejected and not in `tried`.
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let now = Instant::now();
-        self.balancer
-            .pick(&self.stats, &|i| self.eligible(i, tried, now))
-    }
-
-    /// Whether `pick` could find an endpoint, without asking the balancer (which may advance
-    /// its rotation or claim a probe).
-    pub fn has_eligible(&self, tried: &[usize]) -> bool {
-        let now = Instant::now();
-        (0..self.endpoints.len()).any(|i| self.eligible(i, tried, now))
-    }
-
+    /// Requests in flight to the endpoints serving now.
     pub fn in_flight(&self) -> usize {
-        self.stats.iter().map(|s| s.in_flight()).sum()
+        self.endpoints.load().in_flight()
+    }
+}
+
+/// A listed cluster's endpoints; a DNS cluster's previous answer for the same name, or none.
+fn initial_endpoints(cfg: &config::Cluster, previous: Option<&Cluster>) -> Vec<(Arc<str>, u32)> {
+    match cfg.endpoints.dns() {
+        None => cfg
+            .endpoints
+            .listed()
+            .iter()
+            .map(|e| (Arc::from(e.addr()), e.weight()))
+            .collect(),
+        Some(spec) => previous
+            .filter(|p| p.discovery.as_ref().is_some_and(|d| d.spec.dns == spec.dns))
+            .map(|p| {
+                let set = p.endpoints.load();
+                set.endpoints
+                    .iter()
+                    .zip(&set.stats)
+                    .map(|(e, s)| (e.addr.clone(), s.weight()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -159,23 +179,28 @@ impl Upstreams {
     ) -> anyhow::Result<(Self, Vec<Arc<str>>)> {
         // First everything that can fail, so a failed reload changes nothing that serves.
         let mut built = Vec::with_capacity(cfg.clusters.len());
+        let mut resolver = None;
+        // A DNS cluster is also redefined by a change of `[dns]`, which its resolver is built of.
+        let dns_same = old.is_none_or(|(oc, _)| oc.dns == cfg.dns);
         for (i, c) in cfg.clusters.iter().enumerate() {
             let before = old.and_then(|(oc, ou)| {
                 let def = oc.clusters.iter().find(|o| o.name == c.name)?;
-                Some((def == c, ou.get(&c.name)?.clone()))
+                let same = def == c && (dns_same || c.endpoints.dns().is_none());
+                Some((same, ou.get(&c.name)?.clone()))
             });
             match before {
                 Some((true, existing)) => built.push((c, Err(existing))),
                 before => {
-                    let mut cl = Cluster::new(c, &cfg.timeouts, 0x5eed_0000 + i as u64)?;
-                    if let Some(hc) = &c.health_check {
-                        let addrs = c.endpoints.iter().map(|e| e.addr().to_string()).collect();
-                        cl.health = Some(health::HealthChecker::spawn(
-                            hc.clone(),
-                            addrs,
-                            shutdown.clone(),
-                        ));
+                    if c.endpoints.dns().is_some() && resolver.is_none() {
+                        resolver = Some(discovery::resolver(&cfg.dns)?);
                     }
+                    let start = Start {
+                        seed: 0x5eed_0000 + i as u64,
+                        shutdown,
+                        resolver: resolver.as_ref(),
+                        previous: before.as_ref().map(|(_, e)| &**e),
+                    };
+                    let cl = Cluster::new(c, &cfg.timeouts, start)?;
                     built.push((c, Ok((cl, before.map(|(_, e)| e)))));
                 }
             }
@@ -219,7 +244,7 @@ impl Upstreams {
     pub fn reap_idle(&self) {
         let now = Instant::now();
         for c in &self.clusters {
-            for e in &c.endpoints {
+            for e in &c.endpoints.load().endpoints {
                 e.pool.reap(now);
             }
         }
@@ -227,38 +252,43 @@ impl Upstreams {
 
     /// Writes the per-endpoint, retry and ejection families.
     pub(crate) fn render(&self, w: &mut Writer) {
-        type Getter = fn(&Cluster, usize) -> Num;
+        type Getter = fn(&EndpointSet, usize) -> Num;
+        let sets: Vec<(&Cluster, Arc<EndpointSet>)> = self
+            .clusters
+            .iter()
+            .map(|c| (&**c, c.endpoints.load()))
+            .collect();
         let series: [(&'static str, Kind, &str, Getter); 12] = [
             (
                 "portcullis_upstream_requests_total",
                 Kind::Counter,
                 "Requests to an endpoint that got an answer or failed upstream.",
-                |c, i| c.stats[i].requests_total().into(),
+                |s, i| s.stats[i].requests_total().into(),
             ),
             (
                 "portcullis_upstream_failures_total",
                 Kind::Counter,
                 "Requests to an endpoint that failed: connect error, reset, timeout or 5xx.",
-                |c, i| c.stats[i].failures_total().into(),
+                |s, i| s.stats[i].failures_total().into(),
             ),
             (
                 "portcullis_upstream_healthy",
                 Kind::Gauge,
                 "1 unless active health checks mark the endpoint down.",
-                |c, i| c.health.as_ref().is_none_or(|h| h.is_healthy(i)).into(),
+                |s, i| s.health.as_ref().is_none_or(|h| h.is_healthy(i)).into(),
             ),
             (
                 "portcullis_upstream_in_flight",
                 Kind::Gauge,
                 "Requests in flight to an endpoint.",
-                |c, i| c.stats[i].in_flight().into(),
+                |s, i| s.stats[i].in_flight().into(),
             ),
             (
                 "portcullis_upstream_connections_new_total",
                 Kind::Counter,
                 "Upstream connections opened.",
-                |c, i| {
-                    c.endpoints[i]
+                |s, i| {
+                    s.endpoints[i]
                         .pool
                         .new_connections
                         .load(Ordering::Relaxed)
@@ -269,26 +299,26 @@ impl Upstreams {
                 "portcullis_upstream_connections_reused_total",
                 Kind::Counter,
                 "Requests sent on a pooled keep-alive connection.",
-                |c, i| c.endpoints[i].pool.reused.load(Ordering::Relaxed).into(),
+                |s, i| s.endpoints[i].pool.reused.load(Ordering::Relaxed).into(),
             ),
             (
                 "portcullis_upstream_connections_open",
                 Kind::Gauge,
                 "Upstream connections open (idle and busy).",
-                |c, i| c.endpoints[i].pool.open().into(),
+                |s, i| s.endpoints[i].pool.open().into(),
             ),
             (
                 "portcullis_upstream_connections_idle",
                 Kind::Gauge,
                 "Idle pooled upstream connections.",
-                |c, i| c.endpoints[i].pool.idle_count().into(),
+                |s, i| s.endpoints[i].pool.idle_count().into(),
             ),
             (
                 "portcullis_upstream_connect_failures_total",
                 Kind::Counter,
                 "Failed or timed-out upstream connects.",
-                |c, i| {
-                    c.endpoints[i]
+                |s, i| {
+                    s.endpoints[i]
                         .pool
                         .connect_failures
                         .load(Ordering::Relaxed)
@@ -299,26 +329,26 @@ impl Upstreams {
                 "portcullis_upstream_failure_rate_ewma",
                 Kind::Gauge,
                 "Exponentially weighted failure rate (about the last minute).",
-                |c, i| c.stats[i].failure_rate().into(),
+                |s, i| s.stats[i].failure_rate().into(),
             ),
             (
                 "portcullis_upstream_latency_peak_ewma_seconds",
                 Kind::Gauge,
                 "Peak-EWMA response latency.",
-                |c, i| c.stats[i].peak_ewma_latency().as_secs_f64().into(),
+                |s, i| s.stats[i].peak_ewma_latency().as_secs_f64().into(),
             ),
             (
                 "portcullis_upstream_ejections_total",
                 Kind::Counter,
                 "Outlier ejections.",
-                |c, i| c.outlier.ejections_total(i).into(),
+                |s, i| s.outlier.ejections_total(i).into(),
             ),
         ];
         for (name, kind, help, get) in series {
             let mut f = w.family(name, help, kind);
-            for c in &self.clusters {
-                for (i, e) in c.endpoints.iter().enumerate() {
-                    f.sample(&[("cluster", &c.name), ("endpoint", &e.addr)], get(c, i));
+            for (c, s) in &sets {
+                for (i, e) in s.endpoints.iter().enumerate() {
+                    f.sample(&[("cluster", &c.name), ("endpoint", &e.addr)], get(s, i));
                 }
             }
         }
@@ -349,11 +379,38 @@ impl Upstreams {
             Kind::Gauge,
         );
         let now = Instant::now();
-        for c in &self.clusters {
-            for (i, e) in c.endpoints.iter().enumerate() {
+        for (c, s) in &sets {
+            for (i, e) in s.endpoints.iter().enumerate() {
                 f.sample(
                     &[("cluster", &c.name), ("endpoint", &e.addr)],
-                    c.outlier.is_ejected(i, now),
+                    s.outlier.is_ejected(i, now),
+                );
+            }
+        }
+        let mut f = w.family(
+            "portcullis_upstream_endpoints",
+            "Endpoints a cluster balances over now (listed, or the last good DNS answer).",
+            Kind::Gauge,
+        );
+        for (c, s) in &sets {
+            f.sample(&[("cluster", &c.name)], s.endpoints.len());
+        }
+        self.render_dns(w);
+    }
+
+    /// `portcullis_dns_lookups_total` of the DNS clusters.
+    fn render_dns(&self, w: &mut Writer) {
+        let mut f = w.family(
+            "portcullis_dns_lookups_total",
+            "DNS discovery lookups by result: ok, nxdomain, servfail, timeout, empty or error.",
+            Kind::Counter,
+        );
+        for c in &self.clusters {
+            let Some(d) = &c.discovery else { continue };
+            for o in discovery::Outcome::ALL {
+                f.sample(
+                    &[("cluster", &c.name), ("result", o.as_str())],
+                    d.lookups(o),
                 );
             }
         }

@@ -60,6 +60,29 @@ impl OutlierDetector {
         }
     }
 
+    /// A detector for a changed endpoint set that keeps what `old` knew of the endpoints kept:
+    /// `from[i]` is endpoint `i`'s index in the old set, `None` for a new endpoint (which
+    /// starts clean). An ejected endpoint stays ejected, its backoff and counts go on.
+    pub fn carried(cfg: &config::Outlier, old: &OutlierDetector, from: &[Option<usize>]) -> Self {
+        let new = OutlierDetector::new(cfg, from.len());
+        {
+            let old_state = old.state.lock();
+            let mut st = new.state.lock();
+            for (i, o) in from.iter().enumerate() {
+                let Some(o) = *o else { continue };
+                let (Some(u), Some(e), Some(s)) =
+                    (old.until.get(o), old.ejections.get(o), old_state.get(o))
+                else {
+                    continue;
+                };
+                new.until[i].store(u.load(Ordering::Acquire), Ordering::Release);
+                new.ejections[i].store(e.load(Ordering::Relaxed), Ordering::Relaxed);
+                st[i] = *s;
+            }
+        }
+        new
+    }
+
     /// False while endpoint `i` is ejected.
     pub fn is_available(&self, i: usize, now: Instant) -> bool {
         self.until
@@ -218,6 +241,20 @@ mod tests {
         let t2 = t + S + Duration::from_millis(1);
         d.on_failure(2, t2);
         assert!(d.is_ejected(2, t2));
+    }
+
+    #[test]
+    fn a_changed_set_keeps_the_kept_endpoints_state() {
+        let old = OutlierDetector::new(&cfg(1, 50), 4);
+        let t = Instant::now();
+        old.on_failure(2, t);
+        assert!(old.is_ejected(2, t));
+        // Old 2 is new 0; new 1 is an added endpoint.
+        let new = OutlierDetector::carried(&cfg(1, 50), &old, &[Some(2), None]);
+        assert!(new.is_ejected(0, t), "still ejected");
+        assert_eq!(new.ejections_total(0), 1);
+        assert!(new.is_available(1, t));
+        assert_eq!(new.ejections_total(1), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::connect::{ConnectError, Connector, Sender};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -62,6 +62,8 @@ pub struct Pool {
     pub new_connections: AtomicU64,
     pub reused: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// The endpoint was removed from its cluster: connections are not pooled any more.
+    retired: AtomicBool,
 }
 
 impl Pool {
@@ -76,6 +78,7 @@ impl Pool {
             new_connections: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -243,6 +246,9 @@ impl Pool {
     pub fn release(&self, conn: Conn) {
         let Some(permit) = conn.permit else { return };
         let uses = conn.uses + 1;
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         if conn.sender.is_closed() || uses >= self.cfg.max_requests_per_connection {
             return;
         }
@@ -254,6 +260,18 @@ impl Pool {
                 uses,
                 permit,
             });
+        }
+    }
+
+    /// Closes every idle connection: the endpoint left its cluster's set. Connections still
+    /// busy finish their requests; [`Pool::release`] drops them after (`retired`).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.idle.lock().clear();
+        // The shared h2 connection closes once the requests holding clones are done. Busy
+        // slot: a request is opening it right now, and `release` of h2 clones pools nothing.
+        if let Ok(mut h2) = self.h2.try_lock() {
+            *h2 = None;
         }
     }
 

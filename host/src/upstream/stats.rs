@@ -17,7 +17,7 @@
 //! endpoint, held for a few float operations.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,8 @@ struct Estimates {
 
 #[derive(Debug)]
 pub struct EndpointStats {
-    weight: u32,
+    /// Set anew when a DNS answer (SRV) changes a kept endpoint's weight.
+    weight: AtomicU32,
     in_flight: AtomicUsize,
     /// Last time a request started here ([`millis`]), 0 if never. Balancers use it to pace
     /// probes of endpoints they otherwise avoid.
@@ -76,7 +77,7 @@ pub struct Outcome {
 impl EndpointStats {
     pub fn new(weight: u32) -> Self {
         EndpointStats {
-            weight,
+            weight: AtomicU32::new(weight),
             in_flight: AtomicUsize::new(0),
             last_start: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -91,7 +92,10 @@ impl EndpointStats {
         }
     }
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.weight.load(Ordering::Relaxed)
+    }
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
     }
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

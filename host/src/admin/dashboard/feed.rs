@@ -247,17 +247,18 @@ fn clusters(svc: &Services) -> Value {
         .clusters
         .iter()
         .map(|c| {
-            let endpoints: Vec<Value> = c
+            let set = c.endpoints.load();
+            let endpoints: Vec<Value> = set
                 .endpoints
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let st = &c.stats[i];
+                    let st = &set.stats[i];
                     json!({
                         "addr": &*e.addr,
-                        "healthy": c.health.as_ref().is_none_or(|h| h.is_healthy(i)),
-                        "ejected": c.outlier.is_ejected(i, now),
-                        "ejections": c.outlier.ejections_total(i),
+                        "healthy": set.health.as_ref().is_none_or(|h| h.is_healthy(i)),
+                        "ejected": set.outlier.is_ejected(i, now),
+                        "ejections": set.outlier.ejections_total(i),
                         "in_flight": st.in_flight(),
                         "failure_rate": st.failure_rate(),
                         "peak_ewma_ms": st.peak_ewma_latency().as_secs_f64() * 1e3,
