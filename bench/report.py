@@ -53,6 +53,8 @@ LABEL = {
     "portcullis-accesslog": "Portcullis + access log (every request, to a file)",
     "portcullis-trace1pct": "Portcullis + OTLP traces, sample_ratio 0.01",
     "portcullis-trace100": "Portcullis + OTLP traces, sample_ratio 1.0",
+    "portcullis-rl-local": "Portcullis + a local rate limit (client IP, never reached)",
+    "portcullis-rl-global": "Portcullis + a global rate limit in Redis (one EVALSHA per request)",
 }
 
 
@@ -256,10 +258,14 @@ for t, lim, what in (("portcullis-filter1", 1.5, "1 trivial filter"),
                      ("portcullis-routes", 0.5, f"{meta.get('routes_n', '?')} routes"),
                      ("portcullis-unmatched", 0.5, f"{meta.get('unmatched_n', '?')} unmatched filters"),
                      ("portcullis-trace1pct", 1.0, "tracing at sample_ratio 0.01"),
-                     ("portcullis-accesslog", 1.0, "the access log (every request)")):
+                     ("portcullis-accesslog", 1.0, "the access log (every request)"),
+                     ("portcullis-rl-local", 0.5, "a local rate limit")):
     if t in TARGETS and not skip_reason(t):
         d = cpu_added(t)
         P(f"| CPU added by {what} | {'–' if d is None else f'{d:+.1f} µs'} | ≤ {lim} µs | {verdict(None if d is None else d <= lim)} |")
+if "portcullis-rl-global" in TARGETS and not skip_reason("portcullis-rl-global"):
+    r = ratio(tp("portcullis-rl-global"), tp("portcullis"))
+    P(f"| global rate limit / no limit throughput | {'–' if r is None else f'{r:.2f}×'} | ≥ 0.80× | {verdict(None if r is None else r >= 0.8)} |")
 for t, what in (("portcullis-trace100", "tracing at sample_ratio 1.0"),):
     if t in TARGETS and not skip_reason(t):
         d, r = cpu_added(t), ratio(cpu(t), cpu("portcullis"))

@@ -59,6 +59,7 @@ install_peers() {
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     command -v wrk >/dev/null || missing+=(wrk)
+    command -v redis-server >/dev/null || missing+=(redis-server)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]} (apt-get)"
         $SUDO apt-get update -qq
@@ -219,6 +220,11 @@ P_PCO100=$((PORT_BASE + 35)) A_PCO100=$((PORT_BASE + 36))
 P_OTLP=$((PORT_BASE + 37))
 P_PCJ=$((PORT_BASE + 38)) A_PCJ=$((PORT_BASE + 39))
 P_PCY=$((PORT_BASE + 40)) A_PCY=$((PORT_BASE + 41))
+# The rate-limit rows (issue 20): a local and a global limit that never denies, and the
+# Redis the global one asks.
+P_PCL=$((PORT_BASE + 42)) A_PCL=$((PORT_BASE + 43))
+P_PCG=$((PORT_BASE + 44)) A_PCG=$((PORT_BASE + 45))
+P_REDIS=$((PORT_BASE + 46))
 # The trivial JavaScript and Python filters (issue 18, goal 6), built by examples/build.rs
 # (plugins/build_js_py.rs) along with the release binaries.
 JSPY_DIR="$ROOT/plugins/target/js-py/out"
@@ -510,6 +516,36 @@ endpoint = "fanout"')
     start_portcullis "$name" "$cfg" "$P_PCE" "$A_PCE" /fan 30 || return 0
 }
 
+# Rate-limit rows: the plain proxy's route under one `[[rate_limit]]` keyed by client IP whose
+# limit is never reached, so every request pays the check and none is denied: in process
+# (`portcullis-rl-local`), and in Redis (`portcullis-rl-global`, one EVALSHA round trip per
+# request to a redis-server on loopback, pinned with the upstream). The CPU difference from
+# `portcullis` is the check's cost; the global row's req/s ratio is its throughput cost.
+start_ratelimits() {
+    local scope name port admin redis=""
+    if command -v redis-server >/dev/null; then
+        start redis "$CPU_SRV" redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no
+    fi
+    for scope in local global; do
+        if [ "$scope" = local ]; then
+            name=portcullis-rl-local port=$P_PCL admin=$A_PCL redis=""
+        else
+            name=portcullis-rl-global port=$P_PCG admin=$A_PCG
+            redis="[redis]
+url = \"redis://127.0.0.1:$P_REDIS\""
+        fi
+        start_portcullis_observed "$name" "$port" "$admin" "$redis
+[[rate_limit]]
+name = \"per-client\"
+match = { path_prefix = \"/\" }
+key = \"client_ip\"
+limit = 1000000000
+window_ms = 1000
+scope = \"$scope\"
+on_backend_error = \"allow\""
+    done
+}
+
 # Observability rows: the plain proxy with the access log on (every request, to a file in the
 # run's temp dir), and with OpenTelemetry traces at two sample ratios, exported to the nginx
 # sink above ($P_OTLP answers 204). Same route as `portcullis`: the CPU difference is the cost.
@@ -584,7 +620,7 @@ print(f"{cpu / calls * 1e6:.1f} µs of plugin CPU per request over {calls} reque
 # Measurements
 # ---------------------------------------------------------------------------------------------
 active_targets() {
-    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100; do
+    for t in direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100 portcullis-rl-local portcullis-rl-global; do
         [ -n "${URL[$t]:-}" ] && echo "$t"
     done
     return 0
@@ -790,7 +826,7 @@ main() {
         IDLE_N=$((FDS - 1000))
     fi
 
-    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU $P_PCA $A_PCA $P_PCO1 $A_PCO1 $P_PCO100 $A_PCO100 $P_OTLP $P_PCJ $A_PCJ $P_PCY $A_PCY; do
+    for p in $U1 $U2 $U3 $P_NGINX $P_HAPROXY $P_PC $A_PC $P_PCF $A_PCF $P_PC1 $A_PC1 $P_PCE $A_PCE $P_PCT $A_PCT $P_NGINX_H2 $P_HAPROXY_H2 $P_FLOOR $P_PCP $A_PCP $P_PCR $A_PCR $P_PCU $A_PCU $P_PCA $A_PCA $P_PCO1 $A_PCO1 $P_PCO100 $A_PCO100 $P_OTLP $P_PCJ $A_PCJ $P_PCY $A_PCY $P_PCL $A_PCL $P_PCG $A_PCG $P_REDIS; do
         port_free "$p" || die "port $p on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base"
     done
 
@@ -814,6 +850,7 @@ main() {
     start_portcullis_filters "$UNMATCHED_N" portcullis-unmatched "$P_PCU" "$A_PCU" unmatched
     start_portcullis_fanout
     start_observability
+    start_ratelimits
 
     mapfile -t TARGETS < <(active_targets)
     log "targets: ${TARGETS[*]}"
@@ -856,7 +893,7 @@ meta = {
   "cpu_loadgen": "$CPU_LG", "cpu_server": "$CPU_SRV",
   "pin_note": """$PIN_NOTE""",
   "upstream_desc": "\`examples/src/bin/bench_upstream.rs\`: hyper 1 HTTP/1.1 server, single-threaded tokio runtime, keep-alive, fixed 13-byte text/plain body, TCP_NODELAY; one process listening on 127.0.0.1:$U1/$U2/$U3 (the three clusters up1..up3 of the fan-out scenario).",
-  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100".split(),
+  "targets": "direct nginx haproxy hyper-floor portcullis portcullis-routes portcullis-filter1 portcullis-filters portcullis-pass3 portcullis-js-filter portcullis-py-filter portcullis-unmatched portcullis-fanout portcullis-accesslog portcullis-trace1pct portcullis-trace100 portcullis-rl-local portcullis-rl-global".split(),
   "routes_n": $ROUTES_N, "unmatched_n": $UNMATCHED_N,
   "rates": $rates_json,
 }
