@@ -61,21 +61,24 @@ async fn wait_metric(
     }
 }
 
+/// A `slow` endpoint (answers after `slow_ms`) and a `fast` one in cluster `c`, behind a
+/// gateway with `cluster_extra` and `route_extra`.
+async fn slow_and_fast(
+    slow_ms: u64,
+    cluster_extra: &str,
+    route_extra: &str,
+) -> (Controlled, Controlled, portcullis::Gateway) {
+    let slow = Controlled::start("slow").await;
+    slow.set_delay_ms(slow_ms);
+    let fast = Controlled::start("fast").await;
+    let cfg = config(&[slow.addr, fast.addr], cluster_extra, route_extra, "");
+    let gw = gateway(&cfg, Path::new(".")).await;
+    (slow, fast, gw)
+}
+
 #[tokio::test]
 async fn least_in_flight_routes_around_a_slow_endpoint() {
-    let slow = Controlled::start("slow").await;
-    slow.set_delay_ms(400);
-    let fast = Controlled::start("fast").await;
-    let gw = gateway(
-        &config(
-            &[slow.addr, fast.addr],
-            "balancer = \"least_in_flight\"",
-            "",
-            "",
-        ),
-        Path::new("."),
-    )
-    .await;
+    let (slow, fast, gw) = slow_and_fast(400, "balancer = \"least_in_flight\"", "").await;
     let addr = gw.listener_addr("main").unwrap();
     // 30 requests, one every 10 ms, each on its own connection and task: open loop.
     let mut tasks = Vec::new();
@@ -882,17 +885,10 @@ async fn sequential(addr: SocketAddr, n: usize) -> Vec<(u16, String, String, Dur
 
 #[tokio::test]
 async fn a_hedge_races_a_slow_endpoint_and_the_fast_answer_wins() {
-    let slow = Controlled::start("slow").await;
-    slow.set_delay_ms(1000);
-    let fast = Controlled::start("fast").await;
-    let gw = gateway(
-        &config(
-            &[slow.addr, fast.addr],
-            "",
-            "retry = { per_try_timeout_ms = 50, hedge = true }",
-            "",
-        ),
-        Path::new("."),
+    let (slow, _fast, gw) = slow_and_fast(
+        1000,
+        "",
+        "retry = { per_try_timeout_ms = 50, hedge = true }",
     )
     .await;
     let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
@@ -950,19 +946,7 @@ async fn a_hedge_races_a_slow_endpoint_and_the_fast_answer_wins() {
 
 #[tokio::test]
 async fn a_per_try_timeout_abandons_a_slow_attempt_for_another_endpoint() {
-    let slow = Controlled::start("slow").await;
-    slow.set_delay_ms(1000);
-    let fast = Controlled::start("fast").await;
-    let gw = gateway(
-        &config(
-            &[slow.addr, fast.addr],
-            "",
-            "retry = { per_try_timeout_ms = 50 }",
-            "",
-        ),
-        Path::new("."),
-    )
-    .await;
+    let (_slow, _fast, gw) = slow_and_fast(1000, "", "retry = { per_try_timeout_ms = 50 }").await;
     let (addr, admin) = (gw.listener_addr("main").unwrap(), gw.admin_addr());
     let seen = sequential(addr, 4).await;
     for (status, up, _, took) in &seen {
