@@ -189,6 +189,9 @@ pub(crate) async fn send(
     // One snapshot of the endpoint set for the whole call: indices stay valid across its
     // attempts while DNS discovery may swap the cluster's set.
     let set = cluster.endpoints.load();
+    let retry = |tried: Option<&[usize]>, why, held: &mut Held, journal: &mut _| {
+        may_retry((&**cluster, &*set), tried, why, held, journal)
+    };
     let mut last = Failure::NoHealthyUpstream;
     loop {
         if Instant::now() >= policy.deadline {
@@ -216,13 +219,7 @@ pub(crate) async fn send(
                 let status = resp.status().as_u16();
                 if can_retry
                     && policy.retry_on_status.contains(&status)
-                    && may_retry(
-                        (&**cluster, &*set),
-                        Some(&tries.tried),
-                        RetryReason::Status,
-                        &mut held,
-                        journal,
-                    )
+                    && retry(Some(&tries.tried), RetryReason::Status, &mut held, journal)
                 {
                     journal.stamp_at(State::RespHeadersReceived, at);
                     // The connection carries an unread body: drop it rather than pool it.
@@ -244,15 +241,8 @@ pub(crate) async fn send(
                 journal.stamp_at(State::UpstreamReset, Instant::now());
                 if reused
                     && replay.is_some()
-                    && tries.replay_fresh(ei, || {
-                        may_retry(
-                            (&**cluster, &*set),
-                            None,
-                            RetryReason::Reset,
-                            &mut held,
-                            journal,
-                        )
-                    })
+                    && tries
+                        .replay_fresh(ei, || retry(None, RetryReason::Reset, &mut held, journal))
                 {
                     last = Failure::UpstreamReset;
                     continue;
@@ -263,13 +253,7 @@ pub(crate) async fn send(
         };
         let retry = attempt < tries.max
             && why != Failure::DeadlineExceeded
-            && may_retry(
-                (&**cluster, &*set),
-                Some(&tries.tried),
-                reason,
-                &mut held,
-                journal,
-            );
+            && retry(Some(&tries.tried), reason, &mut held, journal);
         if !retry {
             return Err(why);
         }
