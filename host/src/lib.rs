@@ -29,6 +29,7 @@ pub(crate) mod gateway;
 pub(crate) mod h1;
 pub(crate) mod plugin;
 pub(crate) mod ratelimit;
+pub(crate) mod redis_client;
 pub mod reload;
 pub(crate) mod request;
 pub(crate) mod routing;

@@ -23,9 +23,11 @@ enum Proto {
 }
 
 pub mod browser;
+pub mod chaos;
 mod debian;
 pub mod dns;
 pub mod faulty;
+pub mod h2raw;
 pub mod otlp;
 pub mod redis;
 pub use faulty::Faulty;

@@ -16,10 +16,19 @@ fn ensure_installed() {
 pub struct Redis {
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// What [`Redis::start_with`] added: AUTH, TLS.
+    extra: Vec<String>,
+    tls: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&[], None)
+    }
+
+    /// With extra `redis-server` arguments (`--requirepass s3cret`), and with TLS only (the
+    /// port speaks TLS, `tls-auth-clients no`) when given a certificate and key (PEM files).
+    pub fn start_with(extra: &[&str], tls: Option<(&std::path::Path, &std::path::Path)>) -> Redis {
         ensure_installed();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -28,7 +37,20 @@ impl Redis {
         let mut r = Redis {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: tls.is_some(),
         };
+        if let Some((cert, key)) = tls {
+            for (k, v) in [
+                ("--tls-cert-file", cert),
+                ("--tls-key-file", key),
+                ("--tls-ca-cert-file", cert),
+            ] {
+                r.extra.push(k.into());
+                r.extra.push(v.display().to_string());
+            }
+            r.extra.extend(["--tls-auth-clients".into(), "no".into()]);
+        }
         r.restart();
         r
     }
@@ -48,13 +70,16 @@ impl Redis {
     /// Starts it (again) on the same port, empty, and waits until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.addr.port().to_string();
+        let ports: [&str; 4] = if self.tls {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
         let child = Command::new(REDIS_SERVER)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.addr.port().to_string(),
-            ])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
+            .args(&self.extra)
             .args([
                 "--save",
                 "",

@@ -284,3 +284,114 @@ async fn kv_in_redis_is_shared_by_two_gateways_and_unavailable_when_redis_dies()
         );
     }
 }
+
+/// A config with the global limits against `url`, trusting `ca` when given.
+fn global_config_ca(up: SocketAddr, url: &str, ca: Option<&Path>) -> String {
+    let mut cfg = global_config(up, url);
+    if let Some(ca) = ca {
+        cfg = cfg.replace(
+            "command_timeout_ms = 50\n",
+            &format!("command_timeout_ms = 50\nca = \"{}\"\n", ca.display()),
+        );
+    }
+    cfg
+}
+
+async fn backend_errors(gw: &portcullis::Gateway, limit: &str) -> f64 {
+    let m = metrics(gw.admin_addr()).await;
+    sample(
+        &m,
+        &format!("portcullis_rate_limit_backend_errors_total{{limit=\"{limit}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// `[redis]` with AUTH (a password in the URL) and with TLS (`rediss://` verified against
+/// `[redis] ca`, a private CA): the global limit is counted in Redis (5 of 8 allowed, no
+/// backend error). A wrong password, or a server the gateway does not trust, is a backend
+/// error, and the limit's policy answers.
+#[tokio::test]
+async fn global_limits_reach_redis_through_auth_and_tls_with_a_private_ca() {
+    let up = Upstream::start("up").await;
+    let dir = temp_dir("redis-tls");
+    write_cert(&dir, "redis", &["localhost", "127.0.0.1"]);
+    let (crt, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+    let plain = Redis::start_with(&["--requirepass", "s3cret"], None);
+    let tls = Redis::start_with(&["--requirepass", "s3cret"], Some((&crt, &key)));
+    let good = [
+        (format!("redis://:s3cret@{}", plain.addr), None),
+        (
+            format!("rediss://:s3cret@{}", tls.addr),
+            Some(crt.as_path()),
+        ),
+    ];
+    for (url, ca) in &good {
+        let gw = gateway(&global_config_ca(up.addr, url, *ca), Path::new(".")).await;
+        let a = gw.listener_addr("main").expect("listener");
+        assert_eq!(
+            allowed_across(&[a], "/up/deny/x", "auth", 8).await,
+            5,
+            "{url}"
+        );
+        assert_eq!(
+            backend_errors(&gw, "g-deny").await,
+            0.0,
+            "{url}: counted in Redis"
+        );
+        gw.shutdown().await;
+    }
+    let bad = [
+        (
+            format!("redis://:wrong@{}", plain.addr),
+            None,
+            "wrong password",
+        ),
+        (format!("redis://{}", plain.addr), None, "no password"),
+        (
+            format!("rediss://:s3cret@{}", tls.addr),
+            None,
+            "untrusted certificate",
+        ),
+    ];
+    for (url, ca, why) in &bad {
+        let gw = gateway(&global_config_ca(up.addr, url, *ca), Path::new(".")).await;
+        let a = gw.listener_addr("main").expect("listener");
+        let t = Instant::now();
+        assert_eq!(
+            status(a, "/up/deny/y", "k").await,
+            429,
+            "{why}: deny policy"
+        );
+        assert_eq!(
+            status(a, "/up/allow/y", "k").await,
+            200,
+            "{why}: allow policy"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "{why}: bounded");
+        assert!(backend_errors(&gw, "g-deny").await >= 1.0, "{why}: counted");
+        gw.shutdown().await;
+    }
+    // A CA is for TLS only; an unreadable one is named.
+    for (url, ca, want) in [
+        (
+            format!("redis://{}", plain.addr),
+            crt.clone(),
+            "only used with `rediss://`",
+        ),
+        (
+            format!("rediss://{}", tls.addr),
+            dir.join("missing.pem"),
+            "cannot read",
+        ),
+    ] {
+        let toml = global_config_ca(up.addr, &url, Some(&ca));
+        let problems = portcullis::Config::parse(&toml, Path::new("."))
+            .err()
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_default();
+        assert!(
+            problems.contains("redis.ca") && problems.contains(want),
+            "{problems}"
+        );
+    }
+}

@@ -107,6 +107,10 @@ pub struct Redis {
     /// Longest wait for one command's answer; past it the command counts as a backend error.
     #[serde(default = "defaults::redis_command_timeout_ms")]
     pub command_timeout_ms: u64,
+    /// PEM file of CA certificates a `rediss://` server's certificate is verified against
+    /// (a private CA, as Redis deployments use). Default: the Web PKI roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// `[tracing]`: OpenTelemetry spans exported over OTLP/HTTP protobuf (see `telemetry::trace`).
@@ -1159,6 +1163,9 @@ impl Config {
             if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca.as_mut()) {
                 fix(ca);
             }
+        }
+        if let Some(ca) = self.redis.as_mut().and_then(|r| r.ca.as_mut()) {
+            fix(ca);
         }
         if let Some(s) = &mut self.admin.upgrade_socket {
             fix(s);

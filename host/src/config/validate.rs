@@ -354,13 +354,26 @@ fn rate_limits(cfg: &Config, p: &mut impl FnMut(String, String)) {
         }
     }
     if let Some(r) = &cfg.redis {
-        match redis::Client::open(r.url.as_str()) {
-            Err(e) => p("redis.url".into(), format!("not a Redis URL: {e}")),
-            Ok(_) if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) => p(
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            p(
                 "redis.url".into(),
                 "must start with `redis://` or `rediss://`".into(),
-            ),
-            Ok(_) => {}
+            );
+        } else if let Some(ca) = r.ca.as_ref().filter(|_| !r.url.starts_with("rediss://")) {
+            p(
+                "redis.ca".into(),
+                format!(
+                    "`{}`: a CA is only used with `rediss://` (TLS) URLs",
+                    ca.display()
+                ),
+            );
+        } else if let Err(e) = crate::redis_client::client(r) {
+            let key = if r.ca.is_some() && !e.to_string().starts_with("not a Redis URL") {
+                "redis.ca"
+            } else {
+                "redis.url"
+            };
+            p(key.into(), format!("{e:#}"));
         }
         if !(1..=10_000).contains(&r.connect_timeout_ms) {
             p(

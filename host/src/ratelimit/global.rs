@@ -44,14 +44,8 @@ impl Global {
     /// Connects lazily (the first check connects; a lost connection is re-made in the
     /// background), so a gateway starts and serves while Redis is down.
     pub(crate) fn new(cfg: &config::Redis) -> anyhow::Result<Self> {
-        let client = redis::Client::open(cfg.url.as_str())?;
         let command_timeout = Duration::from_millis(cfg.command_timeout_ms);
-        let mc = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
-            .set_response_timeout(Some(command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, mc)?;
+        let (_, conn) = crate::redis_client::manager(cfg, command_timeout)?;
         Ok(Global {
             conn,
             script: redis::Script::new(GCRA_LUA),

@@ -70,15 +70,10 @@ pub(crate) struct Remote {
 impl Remote {
     /// Connects lazily, as the global rate limiter does (`ratelimit::global`).
     pub(crate) fn new(cfg: &config::Redis) -> anyhow::Result<Self> {
-        let client = redis::Client::open(cfg.url.as_str())?;
         let command_timeout = Duration::from_millis(cfg.command_timeout_ms);
-        let mc = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
-            .set_response_timeout(Some(command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+        let (_, conn) = crate::redis_client::manager(cfg, command_timeout)?;
         Ok(Remote {
-            conn: ConnectionManager::new_lazy_with_config(client, mc)?,
+            conn,
             set: redis::Script::new(&format!("{ROOM_LUA}{SET_LUA}")),
             incr: redis::Script::new(&format!("{ROOM_LUA}{INCR_LUA}")),
             del: redis::Script::new(DEL_LUA),

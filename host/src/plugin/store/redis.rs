@@ -101,15 +101,9 @@ impl RedisStore {
         redis: &crate::config::Redis,
         plugins: &crate::config::Plugins,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(redis.url.as_str())?;
         let timeout = Duration::from_millis(plugins.store_timeout_ms);
+        let (client, conn) = crate::redis_client::manager(redis, timeout)?;
         let connect_timeout = Duration::from_millis(redis.connect_timeout_ms);
-        let mc = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), mc)?;
         Ok(RedisStore {
             conn,
             client,
