@@ -852,9 +852,16 @@ async fn an_adaptive_cluster_limit_follows_the_backends_capacity() {
     );
     // Critical success is counted from here: the ramp from `min` is over.
     load.count(true);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let before = metric(admin, series).await;
-    assert!((18.0..=50.0).contains(&before), "stays near 20: {before}");
+    // The median of five looks over a second: an adaptive limit oscillates around its
+    // operating point (one look at a peak read 52 on a loaded CI machine).
+    let mut looks = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        looks.push(metric(admin, series).await);
+    }
+    looks.sort_by(f64::total_cmp);
+    let before = looks[2];
+    assert!((18.0..=50.0).contains(&before), "stays near 20: {looks:?}");
     // Half the workers go away.
     backend.take_servers(10).await;
     assert!(
