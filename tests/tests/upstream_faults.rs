@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use portcullis_tests::chaos::call;
 use portcullis_tests::*;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,48 +47,6 @@ fn addrs(ups: &[&Faulty]) -> Vec<String> {
 
 async fn metric(admin: SocketAddr, series: &str) -> f64 {
     sample(&metrics(admin).await, series).unwrap_or(f64::NAN)
-}
-
-/// What the client saw of one request.
-#[derive(Debug)]
-struct Seen {
-    status: u16,
-    error_code: String,
-    attempts: String,
-    /// The body, or the error that cut it.
-    body: Result<Bytes, String>,
-}
-
-/// Sends `method path` on a fresh connection; the body is read with a bound, and a cut body
-/// is reported rather than a panic.
-async fn call(addr: SocketAddr, method: &str, path: &str, body: &'static [u8]) -> Seen {
-    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .body(portcullis_tests::body(Bytes::from_static(body)))
-        .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
-        .await
-        .expect("response head in time")
-        .expect("response head");
-    let (p, b) = resp.into_parts();
-    let body = match tokio::time::timeout(Duration::from_secs(10), b.collect()).await {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("body timed out in the test".into()),
-    };
-    Seen {
-        status: p.status.as_u16(),
-        error_code: header(&p, "portcullis-error"),
-        attempts: header(&p, "x-portcullis-attempts"),
-        body,
-    }
 }
 
 /// The passport of the one request to `path`: (states, status, attempts).
