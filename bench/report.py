@@ -54,7 +54,7 @@ LABEL = {
     "portcullis-trace1pct": "Portcullis + OTLP traces, sample_ratio 0.01",
     "portcullis-trace100": "Portcullis + OTLP traces, sample_ratio 1.0",
     "portcullis-rl-local": "Portcullis + a local rate limit (client IP, never reached)",
-    "portcullis-rl-global": "Portcullis + a global rate limit in Redis (one EVALSHA per request)",
+    "portcullis-rl-global": "Portcullis + a global rate limit in Redis (checks batched, ≤ 1 round trip per request)",
 }
 
 

@@ -518,8 +518,9 @@ endpoint = "fanout"')
 
 # Rate-limit rows: the plain proxy's route under one `[[rate_limit]]` keyed by client IP whose
 # limit is never reached, so every request pays the check and none is denied: in process
-# (`portcullis-rl-local`), and in Redis (`portcullis-rl-global`, one EVALSHA round trip per
-# request to a redis-server on loopback, pinned with the upstream). The CPU difference from
+# (`portcullis-rl-local`), and in Redis (`portcullis-rl-global`: at most one round trip per
+# request, concurrent checks batched into one EVALSHA, to a redis-server on loopback, pinned
+# with the upstream). The CPU difference from
 # `portcullis` is the check's cost; the global row's req/s ratio is its throughput cost.
 start_ratelimits() {
     local scope name port admin redis=""

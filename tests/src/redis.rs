@@ -115,20 +115,59 @@ impl Redis {
     /// Sends one command in RESP and returns the first line of the reply (`:1`, `+OK`,
     /// `-ERR ...`): enough for the tests' direct writes into the store.
     pub fn command(&self, args: &[&[u8]]) -> String {
-        use std::io::{BufRead, BufReader, Write};
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a);
-            req.extend_from_slice(b"\r\n");
-        }
+        command_at(self.addr, args)
+    }
+
+    /// How many times Redis ran `EVALSHA` and `EVAL` (`INFO commandstats`): script calls.
+    pub fn script_calls(&self) -> u64 {
+        use std::io::{BufRead, BufReader, Read, Write};
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
             .expect("connect to redis");
         s.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        s.write_all(&req).expect("send command");
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).expect("reply");
-        line.trim_end().to_string()
+        s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+            .expect("send INFO");
+        // A bulk reply: `$<len>\r\n`, then the text.
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        r.read_line(&mut head).expect("INFO reply");
+        let len: usize = head
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("INFO answered {head:?}"));
+        let mut text = vec![0u8; len];
+        r.read_exact(&mut text).expect("INFO text");
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
+}
+
+/// [`Redis::command`] by address, for a thread that cannot borrow the [`Redis`].
+pub fn command_at(addr: SocketAddr, args: &[&[u8]]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to redis");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.write_all(&req).expect("send command");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("reply");
+    line.trim_end().to_string()
 }

@@ -395,3 +395,73 @@ async fn global_limits_reach_redis_through_auth_and_tls_with_a_private_ca() {
         );
     }
 }
+
+/// Checks that arrive while Redis is busy queue in their gateway and go to Redis together,
+/// one script call for many of them (`global.rs`, batching). Batching must not change what
+/// is counted: one hot key shared by three gateways still admits exactly its limit, and
+/// keys with room are never refused.
+#[tokio::test]
+async fn concurrent_global_checks_share_script_calls_and_still_count_exactly() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"], None);
+    let up = Upstream::start("up").await;
+    let cfg = basic_config(
+        &[("up", up.addr)],
+        &format!(
+            "[redis]\nurl = \"{}\"\ncommand_timeout_ms = 1000\n\
+             [[rate_limit]]\nname = \"g\"\nmatch = {{ path_prefix = \"/up\" }}\nkey = \"header:x-client\"\nlimit = 5\nwindow_ms = 60000\nscope = \"global\"\non_backend_error = \"deny\"\n",
+            redis.url()
+        ),
+    );
+    let gws = [
+        gateway(&cfg, Path::new(".")).await,
+        gateway(&cfg, Path::new(".")).await,
+        gateway(&cfg, Path::new(".")).await,
+    ];
+    let addrs: Vec<SocketAddr> = gws
+        .iter()
+        .map(|g| g.listener_addr("main").expect("listener"))
+        .collect();
+    // Each gateway connects and loads the script before the measured part.
+    for (i, a) in addrs.iter().enumerate() {
+        assert_eq!(status(*a, "/up/warm", &format!("warm-{i}")).await, 200);
+    }
+    let before = redis.script_calls();
+
+    // Redis is busy for 300 ms: the 90 checks made meanwhile wait in their gateways.
+    let addr = redis.addr;
+    let sleeper = std::thread::spawn(move || {
+        portcullis_tests::redis::command_at(addr, &[b"DEBUG", b"SLEEP", b"0.3"])
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let keys: Vec<String> = (0..30)
+        .map(|_| "hot".to_string())
+        .chain((0..60).map(|i| format!("k{}", i % 20)))
+        .collect();
+    let answers = futures_util::future::join_all(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| status(addrs[i % 3], "/up/x", k)),
+    )
+    .await;
+    assert_eq!(sleeper.join().expect("DEBUG SLEEP"), "+OK");
+
+    let allowed = |key: &str| {
+        keys.iter()
+            .zip(&answers)
+            .filter(|(k, s)| k.as_str() == key && **s == 200)
+            .count()
+    };
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 429),
+        "{answers:?}"
+    );
+    assert_eq!(allowed("hot"), 5, "the hot key admits exactly its limit");
+    for i in 0..20 {
+        assert_eq!(allowed(&format!("k{i}")), 3, "k{i} has room for all 3");
+    }
+    let calls = redis.script_calls() - before;
+    assert!(
+        calls <= 30,
+        "90 checks queued behind a busy Redis took {calls} script calls: not batched"
+    );
+}

@@ -1,43 +1,88 @@
 //! The global limiter: the same GCRA as `local`, run inside Redis by one Lua script.
 //!
-//! One check is one `EVALSHA` (one round trip; `EVAL` once per Redis restart when the script
-//! cache is empty). The script reads Redis's own clock (`TIME`), so gateways' clocks need
-//! not agree, and runs atomically, so while Redis answers, instances together admit exactly
-//! what one limiter would. Every wait is bounded by `[redis] command_timeout_ms`; a failure
-//! or a timeout is a [`BackendError`], and the caller applies `on_backend_error`.
+//! Checks are batched: each check is queued to one batcher task, which sends whatever is
+//! queued (up to [`MAX_BATCH`] keys) as one `EVALSHA`, with at most [`MAX_BATCHES_IN_FLIGHT`]
+//! batches outstanding. A check therefore costs at most one round trip of latency (plus the
+//! wait for a batch slot under load), and Redis runs one script call for many requests
+//! instead of one each: the script call itself (command parsing, script lookup, `TIME`) is
+//! most of Redis's cost per check, and it was what made the global row miss its throughput
+//! goal while Redis shared the proxy's core (bench/results/2026-12-02-vm-quick.md, 0.77×).
+//! An idle gateway sends batches of one, so nothing waits for a batch to fill.
+//!
+//! The script reads Redis's own clock (`TIME`), so gateways' clocks need not agree, and runs
+//! atomically (a batch is one script run, keys in queue order), so while Redis answers,
+//! instances together admit exactly what one limiter would. Every wait is bounded by
+//! `[redis] command_timeout_ms`; a failure, a timeout or a full queue is a [`BackendError`],
+//! and the caller applies `on_backend_error`.
 
 use super::{Gcra, Outcome};
 use crate::config;
 use redis::aio::ConnectionManager;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// KEYS[1]: the key. ARGV[1]: emission interval, ARGV[2]: burst (`limit × interval`), both
-/// in microseconds; the stored value is the key's TAT in Redis-clock microseconds.
-/// Returns `{allowed, retry_after_us, tat_minus_now_us}`.
+/// KEYS[i]: the i-th check's key. ARGV[2i-1], ARGV[2i]: its emission interval and burst
+/// (`limit × interval`), in microseconds; the stored value is the key's TAT in Redis-clock
+/// microseconds. Returns `{allowed, retry_after_us, tat_minus_now_us}` per key, flattened.
 const GCRA_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new = tat + interval
-if new - now > burst then
-  return {0, new - now - burst, tat - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new = tat + interval
+  if new - now > burst then
+    out[#out + 1] = 0
+    out[#out + 1] = new - now - burst
+    out[#out + 1] = tat - now
+  else
+    redis.call('SET', key, string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
+    out[#out + 1] = 1
+    out[#out + 1] = 0
+    out[#out + 1] = new - now
+  end
 end
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
-return {1, 0, new - now}
+return out
 "#;
 
+/// Keys per script call. Bounds the script's run time inside Redis (Redis runs nothing else
+/// meanwhile: 64 keys are about 40 µs there) and the size of one command.
+const MAX_BATCH: usize = 64;
+/// Batches outstanding at once. Redis runs one script at a time, so more in flight would
+/// only queue inside Redis; two keep the connection busy while the next batch gathers.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Checks waiting for a batch. A full queue means Redis is far behind: the check fails at
+/// once (the policy decides) instead of waiting.
+const MAX_QUEUED: usize = 8192;
+
 /// Redis failed, or did not answer within `command_timeout_ms`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("rate-limit backend: {0}")]
-pub(crate) struct BackendError(String);
+pub(crate) struct BackendError(Arc<str>);
+
+impl BackendError {
+    fn new(why: impl Into<Arc<str>>) -> Self {
+        BackendError(why.into())
+    }
+}
+
+/// One queued check and where its answer goes.
+struct Pending {
+    key: String,
+    gcra: Gcra,
+    reply: oneshot::Sender<Result<Outcome, BackendError>>,
+}
 
 pub(crate) struct Global {
     conn: ConnectionManager,
-    script: redis::Script,
     command_timeout: Duration,
+    /// The batcher's queue, started by the first check (a check runs on the runtime; the
+    /// limiter may be built outside one). The task ends when this sender is dropped.
+    queue: OnceLock<mpsc::Sender<Pending>>,
 }
 
 impl Global {
@@ -48,22 +93,88 @@ impl Global {
         let (_, conn) = crate::redis_client::manager(cfg, command_timeout)?;
         Ok(Global {
             conn,
-            script: redis::Script::new(GCRA_LUA),
             command_timeout,
+            queue: OnceLock::new(),
         })
     }
 
     /// Counts one request for `key` (already namespaced by the caller).
-    pub(crate) async fn check(&self, key: &str, g: Gcra) -> Result<Outcome, BackendError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.script.prepare_invoke();
-        inv.key(key).arg(g.interval_us).arg(g.burst_us());
-        let call = inv.invoke_async::<(u8, i64, i64)>(&mut conn);
-        let (allowed, retry_us, tat_us) = tokio::time::timeout(self.command_timeout, call)
-            .await
-            .map_err(|_| BackendError("timed out".into()))?
-            .map_err(|e| BackendError(e.to_string()))?;
-        let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        Ok(g.outcome(allowed == 1, us(retry_us), us(tat_us)))
+    pub(crate) async fn check(&self, key: String, gcra: Gcra) -> Result<Outcome, BackendError> {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(MAX_QUEUED);
+            tokio::spawn(batcher(self.conn.clone(), rx, self.command_timeout));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        queue
+            .try_send(Pending { key, gcra, reply })
+            .map_err(|_| BackendError::new("too many checks waiting for Redis"))?;
+        match tokio::time::timeout(self.command_timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(BackendError::new("the batch was dropped")),
+            Err(_) => Err(BackendError::new("timed out")),
+        }
+    }
+}
+
+/// Takes whatever is queued, up to [`MAX_BATCH`], once a batch slot is free, and sends it.
+async fn batcher(conn: ConnectionManager, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
+    let script = Arc::new(redis::Script::new(GCRA_LUA));
+    let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(8);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return; // the limiter was dropped (a reload replaced it)
+        }
+        let (conn, script) = (conn.clone(), script.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            send(conn, &script, batch, timeout).await;
+        });
+    }
+}
+
+/// One script call for `batch`; every check gets its own outcome, or the batch's error.
+async fn send(
+    mut conn: ConnectionManager,
+    script: &redis::Script,
+    batch: Vec<Pending>,
+    timeout: Duration,
+) {
+    let mut inv = script.prepare_invoke();
+    for p in &batch {
+        inv.key(&p.key)
+            .arg(p.gcra.interval_us)
+            .arg(p.gcra.burst_us());
+    }
+    let answer = match tokio::time::timeout(timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await
+    {
+        Err(_) => Err(BackendError::new("timed out")),
+        Ok(Err(e)) => Err(BackendError::new(e.to_string())),
+        Ok(Ok(v)) if v.len() != batch.len() * 3 => Err(BackendError::new(format!(
+            "the script answered {} values for {} keys",
+            v.len(),
+            batch.len()
+        ))),
+        Ok(Ok(v)) => Ok(v),
+    };
+    let us = |v: i64| Duration::from_micros(v.max(0) as u64);
+    // The caller may have timed out and gone: then there is nobody to tell.
+    match answer {
+        Ok(v) => {
+            for (p, r) in batch.into_iter().zip(v.chunks_exact(3)) {
+                let _ = p
+                    .reply
+                    .send(Ok(p.gcra.outcome(r[0] == 1, us(r[1]), us(r[2]))));
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
     }
 }

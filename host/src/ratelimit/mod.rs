@@ -213,10 +213,9 @@ impl RateLimits {
             };
             match (l.scope, &self.global) {
                 (RateLimitScope::Local, _) => results.push((l, l.local.check(&key, l.gcra, now))),
-                (RateLimitScope::Global, Some(g)) => remote.push(async move {
-                    let k = redis_key(&l.name, &key);
-                    (l, g.check(&k, l.gcra).await)
-                }),
+                (RateLimitScope::Global, Some(g)) => {
+                    remote.push(async move { (l, g.check(redis_key(&l.name, &key), l.gcra).await) })
+                }
                 (RateLimitScope::Global, None) => {}
             }
         }
@@ -268,7 +267,7 @@ impl RateLimits {
         let bucket = format!("\0{plugin}\0{key}");
         let (outcome, fallback) = match (l.scope, &self.global) {
             (RateLimitScope::Global, Some(g)) => {
-                match g.check(&redis_key(&l.name, &bucket), l.gcra).await {
+                match g.check(redis_key(&l.name, &bucket), l.gcra).await {
                     Ok(o) => (o, false),
                     Err(e) => {
                         l.counters.backend_error();
@@ -387,9 +386,14 @@ fn key_of(k: &KeySource, s: &Subject<'_>) -> Option<String> {
 fn redis_key(limit: &str, key: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(key.as_bytes());
-    let mut out = format!("portcullis:rl:{limit}:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(14 + limit.len() + 1 + 32);
+    out.push_str("portcullis:rl:");
+    out.push_str(limit);
+    out.push(':');
     for b in &d[..16] {
-        out.push_str(&format!("{b:02x}"));
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
     }
     out
 }

@@ -158,6 +158,97 @@ pub struct Upstreams {
     by_name: HashMap<Arc<str>, usize>,
 }
 
+/// How one endpoint's value of a series is read.
+type Getter = fn(&EndpointSet, usize) -> Num;
+
+/// The per-endpoint series of `/metrics`: name, kind, help and getter.
+const ENDPOINT_SERIES: [(&str, Kind, &str, Getter); 12] = [
+    (
+        "portcullis_upstream_requests_total",
+        Kind::Counter,
+        "Requests to an endpoint that got an answer or failed upstream.",
+        |s, i| s.stats[i].requests_total().into(),
+    ),
+    (
+        "portcullis_upstream_failures_total",
+        Kind::Counter,
+        "Requests to an endpoint that failed: connect error, reset, timeout or 5xx.",
+        |s, i| s.stats[i].failures_total().into(),
+    ),
+    (
+        "portcullis_upstream_healthy",
+        Kind::Gauge,
+        "1 unless active health checks mark the endpoint down.",
+        |s, i| s.health.as_ref().is_none_or(|h| h.is_healthy(i)).into(),
+    ),
+    (
+        "portcullis_upstream_in_flight",
+        Kind::Gauge,
+        "Requests in flight to an endpoint.",
+        |s, i| s.stats[i].in_flight().into(),
+    ),
+    (
+        "portcullis_upstream_connections_new_total",
+        Kind::Counter,
+        "Upstream connections opened.",
+        |s, i| {
+            s.endpoints[i]
+                .pool
+                .new_connections
+                .load(Ordering::Relaxed)
+                .into()
+        },
+    ),
+    (
+        "portcullis_upstream_connections_reused_total",
+        Kind::Counter,
+        "Requests sent on a pooled keep-alive connection.",
+        |s, i| s.endpoints[i].pool.reused.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "portcullis_upstream_connections_open",
+        Kind::Gauge,
+        "Upstream connections open (idle and busy).",
+        |s, i| s.endpoints[i].pool.open().into(),
+    ),
+    (
+        "portcullis_upstream_connections_idle",
+        Kind::Gauge,
+        "Idle pooled upstream connections.",
+        |s, i| s.endpoints[i].pool.idle_count().into(),
+    ),
+    (
+        "portcullis_upstream_connect_failures_total",
+        Kind::Counter,
+        "Failed or timed-out upstream connects.",
+        |s, i| {
+            s.endpoints[i]
+                .pool
+                .connect_failures
+                .load(Ordering::Relaxed)
+                .into()
+        },
+    ),
+    (
+        "portcullis_upstream_failure_rate_ewma",
+        Kind::Gauge,
+        "Exponentially weighted failure rate (about the last minute).",
+        |s, i| s.stats[i].failure_rate().into(),
+    ),
+    (
+        "portcullis_upstream_latency_peak_ewma_seconds",
+        Kind::Gauge,
+        "Peak-EWMA response latency.",
+        |s, i| s.stats[i].peak_ewma_latency().as_secs_f64().into(),
+    ),
+    (
+        "portcullis_upstream_ejections_total",
+        Kind::Counter,
+        "Outlier ejections.",
+        |s, i| s.outlier.ejections_total(i).into(),
+    ),
+];
+
 impl Upstreams {
     /// Builds the clusters of `cfg` and starts their health checks.
     pub fn new(
@@ -252,99 +343,12 @@ impl Upstreams {
 
     /// Writes the per-endpoint, retry and ejection families.
     pub(crate) fn render(&self, w: &mut Writer) {
-        type Getter = fn(&EndpointSet, usize) -> Num;
         let sets: Vec<(&Cluster, Arc<EndpointSet>)> = self
             .clusters
             .iter()
             .map(|c| (&**c, c.endpoints.load()))
             .collect();
-        let series: [(&'static str, Kind, &str, Getter); 12] = [
-            (
-                "portcullis_upstream_requests_total",
-                Kind::Counter,
-                "Requests to an endpoint that got an answer or failed upstream.",
-                |s, i| s.stats[i].requests_total().into(),
-            ),
-            (
-                "portcullis_upstream_failures_total",
-                Kind::Counter,
-                "Requests to an endpoint that failed: connect error, reset, timeout or 5xx.",
-                |s, i| s.stats[i].failures_total().into(),
-            ),
-            (
-                "portcullis_upstream_healthy",
-                Kind::Gauge,
-                "1 unless active health checks mark the endpoint down.",
-                |s, i| s.health.as_ref().is_none_or(|h| h.is_healthy(i)).into(),
-            ),
-            (
-                "portcullis_upstream_in_flight",
-                Kind::Gauge,
-                "Requests in flight to an endpoint.",
-                |s, i| s.stats[i].in_flight().into(),
-            ),
-            (
-                "portcullis_upstream_connections_new_total",
-                Kind::Counter,
-                "Upstream connections opened.",
-                |s, i| {
-                    s.endpoints[i]
-                        .pool
-                        .new_connections
-                        .load(Ordering::Relaxed)
-                        .into()
-                },
-            ),
-            (
-                "portcullis_upstream_connections_reused_total",
-                Kind::Counter,
-                "Requests sent on a pooled keep-alive connection.",
-                |s, i| s.endpoints[i].pool.reused.load(Ordering::Relaxed).into(),
-            ),
-            (
-                "portcullis_upstream_connections_open",
-                Kind::Gauge,
-                "Upstream connections open (idle and busy).",
-                |s, i| s.endpoints[i].pool.open().into(),
-            ),
-            (
-                "portcullis_upstream_connections_idle",
-                Kind::Gauge,
-                "Idle pooled upstream connections.",
-                |s, i| s.endpoints[i].pool.idle_count().into(),
-            ),
-            (
-                "portcullis_upstream_connect_failures_total",
-                Kind::Counter,
-                "Failed or timed-out upstream connects.",
-                |s, i| {
-                    s.endpoints[i]
-                        .pool
-                        .connect_failures
-                        .load(Ordering::Relaxed)
-                        .into()
-                },
-            ),
-            (
-                "portcullis_upstream_failure_rate_ewma",
-                Kind::Gauge,
-                "Exponentially weighted failure rate (about the last minute).",
-                |s, i| s.stats[i].failure_rate().into(),
-            ),
-            (
-                "portcullis_upstream_latency_peak_ewma_seconds",
-                Kind::Gauge,
-                "Peak-EWMA response latency.",
-                |s, i| s.stats[i].peak_ewma_latency().as_secs_f64().into(),
-            ),
-            (
-                "portcullis_upstream_ejections_total",
-                Kind::Counter,
-                "Outlier ejections.",
-                |s, i| s.outlier.ejections_total(i).into(),
-            ),
-        ];
-        for (name, kind, help, get) in series {
+        for (name, kind, help, get) in ENDPOINT_SERIES {
             let mut f = w.family(name, help, kind);
             for (c, s) in &sets {
                 for (i, e) in s.endpoints.iter().enumerate() {
@@ -352,6 +356,13 @@ impl Upstreams {
                 }
             }
         }
+        self.render_retries(w);
+        self.render_membership(w, &sets);
+        self.render_dns(w);
+    }
+
+    /// Retries by reason, and retries the budget refused, per cluster.
+    fn render_retries(&self, w: &mut Writer) {
         let mut f = w.family(
             "portcullis_retries_total",
             "Retries that went ahead, by reason: connect_failed, reset, status, per_try_timeout or hedge.",
@@ -373,13 +384,17 @@ impl Upstreams {
         for c in &self.clusters {
             f.sample(&[("cluster", &c.name)], c.retry_budget.exhausted_total());
         }
+    }
+
+    /// Which endpoints a cluster has now, and which of them are ejected.
+    fn render_membership(&self, w: &mut Writer, sets: &[(&Cluster, Arc<EndpointSet>)]) {
         let mut f = w.family(
             "portcullis_upstream_ejected",
             "1 while the endpoint is ejected by outlier detection.",
             Kind::Gauge,
         );
         let now = Instant::now();
-        for (c, s) in &sets {
+        for (c, s) in sets {
             for (i, e) in s.endpoints.iter().enumerate() {
                 f.sample(
                     &[("cluster", &c.name), ("endpoint", &e.addr)],
@@ -392,10 +407,9 @@ impl Upstreams {
             "Endpoints a cluster balances over now (listed, or the last good DNS answer).",
             Kind::Gauge,
         );
-        for (c, s) in &sets {
+        for (c, s) in sets {
             f.sample(&[("cluster", &c.name)], s.endpoints.len());
         }
-        self.render_dns(w);
     }
 
     /// `portcullis_dns_lookups_total` of the DNS clusters.
