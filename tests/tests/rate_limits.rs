@@ -459,6 +459,20 @@ async fn concurrent_global_checks_share_script_calls_and_still_count_exactly() {
     for i in 0..20 {
         assert_eq!(allowed(&format!("k{i}")), 3, "k{i} has room for all 3");
     }
+    // The denial's headers come from the script's answer: limit 5 per 60 s is one request
+    // per 12 s, so the hot key's next slot is ~12 s away and its burst is full in ~60 s.
+    let (p, _) = send(addrs[0], with(addrs[0], "/up/x", &[("x-client", "hot")])).await;
+    assert_eq!(p.status.as_u16(), 429);
+    let retry: u64 = header(&p, "retry-after")
+        .parse()
+        .expect("Retry-After seconds");
+    assert!((11..=12).contains(&retry), "Retry-After {retry}");
+    let rl = header(&p, "ratelimit");
+    assert!(
+        rl == "\"g\";r=0;t=60" || rl == "\"g\";r=0;t=59",
+        "RateLimit {rl:?}"
+    );
+
     let calls = redis.script_calls() - before;
     assert!(
         calls <= 30,

@@ -131,7 +131,8 @@ struct Limit {
 pub(crate) struct Subject<'a> {
     pub parts: &'a http::request::Parts,
     pub host: Option<&'a str>,
-    pub client_ip: std::net::IpAddr,
+    /// The client's address as text (`X-Forwarded-For`'s form).
+    pub client_ip: &'a str,
     pub route: Option<&'a str>,
     pub metadata: &'a [(String, String)],
 }
@@ -200,7 +201,9 @@ impl RateLimits {
     /// latency, bounded by `command_timeout_ms`) and picks the strictest denial.
     pub(crate) async fn check(&self, s: &Subject<'_>) -> Verdict {
         let now = Instant::now();
-        let mut results: Vec<(&Limit, Outcome)> = Vec::new();
+        // A request matches a few limits: no allocation for the list, none for a key that is
+        // already text (the client address, the route's name, a header).
+        let mut results: smallvec::SmallVec<[(&Limit, Outcome); 4]> = smallvec::SmallVec::new();
         let mut remote = Vec::new();
         for l in &self.limits {
             if !l.matcher.matches(s.parts, s.host) {
@@ -214,10 +217,14 @@ impl RateLimits {
             match (l.scope, &self.global) {
                 (RateLimitScope::Local, _) => results.push((l, l.local.check(&key, l.gcra, now))),
                 (RateLimitScope::Global, Some(g)) => {
-                    remote.push(async move { (l, g.check(redis_key(&l.name, &key), l.gcra).await) })
+                    let k = redis_key(&l.name, &key);
+                    remote.push(async move { (l, g.check(k, l.gcra).await) })
                 }
                 (RateLimitScope::Global, None) => {}
             }
+        }
+        if remote.is_empty() {
+            return verdict(&results);
         }
         for (l, r) in futures_util::future::join_all(remote).await {
             match r {
@@ -226,13 +233,7 @@ impl RateLimits {
                     l.counters.backend_error();
                     tracing::debug!(limit = %l.name, error = %e, "rate limit backend failed");
                     if l.on_backend_error == OnBackendError::Deny {
-                        let o = Outcome {
-                            allowed: false,
-                            retry_after: Duration::from_secs(1),
-                            remaining: 0,
-                            reset: Duration::from_secs(1),
-                        };
-                        results.push((l, o));
+                        results.push((l, fallback(OnBackendError::Deny)));
                     }
                 }
             }
@@ -368,17 +369,18 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_micros().div_ceil(1_000_000) as u64
 }
 
-fn key_of(k: &KeySource, s: &Subject<'_>) -> Option<String> {
+fn key_of<'a>(k: &KeySource, s: &Subject<'a>) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
     match k {
-        KeySource::ClientIp => Some(s.client_ip.to_string()),
-        KeySource::Header(h) => s.parts.headers.get(h)?.to_str().ok().map(str::to_string),
+        KeySource::ClientIp => Some(Cow::Borrowed(s.client_ip)),
+        KeySource::Header(h) => s.parts.headers.get(h)?.to_str().ok().map(Cow::Borrowed),
         KeySource::Meta(m) => s
             .metadata
             .iter()
             .rev()
             .find(|(k, _)| k == m)
-            .map(|(_, v)| v.clone()),
-        KeySource::Route => s.route.map(str::to_string),
+            .map(|(_, v)| Cow::Borrowed(v.as_str())),
+        KeySource::Route => s.route.map(Cow::Borrowed),
     }
 }
 

@@ -16,10 +16,20 @@ impl Exchange<'_> {
         if limits.is_empty() {
             return Ok(());
         }
+        // The connection's peer is formatted once per connection; a client named by a
+        // trusted proxy is formatted here.
+        let named;
+        let client_ip = match self.conn.client_ip.to_str() {
+            Ok(ip) if self.f.client.ip() == self.conn.client.ip() => ip,
+            _ => {
+                named = self.f.client.ip().to_string();
+                &named
+            }
+        };
         let subject = Subject {
             parts: &self.parts,
             host: crate::routing::request_host(&self.parts),
-            client_ip: self.f.client.ip(),
+            client_ip,
             route: self.route.map(|r| &*r.name),
             metadata: &self.filters.metadata,
         };
