@@ -1,13 +1,13 @@
 //! The global limiter: the same GCRA as `local`, run inside Redis by one Lua script.
 //!
 //! Checks are batched: each check is queued to one batcher task, which sends whatever is
-//! queued (up to [`MAX_BATCH`] keys) as one `EVALSHA`, with at most [`MAX_BATCHES_IN_FLIGHT`]
-//! batches outstanding. A check therefore costs at most one round trip of latency (plus the
-//! wait for a batch slot under load), and Redis runs one script call for many requests
-//! instead of one each: the script call itself (command parsing, script lookup, `TIME`) is
-//! most of Redis's cost per check, and it was what made the global row miss its throughput
-//! goal while Redis shared the proxy's core (bench/results/2026-12-02-vm-quick.md, 0.77×).
-//! An idle gateway sends batches of one, so nothing waits for a batch to fill.
+//! queued (up to [`MAX_BATCH`] keys) as one `EVALSHA`, one call at a time. A check is in one
+//! call (one round trip; under load it also waits for the end of the call in flight), and
+//! Redis runs one script call for many requests instead of one each. The call itself
+//! (parsing, script lookup, `TIME`) was most of Redis's cost per check, and it made the
+//! global row miss its throughput goal while Redis shared the proxy's core (0.77×,
+//! bench/results/2026-12-02-vm-quick.md; batched: 0.93×, 2026-12-02-vm-quick-s8.md). An idle
+//! gateway sends batches of one, so nothing waits for a batch to fill.
 //!
 //! The script reads Redis's own clock (`TIME`), so gateways' clocks need not agree, and runs
 //! atomically (a batch is one script run, keys in queue order), so while Redis answers,
@@ -20,7 +20,7 @@ use crate::config;
 use redis::aio::ConnectionManager;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// KEYS[i]: the i-th check's key. ARGV[2i-1], ARGV[2i]: its emission interval and burst
 /// (`limit × interval`), in microseconds; the stored value is the key's TAT in Redis-clock
@@ -62,10 +62,6 @@ return out
 /// Keys per script call. Bounds the script's run time inside Redis (Redis runs nothing else
 /// meanwhile: 64 keys are about 40 µs there) and the size of one command.
 const MAX_BATCH: usize = 64;
-/// Batches outstanding at once. Redis runs one script at a time, so more in flight would
-/// only queue inside Redis, and each batch has a fixed cost (the call, a wake-up of Redis):
-/// with one, the next batch gathers everything that arrived during the round trip.
-const MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// Checks waiting for a batch. A full queue means Redis is far behind: the check fails at
 /// once (the policy decides) instead of waiting.
 const MAX_QUEUED: usize = 8192;
@@ -128,29 +124,22 @@ impl Global {
     }
 }
 
-/// Takes whatever is queued, up to [`MAX_BATCH`], once a batch slot is free, and sends it.
-async fn batcher(conn: ConnectionManager, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
-    let script = Arc::new(redis::Script::new(GCRA_LUA));
-    let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(8);
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return; // the limiter was dropped (a reload replaced it)
-        }
-        let (conn, script) = (conn.clone(), script.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            send(conn, &script, batch, timeout).await;
-        });
+/// Takes whatever is queued, up to [`MAX_BATCH`], sends it, and waits for the answer before
+/// taking the next batch: one call at a time, so the next batch is everything that arrived
+/// during this round trip. Redis runs one script at a time anyway, and each call has a fixed
+/// cost (parsing, script lookup, a wake-up of Redis), so fewer, larger calls cost it less.
+async fn batcher(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
+    let script = redis::Script::new(GCRA_LUA);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Ends when the limiter is dropped (a reload replaced it).
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        send(&mut conn, &script, std::mem::take(&mut batch), timeout).await;
     }
 }
 
 /// One script call for `batch`; every check gets its own outcome, or the batch's error.
 async fn send(
-    mut conn: ConnectionManager,
+    conn: &mut ConnectionManager,
     script: &redis::Script,
     batch: Vec<Pending>,
     timeout: Duration,
@@ -161,8 +150,7 @@ async fn send(
             .arg(p.gcra.interval_us)
             .arg(p.gcra.burst_us());
     }
-    let answer = match tokio::time::timeout(timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await
-    {
+    let answer = match tokio::time::timeout(timeout, inv.invoke_async::<Vec<i64>>(conn)).await {
         Err(_) => Err(BackendError::new("timed out")),
         Ok(Err(e)) => Err(BackendError::new(e.to_string())),
         Ok(Ok(v)) if v.len() != batch.len() => Err(BackendError::new(format!(
@@ -205,6 +193,68 @@ fn outcome(g: Gcra, v: i64) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Redis that accepts connections and never answers: every batch waits out the
+    /// command timeout. Checks beyond the queue's bound must fail at once instead of joining
+    /// the wait (`MAX_QUEUED`); the ones queued still end within the timeout.
+    #[tokio::test]
+    async fn a_full_queue_fails_new_checks_at_once() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let g = Arc::new(
+            Global::new(&config::Redis {
+                url: format!("redis://{addr}"),
+                connect_timeout_ms: 500,
+                command_timeout_ms: 800,
+                ca: None,
+            })
+            .expect("limiter"),
+        );
+        let gcra = Gcra {
+            interval_us: 1000,
+            limit: 10,
+        };
+        // Fill the queue, let the batcher take its first batch (it then waits on the silent
+        // Redis), and fill the room that batch left.
+        let spawn = |range: std::ops::Range<usize>| -> Vec<_> {
+            range
+                .map(|i| {
+                    let g = g.clone();
+                    tokio::spawn(async move { g.check(format!("k{i}"), gcra).await })
+                })
+                .collect()
+        };
+        let mut waiting = spawn(0..MAX_QUEUED);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiting.extend(spawn(MAX_QUEUED..MAX_QUEUED + MAX_BATCH));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = std::time::Instant::now();
+        let over = g.check("one-too-many".into(), gcra).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "a check past the bound waited {:?}",
+            t.elapsed()
+        );
+        let why = over.expect_err("no Redis answered").to_string();
+        assert!(why.contains("too many checks"), "{why}");
+        let t = std::time::Instant::now();
+        for w in waiting {
+            assert!(w.await.expect("task").is_err(), "nothing answered");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "queued checks outlived the timeout"
+        );
+        hold.abort();
+    }
 
     /// The script's one-integer answer decodes to what the in-process GCRA (`Gcra::step`, the
     /// same algorithm) answers for the same TAT and clock, allowed or denied.
