@@ -313,13 +313,13 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
-fn has_token(v: &HeaderValue, token: &str) -> bool {
+pub(super) fn has_token(v: &HeaderValue, token: &str) -> bool {
     v.as_bytes()
         .split(|&b| b == b',')
         .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn last_token_is(v: &HeaderValue, token: &str) -> bool {
+pub(super) fn last_token_is(v: &HeaderValue, token: &str) -> bool {
     v.as_bytes()
         .rsplit(|&b| b == b',')
         .next()

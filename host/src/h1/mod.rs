@@ -1,4 +1,5 @@
-//! Portcullis' own HTTP/1.1 server side, on `httparse`.
+//! Portcullis' own HTTP/1.1, on `httparse`: the server side here, the client side (the
+//! upstream leg) in [`client`].
 //!
 //! Why not hyper's: hyper keeps a connection's read and write buffers (~16 KiB) and a cached
 //! header map for the connection's whole life, idle or not, and has no way to release them;
@@ -14,6 +15,9 @@
 //! before the handler asks for it; a response is one write when it is small.
 
 mod body;
+pub(crate) mod client;
+#[cfg(test)]
+mod client_tests;
 mod conn;
 mod decode;
 mod encode;

@@ -76,6 +76,10 @@ pub(super) struct Registry {
     pub disk: Option<Arc<DiskCache>>,
     /// Serialises rescans: one at a time, so swaps happen in order.
     scan_lock: tokio::sync::Mutex<()>,
+    /// Test instantiations one at a time: plugins compile in parallel, but two instantiating
+    /// at once would need two of the `max_instances` pool's slots (with `max_instances = 1`
+    /// the second failed at startup, depending on timing).
+    validate_lock: tokio::sync::Mutex<()>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
@@ -106,6 +110,7 @@ impl Registry {
             cache: Mutex::new(Vec::new()),
             disk,
             scan_lock: tokio::sync::Mutex::new(()),
+            validate_lock: tokio::sync::Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         }
@@ -190,10 +195,12 @@ impl Registry {
             pre,
             self.stats_for(name),
         ));
+        let one_at_a_time = self.validate_lock.lock().await;
         plugin
             .validate(&self.host)
             .await
             .map_err(|e| format!("{name}.wasm: test instantiation failed: {e:#}"))?;
+        drop(one_at_a_time);
         Ok(plugin)
     }
 

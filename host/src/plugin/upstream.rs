@@ -15,6 +15,7 @@ use crate::core::failure::Failure;
 use crate::core::passport::{CallRecord, State};
 use crate::core::trace::CallSpan;
 use crate::upstream::client::{self, Body, Head, Journal, Policy};
+use crate::upstream::connect::UpstreamBody;
 use crate::upstream::Upstreams;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
@@ -297,9 +298,11 @@ async fn dispatch(
     )
     .await
     .map_err(call_error)?;
-    let (parts, incoming) = answered.response.into_parts();
-    let body = read_capped(incoming, max_response_bytes, deadline).await?;
-    answered.endpoint.pool.release(answered.conn);
+    let (parts, mut incoming) = answered.response.into_parts();
+    let body = read_capped(&mut incoming, max_response_bytes, deadline).await?;
+    let mut conn = answered.conn;
+    conn.reclaim(&mut incoming);
+    answered.endpoint.pool.release(conn);
     let headers = parts
         .headers
         .iter()
@@ -316,7 +319,7 @@ static FANOUT_RETRY: std::sync::OnceLock<config::Retry> = std::sync::OnceLock::n
 
 /// Reads a response body up to `cap` bytes before `deadline`.
 async fn read_capped(
-    mut body: hyper::body::Incoming,
+    body: &mut UpstreamBody,
     cap: usize,
     deadline: Instant,
 ) -> Result<Bytes, CallError> {

@@ -7,10 +7,10 @@
 use super::{grpc, Finisher};
 use crate::core::body::{BodyError, BoxError};
 use crate::core::passport::State;
+use crate::upstream::connect::UpstreamBody;
 use crate::upstream::pool::Conn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio::time::Sleep;
 
 /// The upstream's response on its way down, with everything needed to finish the request.
 pub(crate) struct Streaming {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -43,7 +43,7 @@ impl RespBody {
         RespBody::Full(Some(b.into()))
     }
     pub(crate) fn stream(
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Duration,
         deadline: Instant,
         conn: (Conn, Arc<crate::upstream::Endpoint>),
@@ -70,7 +70,8 @@ impl RespBody {
 
 impl Streaming {
     fn complete(&mut self) {
-        if let Some((conn, endpoint)) = self.conn.take() {
+        if let Some((mut conn, endpoint)) = self.conn.take() {
+            conn.reclaim(&mut self.inner);
             endpoint.pool.release(conn);
         }
         if let Some(mut f) = self.finisher.take() {
@@ -126,7 +127,7 @@ impl Body for RespBody {
                     let t = grpc::end_trailers(grpc::Code::Unavailable, "upstream stream reset");
                     return Poll::Ready(Some(Ok(Frame::trailers(t))));
                 }
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 s.complete();

@@ -203,7 +203,7 @@ impl Exchange<'_> {
             slot,
             kind,
         } = u;
-        let upstream = hyper::upgrade::on(&mut a.response);
+        let upstream = a.response.body_mut().take_upgraded();
         let (mut rparts, _) = a.response.into_parts();
         self.f.passport.stamp_at(State::RespHeadersReceived, a.at);
         let h = &mut rparts.headers;
@@ -340,7 +340,8 @@ impl End {
 
 struct Tunnel {
     client: ClientUpgrade,
-    upstream: OnUpgrade,
+    /// The upstream's connection after its 101 (`None`: it was not an HTTP/1.1 one).
+    upstream: Option<crate::h1::Upgraded>,
     /// Kept open (and counted in its pool) for the tunnel's life, never pooled again.
     _upstream_conn: Conn,
     _slot: Slot,
@@ -357,14 +358,15 @@ impl Tunnel {
         // hyper hands over both connections once the 101 is written; bounded like silence.
         let ios = tokio::time::timeout(self.idle, async {
             let client = self.client.connection().await?;
-            let upstream = self.upstream.await.map_err(std::io::Error::other)?;
+            let upstream = self
+                .upstream
+                .take()
+                .ok_or_else(|| std::io::Error::other("upstream connection not upgraded"))?;
             Ok::<_, std::io::Error>((client, upstream))
         })
         .await;
         let (end, up, down) = match ios {
-            Ok(Ok((client, upstream))) => {
-                pump(client, TokioIo::new(upstream), self.idle, &mut self.drain).await
-            }
+            Ok(Ok((client, upstream))) => pump(client, upstream, self.idle, &mut self.drain).await,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "WebSocket upgrade failed after the 101");
                 (End::Error, 0, 0)

@@ -9,6 +9,7 @@
 //! Each attempt is stamped through a [`Journal`]: the proxy's is the request's passport, a
 //! fan-out call's is its call record.
 
+use super::connect::{Outbound, UpstreamBody};
 use super::pool::Conn;
 use super::retry::{RetryPermit, RetryReason};
 use super::stats::Outcome;
@@ -19,8 +20,7 @@ use crate::core::failure::Failure;
 use crate::core::passport::State;
 use crate::shed::Permit;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Response};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ pub(crate) trait Journal {
 
 /// An upstream's answer, with what must live as long as its body.
 pub(crate) struct Answered {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// The connection the body arrives on, returned to its pool after the last byte.
     pub conn: Conn,
     /// The endpoint that answered; its pool takes the connection back.
@@ -537,8 +537,12 @@ fn attempt_body(replay: &Option<Bytes>, once: &mut Option<ReqBody>) -> UpBody {
 }
 
 /// What one attempt came to.
+// The answer is the large variant by far (the response head and its body reading off the
+// connection); a `Step` lives for one match, so boxing it would buy an allocation per request
+// to save a move.
+#[allow(clippy::large_enum_variant)]
 enum Step {
-    Answer(Response<Incoming>, Conn, Instant),
+    Answer(Response<UpstreamBody>, Conn, Instant),
     /// No connection: retryable on another endpoint.
     Connect(Failure),
     /// The request went up and the connection failed before a response head.
@@ -612,14 +616,6 @@ async fn attempt_once(
     let sent = Instant::now();
     journal.stamp_at(State::ConnAcquired, sent);
 
-    let Some(req) = build_request(ep, conn.sender.is_h2(), method, path_q, headers, body) else {
-        inflight.finish(Outcome {
-            latency: Duration::ZERO,
-            failed: false,
-        });
-        return Step::Fatal(Failure::BadRequest);
-    };
-
     journal.stamp_at(State::ReqHeadersSent, sent);
     let wait_until = (sent + policy.response_headers).min(policy.deadline);
     // A hedged attempt runs to the end: the race in `hedged` watches the per-try timer.
@@ -628,16 +624,30 @@ async fn attempt_once(
         .filter(|_| !policy.hedge)
         .map(|t| sent + t)
         .filter(|t| *t < wait_until);
+    let req = Outbound {
+        method,
+        path_and_query: path_q,
+        headers,
+        addr: &ep.addr,
+        scheme: ep.pool.connector().scheme(),
+    };
     let res = tokio::time::timeout_at(
         try_until.unwrap_or(wait_until).into(),
-        conn.sender.send(req),
+        conn.sender.send(req, body),
     )
     .await;
     let got = Instant::now();
     let latency = got.saturating_duration_since(sent);
     journal.waited(latency);
     match res {
-        Ok(Ok(resp)) => {
+        Ok(None) => {
+            inflight.finish(Outcome {
+                latency: Duration::ZERO,
+                failed: false,
+            });
+            Step::Fatal(Failure::BadRequest)
+        }
+        Ok(Some(Ok(resp))) => {
             let status = resp.status();
             // The balancer's failure rate always counts a 5xx (an endpoint answering 500s
             // fast must not look attractive); outlier ejection only when the cluster opts in.
@@ -655,7 +665,7 @@ async fn attempt_once(
             }
             Step::Answer(resp, conn, got)
         }
-        Ok(Err(e)) => {
+        Ok(Some(Err(e))) => {
             // A client body fault is not the endpoint's failure.
             let client_fault = match body_state.map(ReqShared::fault) {
                 Some(ReqBodyFault::TooLarge) => Some(Failure::BodyTooLarge),
@@ -724,39 +734,6 @@ fn connect_failed(
     } else {
         Failure::ConnectFailed
     }
-}
-
-/// The request as this connection sends it: HTTP/2 carries scheme and authority as
-/// pseudo-headers taken from the URI (`Host` moves there); HTTP/1.1 keeps origin-form and
-/// gets a `Host` if the caller had none (fan-out calls).
-fn build_request(
-    ep: &Endpoint,
-    h2: bool,
-    method: &Method,
-    path_q: &http::uri::PathAndQuery,
-    mut headers: HeaderMap,
-    body: UpBody,
-) -> Option<Request<UpBody>> {
-    let uri = if h2 {
-        let authority = headers
-            .remove(http::header::HOST)
-            .and_then(|h| h.to_str().ok().map(str::to_owned))
-            .unwrap_or_else(|| ep.addr.to_string());
-        let scheme = ep.pool.connector().scheme();
-        format!("{scheme}://{authority}{path_q}").parse().ok()?
-    } else {
-        if !headers.contains_key(http::header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(&ep.addr) {
-                headers.insert(http::header::HOST, v);
-            }
-        }
-        http::Uri::from(path_q.clone())
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
-    Some(req)
 }
 
 /// A retry goes ahead only if another endpoint is eligible (`tried` given: it must not be

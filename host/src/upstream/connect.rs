@@ -2,42 +2,77 @@
 //! the HTTP/1.1 or HTTP/2 handshake. The pool decides *when*; this module knows *how*.
 
 use crate::config::{self, UpstreamProtocol};
-use crate::core::body::UpBody;
+use crate::core::body::{BoxError, UpBody};
+use crate::h1;
 use anyhow::{anyhow, Context as _};
-use hyper::client::conn::{http1, http2};
+use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::FutureExt as _;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A ready-to-use request sender on one upstream connection.
 pub enum Sender {
-    H1(http1::SendRequest<UpBody>),
+    /// Our own HTTP/1.1 client (`h1::client`): the connection itself. `None` while a
+    /// response body is reading off it, or after an exchange that left it unusable.
+    H1(Option<UpIo>),
     H2(http2::SendRequest<UpBody>),
 }
 
+/// What one request sends: origin-form target and headers (hop-by-hop removed).
+pub(crate) struct Outbound<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a PathAndQuery,
+    pub headers: HeaderMap,
+    /// The endpoint's address: the `Host` (HTTP/1.1) or `:authority` (HTTP/2) when the
+    /// headers carry no `Host`.
+    pub addr: &'a str,
+    pub scheme: &'static str,
+}
+
 impl Sender {
-    pub fn is_closed(&self) -> bool {
+    /// Whether the connection is gone. For an idle HTTP/1.1 connection this looks at the
+    /// socket: a close (or bytes nobody asked for) since the last response rules it out.
+    pub fn is_closed(&mut self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(io) => io.as_mut().is_none_or(UpIo::is_dead),
             Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Whether it can take another request now, without looking at the socket.
+    pub fn is_usable(&self) -> bool {
+        match self {
+            Sender::H1(io) => io.is_some(),
+            Sender::H2(s) => !s.is_closed(),
         }
     }
 
     pub fn is_ready(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_ready(),
+            Sender::H1(io) => io.is_some(),
             Sender::H2(s) => s.is_ready(),
         }
     }
 
-    pub async fn ready(&mut self) -> hyper::Result<()> {
+    pub async fn ready(&mut self) -> Result<(), BoxError> {
         match self {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
+            Sender::H1(Some(_)) => Ok(()),
+            Sender::H1(None) => Err("connection already used".into()),
+            Sender::H2(s) => s.ready().await.map_err(Into::into),
         }
     }
 
@@ -45,15 +80,185 @@ impl Sender {
         matches!(self, Sender::H2(_))
     }
 
-    /// Sends a request. For HTTP/2 the URI must be absolute (scheme and authority become the
-    /// pseudo-headers); the caller prepares it with `prepare_uri`.
-    pub async fn send(
+    /// Sends a request and waits for the response head. HTTP/1.1 hands the connection to
+    /// the response body (see [`super::pool::Conn::reclaim`]); HTTP/2 carries scheme and
+    /// authority as pseudo-headers (`Host` moves there). `None`: the head cannot be sent
+    /// (an authority that is not a valid URI).
+    ///
+    /// The request is encoded before the future is made, so the future holds neither the
+    /// request nor a borrow of this sender: only what is on its way.
+    pub(crate) fn send(
         &mut self,
-        req: http::Request<UpBody>,
-    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        req: Outbound<'_>,
+        body: UpBody,
+    ) -> impl Future<Output = Option<Result<Response<UpstreamBody>, BoxError>>> + Send {
+        let now = |answer| Either::Left(Either::Left(std::future::ready(answer)));
         match self {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => s.send_request(req).await,
+            Sender::H1(slot) => {
+                let Some(io) = slot.take() else {
+                    return now(Some(Err("connection already used".into())));
+                };
+                let head = h1::client::ReqHead {
+                    method: req.method,
+                    target: req.path_and_query.as_str(),
+                    headers: &req.headers,
+                    host: req.addr,
+                };
+                let body = match body {
+                    UpBody::Empty | UpBody::Full(None) => h1::client::Outgoing::Empty,
+                    UpBody::Full(Some(b)) => h1::client::Outgoing::Full(b),
+                    UpBody::Stream(s) => h1::client::Outgoing::Stream(s),
+                };
+                Either::Left(Either::Right(h1::client::send(io, head, body).map(|r| {
+                    Some(match r {
+                        Ok(r) => Ok(r.map(UpstreamBody::H1)),
+                        Err(e) => Err(e.into()),
+                    })
+                })))
+            }
+            Sender::H2(s) => {
+                let mut headers = req.headers;
+                let authority = headers
+                    .remove(http::header::HOST)
+                    .and_then(|h| h.to_str().ok().map(str::to_owned))
+                    .unwrap_or_else(|| req.addr.to_string());
+                let uri = format!("{}://{authority}{}", req.scheme, req.path_and_query);
+                let Ok(uri) = uri.parse::<http::Uri>() else {
+                    return now(None);
+                };
+                let mut r = Request::new(body);
+                *r.method_mut() = req.method.clone();
+                *r.uri_mut() = uri;
+                *r.headers_mut() = headers;
+                Either::Right(s.send_request(r).map(|r| {
+                    Some(match r {
+                        Ok(r) => Ok(r.map(UpstreamBody::H2)),
+                        Err(e) => Err(e.into()),
+                    })
+                }))
+            }
+        }
+    }
+}
+
+/// An upstream connection's stream: plain TCP or TLS over it.
+pub enum UpIo {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpIo {
+    /// Whether an idle connection was closed by the upstream (or got bytes nobody asked
+    /// for, which makes it as unusable). Never waits. Plain TCP costs no syscall unless the
+    /// socket was reported readable.
+    fn is_dead(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let UpIo::Tcp(t) = self {
+            if t.poll_read_ready(&mut cx).is_pending() {
+                return false;
+            }
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        !Pin::new(self).poll_read(&mut cx, &mut buf).is_pending()
+    }
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(t) => Pin::new(t).poll_read(cx, buf),
+            UpIo::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Tcp(t) => Pin::new(t).poll_write(cx, buf),
+            UpIo::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Tcp(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            UpIo::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Tcp(t) => t.is_write_vectored(),
+            UpIo::Tls(t) => t.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(t) => Pin::new(t).poll_flush(cx),
+            UpIo::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Tcp(t) => Pin::new(t).poll_shutdown(cx),
+            UpIo::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream response's body, whichever protocol it arrives on.
+pub(crate) enum UpstreamBody {
+    H1(h1::client::RecvBody<UpIo>),
+    H2(Incoming),
+}
+
+impl UpstreamBody {
+    /// After a `101` from an HTTP/1.1 upstream: its connection, for the tunnel.
+    pub(crate) fn take_upgraded(&mut self) -> Option<h1::Upgraded> {
+        match self {
+            UpstreamBody::H1(b) => b.take_upgraded(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
         }
     }
 }
@@ -176,7 +381,7 @@ impl Connector {
             })?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => self.handshake(addr, tcp).await,
+            None => self.handshake(addr, UpIo::Tcp(tcp)).await,
             Some((connector, sni)) => {
                 let name = match sni {
                     Some(n) => n.clone(),
@@ -196,34 +401,20 @@ impl Connector {
                             addr: addr.clone(),
                             source,
                         })?;
-                self.handshake(addr, tls).await
+                self.handshake(addr, UpIo::Tls(Box::new(tls))).await
             }
         }
     }
 
-    async fn handshake<T>(&self, addr: &Arc<str>, io: T) -> Result<Sender, ConnectError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// HTTP/1.1 has no handshake: the connection is ready as it is.
+    async fn handshake(&self, addr: &Arc<str>, io: UpIo) -> Result<Sender, ConnectError> {
         let err = |source| ConnectError::Handshake {
             addr: addr.clone(),
             source,
         };
         let a = addr.clone();
         match self.protocol {
-            UpstreamProtocol::H1 => {
-                let (sender, conn) = http1::Builder::new()
-                    .handshake::<_, UpBody>(TokioIo::new(io))
-                    .await
-                    .map_err(err)?;
-                // `with_upgrades`: a 101 hands the connection to a WebSocket tunnel.
-                tokio::spawn(async move {
-                    if let Err(e) = conn.with_upgrades().await {
-                        tracing::debug!(upstream = %a, error = %e, "upstream connection ended");
-                    }
-                });
-                Ok(Sender::H1(sender))
-            }
+            UpstreamProtocol::H1 => Ok(Sender::H1(Some(io))),
             UpstreamProtocol::H2 => {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())

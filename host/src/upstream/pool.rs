@@ -51,6 +51,16 @@ pub struct Conn {
     pub connect_time: Duration,
 }
 
+impl Conn {
+    /// Takes an HTTP/1.1 connection back from a response body that was read to its end
+    /// (the body holds it while it reads). Without this the connection is not pooled again.
+    pub(crate) fn reclaim(&mut self, body: &mut super::connect::UpstreamBody) {
+        if let (Sender::H1(slot), super::connect::UpstreamBody::H1(b)) = (&mut self.sender, body) {
+            *slot = b.take_reusable();
+        }
+    }
+}
+
 pub struct Pool {
     addr: Arc<str>,
     cfg: PoolConfig,
@@ -249,7 +259,7 @@ impl Pool {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
-        if conn.sender.is_closed() || uses >= self.cfg.max_requests_per_connection {
+        if !conn.sender.is_usable() || uses >= self.cfg.max_requests_per_connection {
             return;
         }
         let mut q = self.idle.lock();
@@ -278,7 +288,7 @@ impl Pool {
     /// Closes idle connections past the idle timeout. Called periodically.
     pub fn reap(&self, now: Instant) {
         let mut q = self.idle.lock();
-        q.retain(|i| {
+        q.retain_mut(|i| {
             !i.sender.is_closed() && now.saturating_duration_since(i.since) <= self.cfg.idle_timeout
         });
     }
