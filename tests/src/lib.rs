@@ -329,11 +329,19 @@ async fn upstream_handler(
                     )
                 })
                 .collect();
+            // Names that came more than once (`headers` above keeps the last of each).
+            let repeated: Vec<&str> = req
+                .headers()
+                .keys()
+                .filter(|k| req.headers().get_all(*k).iter().count() > 1)
+                .map(|k| k.as_str())
+                .collect();
             let body = serde_json::json!({
                 "upstream": name,
                 "method": req.method().as_str(),
                 "path": req.uri().to_string(),
                 "headers": headers,
+                "repeated": repeated,
             });
             Response::new(full(body.to_string()))
         }

@@ -37,6 +37,10 @@ fn with_traceparent(mut req: Request<BoxBody>, tp: &str) -> Request<BoxBody> {
 /// The `traceparent` the echoing upstream received, split into (trace, parent, flags).
 fn upstream_traceparent(body: &[u8]) -> (String, String, String) {
     let v: Value = serde_json::from_slice(body).expect("echo json");
+    assert!(
+        !v["repeated"].to_string().contains("traceparent"),
+        "one traceparent goes up, not the client's beside ours: {v}"
+    );
     let tp = v["headers"]["traceparent"]
         .as_str()
         .unwrap_or_else(|| panic!("no traceparent upstream: {v}"))

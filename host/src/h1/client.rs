@@ -82,6 +82,9 @@ pub(crate) struct ReqHead<'a> {
     pub(crate) target: &'a str,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) host: &'a str,
+    /// One more field, in place of any of that name in `headers` (a per-attempt
+    /// `traceparent`: the map is shared by every attempt, and not copied for one).
+    pub(crate) extra: Option<(&'a HeaderName, &'a HeaderValue)>,
 }
 
 /// How the request body goes on the wire.
@@ -194,13 +197,13 @@ fn encode_head(out: &mut Vec<u8>, req: &ReqHead<'_>, framing: Framing) {
             had_length = true;
             continue;
         }
-        if name == header::TRANSFER_ENCODING {
+        if name == header::TRANSFER_ENCODING || req.extra.is_some_and(|(n, _)| n == name) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
+    }
+    if let Some((name, value)) = req.extra {
+        field(out, name, value);
     }
     match framing {
         // An empty body keeps a length the caller gave (`0`: a POST without a body).
@@ -213,6 +216,13 @@ fn encode_head(out: &mut Vec<u8>, req: &ReqHead<'_>, framing: Framing) {
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

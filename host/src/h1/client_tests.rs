@@ -69,6 +69,7 @@ async fn ours(answer: &[u8], method: &Method) -> Result<Seen, String> {
         target: "/",
         headers: &headers,
         host: "127.0.0.1",
+        extra: None,
     };
     let resp = client::send(io, head, Outgoing::<Empty<Bytes>>::Empty)
         .await
@@ -286,6 +287,7 @@ async fn a_response_read_to_its_end_gives_the_connection_back() {
             target: "/n",
             headers: &headers,
             host: "up.test",
+            extra: None,
         };
         let conn = io.take().expect("the connection came back");
         let resp = client::send(conn, head, Outgoing::<Empty<Bytes>>::Empty)
@@ -320,6 +322,7 @@ async fn a_streamed_body_goes_up_chunked_or_with_its_length() {
         target: "/up",
         headers: &headers,
         host: "up.test",
+        extra: None,
     };
     let parts = futures_util::stream::iter(
         ["ab", "cde"].map(|s| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(s)))),
@@ -354,6 +357,7 @@ async fn an_early_answer_is_returned_while_the_body_is_open() {
         target: "/up",
         headers: &headers,
         host: "up.test",
+        extra: None,
     };
     // A body that never ends: only the early answer can end the exchange.
     let (_keep, rx) =
@@ -421,6 +425,7 @@ async fn an_interim_answer_does_not_stop_the_upload() {
             target: "/up",
             headers: &headers,
             host: "up.test",
+            extra: None,
         };
         client::send(io, head, Outgoing::Stream(body)).await
     });
@@ -503,6 +508,7 @@ async fn the_upload_goes_on_after_the_answer_full_duplex() {
         target: "/duplex",
         headers: &headers,
         host: "up.test",
+        extra: None,
     };
     let body = StreamBody::new(tokio_stream_of(rx));
     let resp = tokio::time::timeout(

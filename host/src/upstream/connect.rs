@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -36,7 +36,9 @@ pub enum Sender {
 pub(crate) struct Outbound<'a> {
     pub method: &'a Method,
     pub path_and_query: &'a PathAndQuery,
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
+    /// This attempt's `traceparent`, in place of any in `headers`.
+    pub traceparent: Option<HeaderValue>,
     /// The endpoint's address: the `Host` (HTTP/1.1) or `:authority` (HTTP/2) when the
     /// headers carry no `Host`.
     pub addr: &'a str,
@@ -101,8 +103,12 @@ impl Sender {
                 let head = h1::client::ReqHead {
                     method: req.method,
                     target: req.path_and_query.as_str(),
-                    headers: &req.headers,
+                    headers: req.headers,
                     host: req.addr,
+                    extra: req
+                        .traceparent
+                        .as_ref()
+                        .map(|v| (&crate::core::headers::TRACEPARENT, v)),
                 };
                 let body = match body {
                     UpBody::Empty | UpBody::Full(None) => h1::client::Outgoing::Empty,
@@ -117,7 +123,10 @@ impl Sender {
                 })))
             }
             Sender::H2(s) => {
-                let mut headers = req.headers;
+                let mut headers = req.headers.clone();
+                if let Some(tp) = req.traceparent {
+                    headers.insert(crate::core::headers::TRACEPARENT.clone(), tp);
+                }
                 let authority = headers
                     .remove(http::header::HOST)
                     .and_then(|h| h.to_str().ok().map(str::to_owned))
