@@ -13,23 +13,42 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Serves `answer` to one connection after the request head (and what of its body has
-/// arrived), then closes.
-async fn upstream(answer: Vec<u8>) -> std::net::SocketAddr {
+/// An upstream on 127.0.0.1 that runs `serve` on the first connection it accepts.
+async fn one_connection<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        if let Ok((s, _)) = l.accept().await {
+            serve(s).await;
         }
+    });
+    addr
+}
+
+/// Reads into `got` until it holds a whole request head; false if the client went away.
+async fn read_head(s: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// Serves `answer` to one connection after the request head (and what of its body has
+/// arrived), then closes.
+async fn upstream(answer: Vec<u8>) -> std::net::SocketAddr {
+    one_connection(|mut s| async move {
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
+        }
+        let mut buf = [0u8; 4096];
         let _ = s.write_all(&answer).await;
         let _ = s.shutdown().await;
         // Drain what the client still sends, so the close is a FIN, not a reset.
@@ -41,8 +60,8 @@ async fn upstream(answer: Vec<u8>) -> std::net::SocketAddr {
             }
         })
         .await;
-    });
-    addr
+    })
+    .await
 }
 
 /// What a client made of a response: `Err` for any refusal, else the parts that matter.
@@ -245,29 +264,21 @@ async fn transfer_encoding_drops_a_contradicting_length() {
 async fn keep_alive_upstream(
     answers: Vec<Vec<u8>>,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
+    let addr = one_connection(|mut s| async move {
         let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
         for answer in answers {
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
+            if !read_head(&mut s, &mut got).await {
+                return;
             }
             let _ = tx.send(std::mem::take(&mut got)).await;
             if s.write_all(&answer).await.is_err() {
                 return;
             }
         }
-        let _ = s.read(&mut buf).await;
-    });
+        let _ = s.read(&mut [0u8; 64]).await;
+    })
+    .await;
     (addr, rx)
 }
 
@@ -385,12 +396,7 @@ async fn an_early_answer_is_returned_while_the_body_is_open() {
 async fn an_interim_answer_does_not_stop_the_upload() {
     // An upstream that sends `100 Continue` after the head, then reads the whole chunked
     // body and echoes it.
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
+    let addr = one_connection(|mut s| async move {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         let mut continued = false;
@@ -414,7 +420,8 @@ async fn an_interim_answer_does_not_stop_the_upload() {
         answer.extend_from_slice(&body);
         let _ = s.write_all(&answer).await;
         let _ = s.read(&mut buf).await;
-    });
+    })
+    .await;
     let io = TcpStream::connect(addr).await.expect("connect");
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let body = StreamBody::new(tokio_stream_of(rx));
@@ -463,20 +470,12 @@ async fn an_interim_answer_does_not_stop_the_upload() {
 /// request body as a piece of its own: the upload goes on while the response is read.
 #[tokio::test]
 async fn the_upload_goes_on_after_the_answer_full_duplex() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
+    let addr = one_connection(|mut s| async move {
         let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        if !read_head(&mut s, &mut got).await {
+            return;
         }
+        let mut buf = [0u8; 4096];
         let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
         let mut seen = got.split_off(at);
         let _ = s
@@ -499,7 +498,8 @@ async fn the_upload_goes_on_after_the_answer_full_duplex() {
             }
         }
         let _ = s.read(&mut buf).await;
-    });
+    })
+    .await;
     let io = TcpStream::connect(addr).await.expect("connect");
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let headers = HeaderMap::new();
