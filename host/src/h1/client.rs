@@ -512,8 +512,9 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> Result<Option<RespHead>,
     };
     // Offsets into the head, so values can be sliced out of it once it is split off.
     let base = buf.as_ptr() as usize;
+    // `new`, not `with_capacity`: that one returns the inline array by value (a copy).
     let mut fields: smallvec::SmallVec<[(HeaderName, usize, usize); 24]> =
-        smallvec::SmallVec::with_capacity(resp.headers.len());
+        smallvec::SmallVec::new();
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| Error::Invalid("invalid header name"))?;

@@ -127,8 +127,9 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Parsed, HeadEr
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target = at(path.as_bytes());
-    let mut fields: SmallVec<[(HeaderName, (usize, usize)); 24]> =
-        SmallVec::with_capacity(req.headers.len());
+    // `new`, not `with_capacity`: that one builds the inline array and returns it by value,
+    // a 1.1 KiB copy per request (136 instructions under callgrind).
+    let mut fields: SmallVec<[(HeaderName, (usize, usize)); 24]> = SmallVec::new();
     for hdr in req.headers.iter() {
         let name = HeaderName::from_bytes(hdr.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header name"))?;

@@ -74,13 +74,16 @@ impl Streaming {
             conn.reclaim(&mut self.inner);
             endpoint.pool.release(conn);
         }
-        if let Some(mut f) = self.finisher.take() {
+        // Finished in place, then dropped: `take()` would copy the finisher (passport and
+        // all) out of the body first.
+        if let Some(f) = self.finisher.as_mut() {
             let now = Instant::now();
             f.passport
                 .add_waiting(now.saturating_duration_since(self.body_started));
             f.passport.stamp_at(State::RespBodySent, now);
             f.passport.stamp_at(State::Done, now);
-            f.finish();
+            f.complete();
+            self.finisher = None;
         }
     }
 
