@@ -471,7 +471,8 @@ dir = \"$dir\"" '
 name = "all"
 match = { path_prefix = "/" }
 cluster = "up1"')
-    start_portcullis "$name" "$cfg" "$port" "$admin" / 30 || return 0
+    # A JS/Python component compiles before the listener opens: give it the same time.
+    start_portcullis "$name" "$cfg" "$port" "$admin" / $((secs > 30 ? secs : 30)) || return 0
     # The filters run on requests to the upstream; confirm they are all loaded.
     local deadline=$((SECONDS + secs)) listing=""
     while [ $SECONDS -lt $deadline ]; do

@@ -257,6 +257,7 @@ where
     );
     let mut w = Writer::new(out, mode);
     let mut rbody = pin!(rbody);
+    w.take_ready(rbody.as_mut());
     loop {
         tokio::select! {
             biased;
@@ -456,6 +457,23 @@ impl Writer {
             self.take(frame);
         }
         Ok(false)
+    }
+
+    /// Takes the frames the body has ready now, without waiting: a response whose body came
+    /// with its head (a small upstream answer, read in one go) goes out in one write with it.
+    /// Without this the head went alone and the body after it: 3 writes per proxied request
+    /// instead of 2 (`strace -c` under wrk), a syscall a request.
+    fn take_ready<B>(&mut self, mut body: std::pin::Pin<&mut B>)
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        while !self.ended && self.tail.is_empty() && self.out.len() < COALESCE {
+            match futures_util::FutureExt::now_or_never(body.frame()) {
+                Some(frame) => self.take(frame),
+                None => break,
+            }
+        }
     }
 
     fn take<E: Into<BoxError>>(&mut self, frame: Option<Result<http_body::Frame<Bytes>, E>>) {
