@@ -4,6 +4,7 @@
 # trivial filter (add-header) and with one pass-through filter (cors, no `Origin`).
 #
 #   bash bench/instructions.sh [REQUESTS]     # default 3000 per target
+#   CONC=64 bash bench/instructions.sh        # oha connections (default 8)
 #
 # Why: on a shared 2-core machine req/s and even CPU µs per request move by 10% between
 # runs; an instruction count is the same for the same binary and inputs whatever else the
@@ -136,9 +137,9 @@ measure() {
         kill "$vp" 2>/dev/null || true
         return 1
     fi
-    timeout 300 oha -n 500 -c 8 --no-tui "http://127.0.0.1:$P/" >/dev/null 2>&1
+    timeout 300 oha -n 500 -c "${CONC:-8}" --no-tui "http://127.0.0.1:$P/" >/dev/null 2>&1
     callgrind_control -i on "$vp" >/dev/null 2>&1
-    timeout 300 oha -n "$N" -c 8 --no-tui "http://127.0.0.1:$P/" >"$TMP/$name.oha" 2>&1
+    timeout 300 oha -n "$N" -c "${CONC:-8}" --no-tui "http://127.0.0.1:$P/" >"$TMP/$name.oha" 2>&1
     callgrind_control -i off "$vp" >/dev/null 2>&1
     callgrind_control -d "$vp" >/dev/null 2>&1
     sleep 0.5
