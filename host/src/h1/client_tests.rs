@@ -466,6 +466,50 @@ async fn an_interim_answer_does_not_stop_the_upload() {
     );
 }
 
+/// An upstream that starts an answer while the body is going up and never finishes its
+/// head: what is read of it is bounded like any response head, and refused past the bound.
+#[tokio::test]
+async fn an_endless_head_during_the_upload_is_refused_at_the_head_bound() {
+    let addr = one_connection(|mut s| async move {
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nx-endless: ").await;
+        let chunk = vec![b'a'; 64 * 1024];
+        // Twice the bound, then silence: only the bound can end the exchange.
+        for _ in 0..(2 * client::MAX_HEAD_BYTES / chunk.len() + 1) {
+            if s.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let io = TcpStream::connect(addr).await.expect("connect");
+    let headers = HeaderMap::new();
+    let head = ReqHead {
+        method: &Method::POST,
+        target: "/up",
+        headers: &headers,
+        host: "up.test",
+        extra: None,
+    };
+    let (_keep, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
+    let body = StreamBody::new(tokio_stream_of(rx));
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        client::send(io, head, Outgoing::Stream(body)),
+    )
+    .await
+    .expect("refused at the bound, not read forever");
+    assert!(
+        matches!(got, Err(client::Error::HeadTooLarge)),
+        "{:?}",
+        got.map(|r| r.status())
+    );
+}
+
 /// An upstream that answers as soon as the head is in, then echoes each piece of the chunked
 /// request body as a piece of its own: the upload goes on while the response is read.
 #[tokio::test]
