@@ -20,7 +20,7 @@
 use super::body::{Io, Upgraded};
 use super::decode::{DecodeError, Decoder};
 use super::encode::chunk_size;
-use super::head::{has_token, last_token_is};
+use super::head::{has_token, last_token_is, parse_length};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -631,16 +631,6 @@ impl Fields {
         }
         Ok(self.length.map_or(BodyKind::Eof, BodyKind::Length))
     }
-}
-
-fn parse_length(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        b.iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-    )
 }
 
 /// The response body, read off the connection as it is polled. Once the last byte is in,

@@ -228,8 +228,8 @@ impl Headers {
                 if self.te {
                     return Ok(Keep::No);
                 }
-                let n =
-                    parse_length(value).ok_or(HeadError::Malformed("invalid content-length"))?;
+                let n = parse_length(value.as_bytes())
+                    .ok_or(HeadError::Malformed("invalid content-length"))?;
                 match self.length {
                     Some(prev) if prev != n => {
                         return Err(HeadError::Malformed("conflicting content-length values"))
@@ -291,8 +291,8 @@ impl Headers {
 
 /// `Content-Length`: digits only (a comma list, even of one repeated value, is refused, as
 /// hyper does).
-fn parse_length(v: &HeaderValue) -> Option<u64> {
-    let b = v.as_bytes();
+/// A `Content-Length` value: 1 to 19 ASCII digits (so it fits a u64), nothing else.
+pub(super) fn parse_length(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
