@@ -166,7 +166,11 @@ pub struct Stamp {
 #[derive(Debug)]
 pub struct Passport {
     start: Instant,
-    stamps: SmallVec<[Stamp; 24]>,
+    /// Inline room for 16: a proxied request stamps 11 or 12 states, 16 with inbound and
+    /// outbound filters; a retry or a fan-out spills to the heap. The passport moves with the
+    /// request (into its state machine, the response body, the metrics), so every inline
+    /// slot is copied each time: 24 were 576 bytes.
+    stamps: SmallVec<[Stamp; 16]>,
     /// Time spent waiting on someone else (client, upstream, fan-out calls): the "blue"
     /// transitions. Overhead is total minus this.
     waiting: Duration,
@@ -231,6 +235,12 @@ impl Passport {
         if self.stamps.len() >= MAX_STAMPS && state != State::Done {
             return;
         }
+        // Almost every stamp comes in time order: append without the search and the shift
+        // (~10 stamps a request at ~100 instructions each through `insert`, under callgrind).
+        if self.stamps.last().is_none_or(|s| s.at <= at) {
+            self.stamps.push(Stamp { state, at });
+            return;
+        }
         let pos = self.stamps.partition_point(|s| s.at <= at);
         self.stamps.insert(pos, Stamp { state, at });
     }
@@ -293,4 +303,51 @@ pub struct CallRecord {
     /// The call's span, when the request is traced.
     #[serde(skip)]
     pub span: Option<super::trace::CallSpan>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state observed late (the request body finishing on another task) goes where its
+    /// time puts it, before later ones; in-order stamps append; equal times keep their
+    /// arrival order.
+    #[test]
+    fn stamps_stay_in_time_order_whatever_order_they_come_in() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Passport::new(t0);
+        p.stamp_at(State::HeadersReceived, ms(1));
+        p.stamp_at(State::ReqHeadersSent, ms(5));
+        p.stamp_at(State::ReqBodySent, ms(3));
+        p.stamp_at(State::RespHeadersReceived, ms(5));
+        p.stamp_at(State::Done, ms(9));
+        let got: Vec<State> = p.stamps().iter().map(|s| s.state).collect();
+        assert_eq!(
+            got,
+            [
+                State::Accepted,
+                State::HeadersReceived,
+                State::ReqBodySent,
+                State::ReqHeadersSent,
+                State::RespHeadersReceived,
+                State::Done,
+            ]
+        );
+        assert!(p.stamps().windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    /// A runaway loop cannot grow the record: past the bound only `Done` is still kept.
+    #[test]
+    fn stamps_are_bounded_but_done_is_always_kept() {
+        let t0 = Instant::now();
+        let mut p = Passport::new(t0);
+        for i in 0..(MAX_STAMPS as u64 * 2) {
+            p.stamp_at(State::Retry, t0 + Duration::from_micros(i));
+        }
+        assert_eq!(p.stamps().len(), MAX_STAMPS);
+        p.stamp_at(State::Done, t0 + Duration::from_secs(1));
+        assert_eq!(p.stamps().len(), MAX_STAMPS + 1);
+        assert_eq!(p.last_at(), t0 + Duration::from_secs(1));
+    }
 }

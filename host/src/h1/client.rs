@@ -44,6 +44,9 @@ const MAX_TRAILERS: usize = 16 * 1024;
 const READ_BYTES: usize = 16 * 1024;
 /// A buffered body this small goes in the same write as the head: one syscall.
 const COALESCE: usize = 16 * 1024;
+/// Room kept in a response's header map for what the gateway adds on the way down (`via`,
+/// `x-request-id`, `x-portcullis-attempts`, `alt-svc`): no growth while they are inserted.
+const GATEWAY_ADDS: usize = 4;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -521,7 +524,7 @@ fn parse_one(buf: &mut BytesMut, head_request: bool) -> Result<Option<RespHead>,
         fields.push((name, h.value.as_ptr() as usize - base, h.value.len()));
     }
     let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = HeaderMap::with_capacity(fields.len() + GATEWAY_ADDS);
     let mut f = Fields::new(version);
     for (name, at, n) in fields {
         let value = HeaderValue::from_maybe_shared(bytes.slice(at..at + n))
@@ -776,5 +779,34 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Body for RecvBody<I> {
             Kind::Fixed(Decoder::Done) | Kind::Done | Kind::Upgrade => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the gateway adds to a response on its way down (`via`, `x-request-id`,
+    /// `x-portcullis-attempts`, `alt-svc`) fits in the map the parser made.
+    #[test]
+    fn the_gateways_response_headers_fit_without_growing_the_map() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"[..],
+        );
+        let head = match parse_head(&mut buf, false) {
+            Ok(Some(h)) => h,
+            other => panic!("the head did not parse: {:?}", other.err()),
+        };
+        let mut h = head.headers;
+        let room = h.capacity();
+        for name in ["via", "x-request-id", "x-portcullis-attempts", "alt-svc"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        assert_eq!(h.len(), 2 + 4);
+        assert_eq!(
+            h.capacity(),
+            room,
+            "the map grew while the gateway added its fields"
+        );
     }
 }

@@ -39,19 +39,30 @@ pub(crate) fn head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    // One pass over the names says which framing fields are there; most responses carry
+    // only `content-length`, and each hashed lookup or removal of an absent name cost ~100
+    // instructions (four per response under callgrind).
+    let seen = Seen::of(headers);
     // Framing is ours to decide: whatever the handler put there is replaced.
-    headers.remove(header::TRANSFER_ENCODING);
-    if headers
-        .remove(header::CONNECTION)
-        .is_some_and(|v| has_close(&v))
+    if seen.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if seen.connection
+        && headers
+            .remove(header::CONNECTION)
+            .is_some_and(|v| has_close(&v))
     {
         *close = true;
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_none() && !bodyless {
+    let declared = if seen.content_length {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    } else {
+        None
+    };
+    if declared.is_none() && seen.content_length && !bodyless {
         // An unparseable length from the handler: the body's own size decides instead.
         headers.remove(header::CONTENT_LENGTH);
     }
@@ -83,7 +94,7 @@ pub(crate) fn head(
     if mode == Mode::Chunked {
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !seen.date {
         dst.extend_from_slice(b"date: ");
         with_date(|d| dst.extend_from_slice(d));
         dst.extend_from_slice(b"\r\n");
@@ -95,6 +106,33 @@ pub(crate) fn head(
     }
     dst.extend_from_slice(b"\r\n");
     mode
+}
+
+/// Which of the fields `head` acts on a response carries.
+#[derive(Default)]
+struct Seen {
+    transfer_encoding: bool,
+    connection: bool,
+    content_length: bool,
+    date: bool,
+}
+
+impl Seen {
+    fn of(headers: &HeaderMap) -> Seen {
+        let mut s = Seen::default();
+        for name in headers.keys() {
+            if name == header::CONTENT_LENGTH {
+                s.content_length = true;
+            } else if name == header::DATE {
+                s.date = true;
+            } else if name == header::CONNECTION {
+                s.connection = true;
+            } else if name == header::TRANSFER_ENCODING {
+                s.transfer_encoding = true;
+            }
+        }
+        s
+    }
 }
 
 /// Headers for the upgrade's `101`: written as given (`connection: upgrade` included).
@@ -197,6 +235,62 @@ fn with_date(f: impl FnOnce(&[u8])) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn encoded(headers: &[(&str, &str)], exact: Option<u64>) -> (String, Mode, bool) {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let req = ReqInfo {
+            head: false,
+            http10: false,
+        };
+        let (mut out, mut close) = (Vec::new(), false);
+        let mode = head(&mut out, StatusCode::OK, &mut map, req, exact, &mut close);
+        (String::from_utf8(out).expect("ascii head"), mode, close)
+    }
+
+    /// The framing fields a handler sets are ours to decide: `transfer-encoding` is replaced,
+    /// `connection` is dropped (a `close` in it ends the connection), a valid length is kept
+    /// and a bad one replaced by the body's size; `date` is added unless the handler set one.
+    #[test]
+    fn the_handlers_framing_fields_are_replaced_and_date_added_once() {
+        let (h, mode, close) = encoded(
+            &[
+                ("transfer-encoding", "chunked"),
+                ("connection", "keep-alive, close"),
+                ("content-length", "5"),
+                ("x-a", "1"),
+            ],
+            Some(5),
+        );
+        assert_eq!(mode, Mode::Length(5));
+        assert!(close, "a close in the handler's connection was lost");
+        assert!(!h.contains("transfer-encoding"), "{h}");
+        assert!(!h.contains("keep-alive"), "{h}");
+        assert_eq!(h.matches("content-length: 5\r\n").count(), 1, "{h}");
+        assert_eq!(h.matches("date: ").count(), 1, "{h}");
+        assert!(h.ends_with("connection: close\r\n\r\n"), "{h}");
+
+        let (h, mode, close) = encoded(&[("content-length", "x"), ("date", "then")], Some(3));
+        assert_eq!(mode, Mode::Length(3));
+        assert!(!close);
+        assert!(
+            h.contains("content-length: 3\r\n") && !h.contains(": x"),
+            "{h}"
+        );
+        assert_eq!(h.matches("date: ").count(), 1, "{h}");
+
+        let (h, mode, _) = encoded(&[("x-a", "1")], None);
+        assert_eq!(mode, Mode::Chunked);
+        assert!(h.contains("transfer-encoding: chunked\r\n"), "{h}");
+        assert!(!h.contains("content-length"), "{h}");
+    }
+
     #[test]
     fn chunk_sizes_are_lower_hex() {
         for (n, s) in [

@@ -14,6 +14,12 @@ use std::mem::MaybeUninit;
 
 /// hyper's limit on a request target; longer is `414`.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+/// Room kept in a request's header map for what the gateway adds on the way up
+/// (`x-request-id`, `x-forwarded-for`/`-proto`/`-host`, `via`, `traceparent`, and a spare).
+/// Sized for the client's fields alone, the map grew twice per request while they were
+/// inserted: a rehash and a reallocation each, ~1,200 instructions per request under
+/// callgrind (`bench/PROFILE.md`, round 8).
+const GATEWAY_ADDS: usize = 8;
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +146,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Parsed, HeadEr
     let uri = Uri::from_maybe_shared(slice(target))
         .map_err(|_| HeadError::Malformed("invalid request target"))?;
     let mut h = Headers::new(version, &method);
-    let mut map = HeaderMap::with_capacity(fields.len());
+    let mut map = HeaderMap::with_capacity(fields.len() + GATEWAY_ADDS);
     for (name, range) in fields {
         let value = HeaderValue::from_maybe_shared(slice(range))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
@@ -325,4 +331,42 @@ pub(super) fn last_token_is(v: &HeaderValue, token: &str) -> bool {
         .rsplit(|&b| b == b',')
         .next()
         .is_some_and(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::headers;
+    use http::HeaderValue;
+
+    /// What the gateway adds to a request on its way up fits in the map the parser made: no
+    /// rehash and no reallocation per request. Fails if the map is sized for the client's
+    /// fields alone, or if the gateway comes to add more than `GATEWAY_ADDS` fields.
+    #[test]
+    fn the_gateways_request_headers_fit_without_growing_the_map() {
+        let mut buf = BytesMut::from(
+            &b"GET /a HTTP/1.1\r\nhost: example.com\r\nuser-agent: t\r\naccept: */*\r\n\r\n"[..],
+        );
+        let limits = Limits {
+            max_head_bytes: 8192,
+            max_headers: 100,
+        };
+        let Ok(Parsed::Complete(head)) = parse(&mut buf, limits) else {
+            panic!("the head did not parse");
+        };
+        let mut h = head.parts.headers;
+        let room = h.capacity();
+        headers::ensure_request_id(&mut h);
+        let host = h.get(http::header::HOST).cloned();
+        headers::add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), false, host);
+        headers::add_via(&mut h, Version::HTTP_11);
+        headers::propagate_traceparent(&mut h);
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        assert_eq!(h.len(), 3 + 7, "the gateway's fields were not all added");
+        assert_eq!(
+            h.capacity(),
+            room,
+            "the map grew while the gateway added its fields"
+        );
+    }
 }

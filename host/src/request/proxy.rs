@@ -39,7 +39,7 @@ impl Exchange<'_> {
         };
         let head = self.upstream_head(deadline);
         match client::send(&cluster, head, body, &policy, &mut self.f).await {
-            Ok(answered) => Answer::Upstream(Box::new(answered)),
+            Ok(answered) => Answer::Upstream(answered),
             Err(why) => Answer::Failed(why),
         }
     }

@@ -19,7 +19,7 @@ impl Exchange<'_> {
     /// streams. The passport ends with the last body byte.
     pub(crate) async fn respond(&mut self, answer: Answer) -> Response<RespBody> {
         match answer {
-            Answer::Upstream(a) => self.respond_upstream(*a).await,
+            Answer::Upstream(a) => self.respond_upstream(a).await,
             Answer::Endpoint(r) => {
                 self.observe_latency(Instant::now());
                 self.respond_local(r, false).await
@@ -55,7 +55,7 @@ impl Exchange<'_> {
         }
     }
 
-    async fn respond_upstream(&mut self, a: Answered) -> Response<RespBody> {
+    async fn respond_upstream(&mut self, a: Box<Answered>) -> Response<RespBody> {
         let (mut rparts, rbody) = a.response.into_parts();
         self.observe_latency(a.at);
         self.f.passport.stamp_at(State::RespHeadersReceived, a.at);

@@ -132,7 +132,7 @@ pub(crate) fn requested(parts: &http::request::Parts) -> Option<Kind> {
 
 /// An upstream that switched protocols, and everything the tunnel needs.
 pub(crate) struct Upgrade {
-    answered: Answered,
+    answered: Box<Answered>,
     client: ClientUpgrade,
     slot: Slot,
     kind: Kind,
@@ -189,7 +189,7 @@ impl Exchange<'_> {
                     kind,
                 }))
             }
-            Ok(a) => Answer::Upstream(Box::new(a)),
+            Ok(a) => Answer::Upstream(a),
             Err(why) => Answer::Failed(why),
         }
     }

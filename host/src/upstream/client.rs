@@ -167,7 +167,7 @@ pub(crate) async fn send(
     body: Body,
     policy: &Policy<'_>,
     journal: &mut (impl Journal + Send),
-) -> Result<Answered, Failure> {
+) -> Result<Box<Answered>, Failure> {
     let mut held = Held {
         cluster: Some(
             cluster
@@ -215,25 +215,20 @@ pub(crate) async fn send(
         let attempt = tries.attempt();
         let can_retry = attempt < tries.max;
         let (why, reason) = match step {
-            Step::Answer(resp, conn, at) => {
-                let status = resp.status().as_u16();
+            Step::Answer(mut a) => {
+                let status = a.response.status().as_u16();
                 if can_retry
                     && policy.retry_on_status.contains(&status)
                     && retry(Some(&tries.tried), RetryReason::Status, &mut held, journal)
                 {
-                    journal.stamp_at(State::RespHeadersReceived, at);
+                    journal.stamp_at(State::RespHeadersReceived, a.at);
                     // The connection carries an unread body: drop it rather than pool it.
-                    drop((resp, conn));
+                    drop(a);
                     continue;
                 }
-                return Ok(Answered {
-                    response: resp,
-                    conn,
-                    endpoint: set.endpoints[ei].clone(),
-                    attempts: attempt,
-                    at,
-                    permits: held,
-                });
+                a.attempts = attempt;
+                a.permits = held;
+                return Ok(a);
             }
             Step::Connect(why) => (why, RetryReason::ConnectFailed),
             Step::TryTimeout => (Failure::UpstreamTimeout, RetryReason::PerTryTimeout),
@@ -512,7 +507,7 @@ impl<J: Journal> Journal for Shared<'_, '_, J> {
 /// time to its response head, or to the timeout that cut the wait short.
 fn observe(cluster: &Cluster, sent: Instant, step: &Step) {
     let at = match step {
-        Step::Answer(_, _, at) => *at,
+        Step::Answer(a) => a.at,
         Step::Fatal(why) if why.is_timeout() => Instant::now(),
         _ => return,
     };
@@ -532,18 +527,17 @@ fn attempt_body(replay: &Option<Bytes>, once: &mut Option<ReqBody>) -> UpBody {
 }
 
 /// What one attempt came to.
-// The answer is the large variant by far (the response head and its body reading off the
-// connection); a `Step` lives for one match, so boxing it would buy an allocation per request
-// to save a move.
-#[allow(clippy::large_enum_variant)]
 enum Step {
-    Answer(Response<UpstreamBody>, Conn, Instant),
+    /// A response head. Boxed where it is made, as the request's answer leaves in
+    /// (`request::Answer::Upstream`): the attempt, the retry loop and the caller then move a
+    /// pointer, not the ~500-byte head, body and connection (the moves were ~800 instructions
+    /// of `memcpy` per proxied request under callgrind, `bench/PROFILE.md` round 8). `attempts`
+    /// and `permits` are filled in by [`send`] when it keeps the answer.
+    Answer(Box<Answered>),
     /// No connection: retryable on another endpoint.
     Connect(Failure),
     /// The request went up and the connection failed before a response head.
-    Reset {
-        reused: bool,
-    },
+    Reset { reused: bool },
     /// The route's `retry.per_try_timeout_ms` passed without a response head: retryable.
     TryTimeout,
     /// Not retried: a timeout waiting for the head, or the deadline.
@@ -567,7 +561,7 @@ impl Step {
     /// What the journal learns of the attempt.
     fn outcome(&self) -> Result<(u16, Instant), &'static str> {
         match self {
-            Step::Answer(resp, _, at) => Ok((resp.status().as_u16(), *at)),
+            Step::Answer(a) => Ok((a.response.status().as_u16(), a.at)),
             Step::Connect(why) | Step::Fatal(why) => Err(why.code()),
             Step::Reset { .. } => Err(Failure::UpstreamReset.code()),
             Step::TryTimeout => Err("per-try-timeout"),
@@ -633,6 +627,60 @@ async fn attempt_once(
     let got = Instant::now();
     let latency = got.saturating_duration_since(sent);
     journal.waited(latency);
+    let ended = Ended {
+        cluster,
+        set,
+        ei,
+        inflight,
+        got,
+        latency,
+    };
+    settle(
+        ended,
+        res,
+        conn,
+        body_state,
+        (try_until.is_some(), policy.deadline),
+    )
+}
+
+/// Where an attempt's send ended: its endpoint, the in-flight count it holds there, and
+/// when the response head (or the failure) came.
+struct Ended<'a> {
+    cluster: &'a Cluster,
+    set: &'a EndpointSet,
+    ei: usize,
+    inflight: super::stats::InFlight,
+    got: Instant,
+    latency: Duration,
+}
+
+/// How the send went up: no send at all (`None`), a response head or a failure, or the
+/// response-head or per-try timer first.
+type Sent = Result<
+    Option<Result<Response<UpstreamBody>, crate::core::body::BoxError>>,
+    tokio::time::error::Elapsed,
+>;
+
+/// What an attempt came to once its send ended. The endpoint's stats and outlier state learn
+/// the outcome; a client body fault is not the endpoint's failure. `per_try`: the timer that
+/// ran was the route's per-try timeout (retryable), not the response-head wait.
+fn settle(
+    e: Ended<'_>,
+    res: Sent,
+    conn: Conn,
+    body_state: Option<&ReqShared>,
+    (per_try, deadline): (bool, Instant),
+) -> Step {
+    let Ended {
+        cluster,
+        set,
+        ei,
+        inflight,
+        got,
+        latency,
+    } = e;
+    let ep = &set.endpoints[ei];
     match res {
         Ok(None) => {
             inflight.finish(Outcome {
@@ -657,7 +705,14 @@ async fn attempt_once(
             } else {
                 set.outlier.on_success(ei);
             }
-            Step::Answer(resp, conn, got)
+            Step::Answer(Box::new(Answered {
+                response: resp,
+                conn,
+                endpoint: ep.clone(),
+                attempts: 0,
+                at: got,
+                permits: Held::default(),
+            }))
         }
         Ok(Some(Err(e))) => {
             // A client body fault is not the endpoint's failure.
@@ -690,10 +745,10 @@ async fn attempt_once(
                 failed: true,
             });
             set.outlier.on_failure(ei, got);
-            if try_until.is_some() {
+            if per_try {
                 return Step::TryTimeout;
             }
-            Step::Fatal(if got >= policy.deadline {
+            Step::Fatal(if got >= deadline {
                 Failure::DeadlineExceeded
             } else {
                 Failure::UpstreamTimeout
