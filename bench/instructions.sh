@@ -5,6 +5,8 @@
 #
 #   bash bench/instructions.sh [REQUESTS]     # default 3000 per target
 #   CONC=64 bash bench/instructions.sh        # oha connections (default 8)
+#   BENCH_SUFFIX=-after bash bench/instructions.sh   # …-instructions-after.md: a second run
+#                                             # the same day does not overwrite the first
 #
 # Why: on a shared 2-core machine req/s and even CPU µs per request move by 10% between
 # runs; an instruction count is the same for the same binary and inputs whatever else the
@@ -20,7 +22,7 @@
 #
 # Needs: valgrind, oha, nginx, and the release binaries (`cargo build --release -p
 # portcullis -p portcullis-examples`) and release guests (built by run.sh) — it says what is
-# missing. Writes bench/results/<date>-instructions.md (and the callgrind dumps in a temp
+# missing. Writes bench/results/<date>-instructions${BENCH_SUFFIX}.md (and the callgrind dumps in a temp
 # dir, kept with KEEP=1 for callgrind_annotate).
 set -Eeuo pipefail
 N=${1:-3000}
@@ -30,7 +32,7 @@ GUESTS="$ROOT/plugins/target/wasm32-wasip2/release"
 BASE=${BENCH_PORT_BASE:-18260}
 U=$((BASE + 1)) P=$((BASE + 2)) A=$((BASE + 3))
 TMP=$(mktemp -d)
-OUT="$ROOT/bench/results/$(date -u +%Y-%m-%d)-instructions.md"
+OUT="$ROOT/bench/results/$(date -u +%Y-%m-%d)-instructions${BENCH_SUFFIX:-}.md"
 # shellcheck source=filters.sh
 source "$ROOT/bench/filters.sh"
 

@@ -16,54 +16,33 @@ set -Eeuo pipefail
 WHO=${1:?floor or portcullis}
 SECS=${2:-4}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-BASE=${BENCH_PORT_BASE:-18300}
-U=$((BASE + 1)) P=$((BASE + 2)) A=$((BASE + 3))
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-for b in portcullis hyper_floor bench_upstream; do
-    [ -x "$REL/$b" ] || { echo "$REL/$b missing: cargo build --release -p portcullis -p portcullis-examples" >&2; exit 1; }
-done
+PORT_BASE="${BENCH_PORT_BASE:-18300}"
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install wrk)" >&2; exit 1; }
-
-taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
-UP=$!
-PIDS+=("$UP")
+# One Portcullis (--workers 1) and bench_upstream on core 1, as cpu_per_request.sh runs them;
+# sets U, P, TMP, PIDS, UP and PC, and stops everything on exit.
+# shellcheck source=single_proxy.sh
+source "$ROOT/bench/single_proxy.sh"
 case $WHO in
-    floor)
-        taskset -c 1 "$REL/hyper_floor" "127.0.0.1:$P" "127.0.0.1:$U" spawn >"$TMP/s.log" 2>&1 &
-        ;;
     portcullis)
-        cat >"$TMP/pc.toml" <<EOT
-[admin]
-listen = "127.0.0.1:$A"
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:$P"
-[[cluster]]
-name = "up1"
-endpoints = ["127.0.0.1:$U"]
-[[route]]
-name = "all"
-match = { path_prefix = "/" }
-cluster = "up1"
-EOT
-        RUST_LOG=warn taskset -c 1 "$REL/portcullis" run --config "$TMP/pc.toml" --workers 1 >"$TMP/s.log" 2>&1 &
+        single_proxy_start 0
+        S=$PC
+        ;;
+    floor)
+        [ -x "$REL/hyper_floor" ] || { echo "$REL/hyper_floor missing: cargo build --release -p portcullis-examples" >&2; exit 1; }
+        taskset -c 1 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/up.log" 2>&1 &
+        UP=$!
+        PIDS+=("$UP")
+        taskset -c 1 "$REL/hyper_floor" "127.0.0.1:$P" "127.0.0.1:$U" spawn >"$TMP/s.log" 2>&1 &
+        S=$!
+        PIDS+=("$S")
+        for _ in $(seq 1 100); do
+            curl -fsS -o /dev/null "http://127.0.0.1:$P/" 2>/dev/null && break
+            sleep 0.1
+        done
+        curl -fsS -o /dev/null "http://127.0.0.1:$P/" || { echo "hyper_floor did not answer" >&2; exit 1; }
         ;;
     *) echo "floor or portcullis, not $WHO" >&2; exit 2 ;;
 esac
-S=$!
-PIDS+=("$S")
-for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$P/" 2>/dev/null && break
-    sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$P/" || { echo "$WHO did not answer; log:" >&2; tail -n 5 "$TMP/s.log" >&2; exit 1; }
 timeout 20 taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P/" >/dev/null
 
 # minflt, utime, stime (fields 10, 14, 15) and voluntary / involuntary switches of all threads.
