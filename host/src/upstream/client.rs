@@ -627,32 +627,14 @@ async fn attempt_once(
     let got = Instant::now();
     let latency = got.saturating_duration_since(sent);
     journal.waited(latency);
-    let ended = Ended {
-        cluster,
-        set,
-        ei,
-        inflight,
-        got,
-        latency,
-    };
     settle(
-        ended,
+        ((cluster, set), ei, inflight),
         res,
         conn,
         body_state,
+        (got, latency),
         (try_until.is_some(), policy.deadline),
     )
-}
-
-/// Where an attempt's send ended: its endpoint, the in-flight count it holds there, and
-/// when the response head (or the failure) came.
-struct Ended<'a> {
-    cluster: &'a Cluster,
-    set: &'a EndpointSet,
-    ei: usize,
-    inflight: super::stats::InFlight,
-    got: Instant,
-    latency: Duration,
 }
 
 /// How the send went up: no send at all (`None`), a response head or a failure, or the
@@ -662,24 +644,18 @@ type Sent = Result<
     tokio::time::error::Elapsed,
 >;
 
-/// What an attempt came to once its send ended. The endpoint's stats and outlier state learn
-/// the outcome; a client body fault is not the endpoint's failure. `per_try`: the timer that
-/// ran was the route's per-try timeout (retryable), not the response-head wait.
+/// What an attempt to endpoint `ei` came to once its send ended (`got`, `latency` after it
+/// went up). The endpoint's stats (through its `inflight` count) and outlier state learn the
+/// outcome; a client body fault is not the endpoint's failure. `per_try`: the timer that ran
+/// was the route's per-try timeout (retryable), not the response-head wait.
 fn settle(
-    e: Ended<'_>,
+    ((cluster, set), ei, inflight): ((&Cluster, &EndpointSet), usize, super::stats::InFlight),
     res: Sent,
     conn: Conn,
     body_state: Option<&ReqShared>,
+    (got, latency): (Instant, Duration),
     (per_try, deadline): (bool, Instant),
 ) -> Step {
-    let Ended {
-        cluster,
-        set,
-        ei,
-        inflight,
-        got,
-        latency,
-    } = e;
     let ep = &set.endpoints[ei];
     match res {
         Ok(None) => {
