@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, side by side in one run, under
 # `valgrind --tool=callgrind`: nginx, the `hyper_floor`, Portcullis with no filter, with one
-# trivial filter (add-header) and with one pass-through filter (cors, no `Origin`).
+# trivial filter (add-header), with one pass-through filter (cors, no `Origin`), with
+# UNMATCHED (default 24) filters whose match never fits, and the fan-out endpoint (three
+# upstream calls per request).
 #
 #   bash bench/instructions.sh [REQUESTS]     # default 3000 per target
 #   CONC=64 bash bench/instructions.sh        # oha connections (default 8)
@@ -44,7 +46,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 for b in portcullis hyper_floor bench_upstream; do
     [ -x "$REL/$b" ] || missing+=("$REL/$b (cargo build --release -p portcullis -p portcullis-examples)")
 done
-for g in add_header cors; do
+for g in add_header cors fanout; do
     [ -f "$GUESTS/$g.wasm" ] || missing+=("$GUESTS/$g.wasm (bash bench/run.sh --quick builds it)")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -62,7 +64,7 @@ trap cleanup EXIT
 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/upstream.log" 2>&1 &
 UP_PID=$!
 
-portcullis_config() { # FILE [FILTER_KIND]
+portcullis_config() { # FILE [FILTER_KIND [COUNT]]
     cat >"$1" <<EOF
 [admin]
 listen = "127.0.0.1:$A"
@@ -80,11 +82,43 @@ match = { path_prefix = "/" }
 cluster = "up1"
 EOF
     if [ -n "${2:-}" ]; then
-        write_filters "$TMP/plugins-$2" 1 "$2" "$GUESTS"
+        write_filters "$TMP/plugins-$2" "${3:-1}" "$2" "$GUESTS"
         # valgrind cannot reserve the default pool's address space (instances × memory).
         printf '[plugins]\ndir = "%s"\nmax_instances = 16\nmax_memory_mb = 32\n' \
             "$TMP/plugins-$2" >>"$1"
     fi
+}
+
+fanout_config() { # FILE: the fan-out endpoint (fanout.wasm) calling three clusters per request
+    mkdir -p "$TMP/plugins-fanout"
+    cp "$GUESTS/fanout.wasm" "$TMP/plugins-fanout/fanout.wasm"
+    printf 'kind = "endpoint"\n[config]\nclusters = "up1,up2,up3"\n' >"$TMP/plugins-fanout/fanout.toml"
+    cat >"$1" <<EOF
+[admin]
+listen = "127.0.0.1:$A"
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$P"
+[timeouts]
+drain_ms = 200
+[[cluster]]
+name = "up1"
+endpoints = ["127.0.0.1:$U"]
+[[cluster]]
+name = "up2"
+endpoints = ["127.0.0.1:$U"]
+[[cluster]]
+name = "up3"
+endpoints = ["127.0.0.1:$U"]
+[[route]]
+name = "fan"
+match = { path_prefix = "/" }
+endpoint = "fanout"
+[plugins]
+dir = "$TMP/plugins-fanout"
+max_instances = 16
+max_memory_mb = 32
+EOF
 }
 
 nginx_config() { # DIR
@@ -162,9 +196,12 @@ nginx_config "$TMP/nginx"
 portcullis_config "$TMP/pc.toml"
 portcullis_config "$TMP/pc-filter.toml" add-header
 portcullis_config "$TMP/pc-pass.toml" pass
+# More than the index's scan threshold (16), so the lookup is what runs; run.sh loads 200.
+portcullis_config "$TMP/pc-unmatched.toml" unmatched "${UNMATCHED:-24}"
+fanout_config "$TMP/pc-fanout.toml"
 IR[nginx]=$(measure nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf")
 IR[floor]=$(measure floor "$REL/hyper_floor" "127.0.0.1:$P" "127.0.0.1:$U")
-for t in pc pc-filter pc-pass; do
+for t in pc pc-filter pc-pass pc-unmatched pc-fanout; do
     IR[$t]=$(RUST_LOG=warn measure "$t" "$REL/portcullis" run --config "$TMP/$t.toml" --workers 1)
 done
 
@@ -176,17 +213,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
     echo
     echo "| target | instructions / request | vs nginx | vs hyper floor |"
     echo "|---|---|---|---|"
-    for t in nginx floor pc pc-filter pc-pass; do
+    for t in nginx floor pc pc-filter pc-pass pc-unmatched pc-fanout; do
         case $t in
             nginx) label="nginx (1 worker, upstream keepalive)" ;;
             floor) label="hyper floor (bare hyper 1 proxy)" ;;
             pc) label="Portcullis" ;;
             pc-filter) label="Portcullis + 1 trivial filter (add-header)" ;;
             pc-pass) label="Portcullis + 1 pass-through filter (cors)" ;;
+            pc-unmatched) label="Portcullis + ${UNMATCHED:-24} filters whose match never fits" ;;
+            pc-fanout) label="Portcullis fan-out endpoint, 3 upstream calls per request" ;;
         esac
         echo "| $label | ${IR[$t]} | $(ratio "${IR[$t]}" "${IR[nginx]}") | $(ratio "${IR[$t]}" "${IR[floor]}") |"
     done
     echo
-    echo "Added by one trivial filter: $((IR[pc-filter] - IR[pc])) instructions; by one pass-through filter: $((IR[pc-pass] - IR[pc]))."
+    echo "Added by one trivial filter: $((IR[pc-filter] - IR[pc])) instructions; by one pass-through filter: $((IR[pc-pass] - IR[pc])); by ${UNMATCHED:-24} unmatched filters: $((IR[pc-unmatched] - IR[pc])). A fan-out request costs $(ratio "${IR[pc-fanout]}" "${IR[pc]}") a proxied one."
 } | tee "$OUT"
 echo "written: ${OUT#"$ROOT"/}"

@@ -72,13 +72,46 @@ async fn inbound_filters_change_requests_in_order_and_outbound_filters_see_metad
     // A filter whose match does not apply is skipped without entering Wasm.
     let m = metrics(gw.admin_addr()).await;
     let calls = sample(&m, "portcullis_plugin_calls_total{plugin=\"rewrite\"}").unwrap_or(-1.0);
-    let (_, b) = send(addr, get(addr, "/up/plain")).await;
+    let (p, b) = send(addr, get(addr, "/up/plain")).await;
     assert_eq!(echo(&b)["path"], "/up/plain");
+    // No inbound filter applied, but the outbound ones still ran on the response.
+    assert_eq!(header(&p, "x-frame-options"), "DENY");
+    assert_eq!(header(&p, "x-testbed-out"), "200");
     let m = metrics(gw.admin_addr()).await;
     assert_eq!(
         sample(&m, "portcullis_plugin_calls_total{plugin=\"rewrite\"}"),
         Some(calls)
     );
+    // The passport records the inbound phase only where a filter ran: the request that no
+    // inbound filter applies to skips the phase whole (it costs one index lookup).
+    let (_, passports) = send(gw.admin_addr(), get(gw.admin_addr(), "/admin/passports")).await;
+    let all: serde_json::Value = serde_json::from_slice(&passports).expect("passports json");
+    // The filtered request is listed under the path it came with or the one it was given.
+    let states = |paths: &[&str]| -> Vec<String> {
+        let mine: Vec<&serde_json::Value> = all
+            .as_array()
+            .expect("passports array")
+            .iter()
+            .filter(|p| {
+                p["path"]
+                    .as_str()
+                    .is_some_and(|x| paths.iter().any(|want| x.starts_with(want)))
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "one passport for {paths:?}: {all}");
+        mine[0]["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .filter_map(|s| s["state"].as_str().map(str::to_string))
+            .collect()
+    };
+    let filtered = states(&["/old/thing", "/up/new"]);
+    let skipped = states(&["/up/plain"]);
+    for s in ["INBOUND_FILTERS_START", "INBOUND_FILTERS_END"] {
+        assert!(filtered.iter().any(|x| x == s), "{s} in {filtered:?}");
+        assert!(!skipped.iter().any(|x| x == s), "no {s} in {skipped:?}");
+    }
 }
 
 #[tokio::test]

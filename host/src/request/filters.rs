@@ -32,6 +32,10 @@ impl Exchange<'_> {
             return Ok(payload);
         };
         self.chain = Some(chain.clone());
+        // No loaded filter applies to this head: nothing to buffer, call or stamp.
+        let Some(todo) = chain.inbound_todo(&self.parts) else {
+            return Ok(payload);
+        };
         self.f.passport.stamp(State::InboundFiltersStart);
         if let Some(cap) = chain.inbound_body_cap(&self.parts) {
             let (idle, deadline) = self.early_bounds();
@@ -46,7 +50,8 @@ impl Exchange<'_> {
         };
         // Boxed, like every plugin phase: a Wasm call's future is large, and inlined it would
         // grow every request's future (kept per connection by hyper) with or without plugins.
-        let outcome = Box::pin(chain.inbound(
+        let outcome = Box::pin(chain.inbound_from(
+            todo,
             &mut self.parts,
             self.f.client,
             self.route.map(|r| &*r.name),

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, Method};
 use std::sync::Arc;
 
 mod index;
-pub(crate) use index::MatchIndex;
+pub(crate) use index::{Candidates, MatchIndex};
 
 #[derive(Debug)]
 pub enum Target {
