@@ -50,7 +50,9 @@ async fn inbound_filters_change_requests_in_order_and_outbound_filters_see_metad
         "add-header",
         "kind = \"outbound\"\n[config]\nset = { \"x-frame-options\" = \"DENY\" }\nremove = [\"x-upstream\"]\n",
     );
-    let gw = gateway(&config(up.addr, &dir, ""), Path::new(".")).await;
+    // Every request keeps its passport (checked at the end).
+    let cfg = config(up.addr, &dir, "").replacen("[admin]\n", "[admin]\nslow_request_ms = 0\n", 1);
+    let gw = gateway(&cfg, Path::new(".")).await;
     let addr = gw.listener_addr("main").expect("listener");
 
     let (p, b) = send(addr, get(addr, "/old/thing?q=1")).await;
