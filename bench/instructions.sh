@@ -64,61 +64,36 @@ trap cleanup EXIT
 "$REL/bench_upstream" "127.0.0.1:$U" >"$TMP/upstream.log" 2>&1 &
 UP_PID=$!
 
+# gateway_config FILE ROUTE_TARGET PLUGIN_DIR: the listener, admin, the clusters up1..up3 (all
+# the one upstream), one catch-all route to ROUTE_TARGET, and [plugins] when PLUGIN_DIR is set.
+gateway_config() {
+    local c
+    printf '[admin]\nlisten = "127.0.0.1:%s"\n[[listener]]\nname = "bench"\nlisten = "127.0.0.1:%s"\n[timeouts]\ndrain_ms = 200\n' \
+        "$A" "$P" >"$1"
+    for c in up1 up2 up3; do
+        printf '[[cluster]]\nname = "%s"\nendpoints = ["127.0.0.1:%s"]\n' "$c" "$U" >>"$1"
+    done
+    printf '[[route]]\nname = "all"\nmatch = { path_prefix = "/" }\n%s\n' "$2" >>"$1"
+    # valgrind cannot reserve the default pool's address space (instances × memory).
+    [ -z "${3:-}" ] ||
+        printf '[plugins]\ndir = "%s"\nmax_instances = 16\nmax_memory_mb = 32\n' "$3" >>"$1"
+}
+
 portcullis_config() { # FILE [FILTER_KIND [COUNT]]
-    cat >"$1" <<EOF
-[admin]
-listen = "127.0.0.1:$A"
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:$P"
-[timeouts]
-drain_ms = 200
-[[cluster]]
-name = "up1"
-endpoints = ["127.0.0.1:$U"]
-[[route]]
-name = "all"
-match = { path_prefix = "/" }
-cluster = "up1"
-EOF
+    local dir=""
     if [ -n "${2:-}" ]; then
-        write_filters "$TMP/plugins-$2" "${3:-1}" "$2" "$GUESTS"
-        # valgrind cannot reserve the default pool's address space (instances × memory).
-        printf '[plugins]\ndir = "%s"\nmax_instances = 16\nmax_memory_mb = 32\n' \
-            "$TMP/plugins-$2" >>"$1"
+        dir="$TMP/plugins-$2"
+        write_filters "$dir" "${3:-1}" "$2" "$GUESTS"
     fi
+    gateway_config "$1" 'cluster = "up1"' "$dir"
 }
 
 fanout_config() { # FILE: the fan-out endpoint (fanout.wasm) calling three clusters per request
-    mkdir -p "$TMP/plugins-fanout"
-    cp "$GUESTS/fanout.wasm" "$TMP/plugins-fanout/fanout.wasm"
-    printf 'kind = "endpoint"\n[config]\nclusters = "up1,up2,up3"\n' >"$TMP/plugins-fanout/fanout.toml"
-    cat >"$1" <<EOF
-[admin]
-listen = "127.0.0.1:$A"
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:$P"
-[timeouts]
-drain_ms = 200
-[[cluster]]
-name = "up1"
-endpoints = ["127.0.0.1:$U"]
-[[cluster]]
-name = "up2"
-endpoints = ["127.0.0.1:$U"]
-[[cluster]]
-name = "up3"
-endpoints = ["127.0.0.1:$U"]
-[[route]]
-name = "fan"
-match = { path_prefix = "/" }
-endpoint = "fanout"
-[plugins]
-dir = "$TMP/plugins-fanout"
-max_instances = 16
-max_memory_mb = 32
-EOF
+    local dir="$TMP/plugins-fanout"
+    mkdir -p "$dir"
+    cp "$GUESTS/fanout.wasm" "$dir/fanout.wasm"
+    printf 'kind = "endpoint"\n[config]\nclusters = "up1,up2,up3"\n' >"$dir/fanout.toml"
+    gateway_config "$1" 'endpoint = "fanout"' "$dir"
 }
 
 nginx_config() { # DIR
