@@ -351,8 +351,16 @@ fn check_dir(dir: &Path) -> Result<Option<u32>, CacheDirError> {
                 mode,
             });
         }
-        // Our uid without libc: the owner of a file we just created.
-        let probe = dir.join(format!(".owner-probe.{}", std::process::id()));
+        // Our uid without libc: the owner of a file we just created. The name is unique
+        // per call, not only per process: two gateways in one process (tests, or a
+        // reload beside a boot) open the same cache at once, and a shared name made
+        // one of them fail with "File exists".
+        static PROBE_SEQ: AtomicU64 = AtomicU64::new(0);
+        let probe = dir.join(format!(
+            ".owner-probe.{}.{}",
+            std::process::id(),
+            PROBE_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_file(&probe);
         let me = private_file(&probe)
             .and_then(|f| f.metadata())
@@ -424,6 +432,31 @@ mod tests {
         v.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         v.extend_from_slice(payload);
         v
+    }
+
+    /// Gateways in one process open one cache directory at the same time (CI failed on
+    /// this in stop 34: "File exists" from a probe name shared by the process).
+    #[test]
+    fn many_opens_of_one_directory_at_once_all_succeed() {
+        let dir = tmp("concurrent").join("cache");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|_| check_dir(&dir).map(|_| ()).map_err(|e| e.to_string()))
+                        .collect::<Result<(), String>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("thread"), Ok(()));
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("read dir")
+            .filter_map(|e| e.ok())
+            .collect();
+        assert!(left.is_empty(), "no probe files left behind: {left:?}");
     }
 
     #[test]
