@@ -444,8 +444,7 @@ mod tests {
                 let dir = dir.clone();
                 std::thread::spawn(move || {
                     (0..200)
-                        .map(|_| check_dir(&dir).map(|_| ()).map_err(|e| e.to_string()))
-                        .collect::<Result<(), String>>()
+                        .try_for_each(|_| check_dir(&dir).map(|_| ()).map_err(|e| e.to_string()))
                 })
             })
             .collect();
